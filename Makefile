@@ -1,0 +1,34 @@
+# fused_attn — the two commands (README's Quick start):
+#   make bench    set up (venv, torch==2.13.0, triton, build) and run the main job
+#   make test     set up and run the whole test suite (+ nvcc compile check of csrc/cuda when nvcc exists)
+# VENV= (empty) uses the current python3 as it is: for machines with torch preinstalled and no network.
+VENV ?= .venv
+PYTHON ?= python3
+ifeq ($(strip $(VENV)),)
+PY := $(PYTHON)
+else
+PY := $(VENV)/bin/python
+endif
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: setup test bench info cuda-check clean
+
+setup:
+	$(PYTHON) tools/setup_env.py --venv "$(VENV)"
+
+cuda-check:
+	bash tools/check_cuda_kernels.sh
+
+test: setup cuda-check
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m fused_attn.info
+	$(PY) -m fused_attn.selfcheck $(BENCH_ARGS)
+
+info: setup
+	$(PY) -m fused_attn.info
+
+clean:
+	rm -rf build *.egg-info fused_attn/_C*.so .pytest_cache

@@ -1,0 +1,17 @@
+"""fused_attn: fused Triton and C++/CUDA kernels for CNN attention modules.
+
+    import fused_attn
+    from fused_attn import functional as FA
+    out = FA.apply_gates(y, channel=c, spatial=s, residual=x)        # residual + y * c * s
+    with fused_attn.use_backend("reference"): ...                   # or backend= per call
+
+Backends: auto (default), reference, cpu, cuda, triton; see fused_attn._backend.
+"""
+from . import functional, ops  # noqa: F401  (ops registers the torch.library custom ops)
+from ._backend import (BACKENDS, CHOICES, BackendUnavailable, available_backends, current_backend, set_backend,
+                       use_backend)
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "use_backend", "set_backend", "current_backend", "available_backends",
+           "BackendUnavailable", "BACKENDS", "CHOICES", "__version__"]

@@ -1,0 +1,87 @@
+"""The squeeze-excite MLP on pooled channel descriptors, forward and backward written out.
+
+  z1 = pooled @ w1^T + b1      [B, Cr]   (w1: [Cr, C]; Linear(C, Cr) or a 1x1 conv's weight viewed 2-D)
+  z2 = act(z1) @ w2^T + b2     [B, C]    (w2: [C, Cr])
+  s  = gate(z2)                [B, C]
+
+It is tiny (B x C x Cr), so every backend runs it in PyTorch; only the passes over x are kernels.
+Computed in the accumulation dtype; weight gradients are returned in the weights' dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS = ("relu", "hardswish", "silu")
+GATES = ("sigmoid", "hardsigmoid")
+
+
+def activation(name: str, z: torch.Tensor) -> torch.Tensor:
+    if name == "relu":
+        return torch.relu(z)
+    if name == "hardswish":
+        return F.hardswish(z)
+    if name == "silu":
+        return F.silu(z)
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def activation_grad(name: str, z: torch.Tensor) -> torch.Tensor:
+    """d act(z) / dz."""
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    if name == "hardswish":  # x * relu6(x + 3) / 6: 0 below -3, 1 above 3, (2x + 3) / 6 between
+        return torch.where(z < -3, torch.zeros_like(z), torch.where(z > 3, torch.ones_like(z), (2 * z + 3) / 6))
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return s * (1 + z * (1 - s))
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def gate(name: str, z: torch.Tensor) -> torch.Tensor:
+    if name == "sigmoid":
+        return torch.sigmoid(z)
+    if name == "hardsigmoid":
+        return F.hardsigmoid(z)
+    raise ValueError(f"unknown gate {name!r}; expected one of {GATES}")
+
+
+def gate_grad(name: str, z: torch.Tensor) -> torch.Tensor:
+    """d gate(z) / dz."""
+    if name == "sigmoid":
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+    if name == "hardsigmoid":  # relu6(x + 3) / 6: slope 1/6 strictly inside (-3, 3), as torch
+        return torch.where((z > -3) & (z < 3), torch.full_like(z, 1 / 6), torch.zeros_like(z))
+    raise ValueError(f"unknown gate {name!r}; expected one of {GATES}")
+
+
+def forward(pooled: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor], w2: torch.Tensor,
+            b2: Optional[torch.Tensor], act: str, gate_name: str):
+    """-> (z1, z2, s), all in pooled's dtype (the accumulation dtype)."""
+    dt = pooled.dtype
+    z1 = pooled @ w1.to(dt).t()
+    if b1 is not None:
+        z1 = z1 + b1.to(dt)
+    z2 = activation(act, z1) @ w2.to(dt).t()
+    if b2 is not None:
+        z2 = z2 + b2.to(dt)
+    return z1, z2, gate(gate_name, z2)
+
+
+def backward(grad_s: torch.Tensor, pooled: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+             w1: torch.Tensor, b1: Optional[torch.Tensor], w2: torch.Tensor, b2: Optional[torch.Tensor],
+             act: str, gate_name: str):
+    """-> (grad_pooled, grad_w1, grad_b1, grad_w2, grad_b2); bias grads are None for absent biases."""
+    dt = pooled.dtype
+    dz2 = grad_s.to(dt) * gate_grad(gate_name, z2)
+    a1 = activation(act, z1)
+    grad_w2 = (dz2.t() @ a1).to(w2.dtype)
+    grad_b2 = dz2.sum(0).to(b2.dtype) if b2 is not None else None
+    dz1 = (dz2 @ w2.to(dt)) * activation_grad(act, z1)
+    grad_w1 = (dz1.t() @ pooled).to(w1.dtype)
+    grad_b1 = dz1.sum(0).to(b1.dtype) if b1 is not None else None
+    grad_pooled = dz1 @ w1.to(dt)
+    return grad_pooled, grad_w1, grad_b1, grad_w2, grad_b2

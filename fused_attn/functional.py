@@ -1,0 +1,229 @@
+"""Public functions: validate, pick the request, call the op (or the reference while exporting to ONNX).
+
+Every function takes `backend=None` ("auto", "reference", "cpu", "cuda", "triton"; None = the current
+setting, see fused_attn.use_backend). Shapes: x, y, residual [B, C, H, W]; channel gate [B, C] (or
+[B, C, 1, 1]); spatial gate [B, H, W] (or [B, 1, H, W]). Floating dtypes only; all tensors of one call on
+one device and (for apply_gates) of one dtype. Outputs keep the input's memory format (channels_last in,
+channels_last out).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _backend, _mlp, ops
+from ._layout import acc_dtype
+from .ops.channel_pool import STATS
+from .reference import apply_gates as _ref_gates
+from .reference import channel_pool as _ref_pool
+from .reference import ema as _ref_ema
+from .reference import squeeze_excite as _ref_se
+
+__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates",
+           "ema_strip_pool", "ema_core", "ema"]
+
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _check_tensor(name: str, t, ndim: Optional[int] = None) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOATING:
+        raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+
+
+def _check_devices(**tensors) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listed}")
+
+
+def _check_shape(name: str, t: Tensor, expected: tuple) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def _check_x(x) -> None:
+    _check_tensor("x", x, 4)
+    if x.shape[1] == 0:
+        raise ValueError(f"x must have at least one channel, got shape {tuple(x.shape)}")
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export()
+
+
+# ---------------------------------------------------------------------------------------------- channel_pool
+def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend: Optional[str] = None) -> Tensor:
+    """Pool over channels: out[:, k] = stats[k](x[:, c]) for stats in max, mean, std (unbiased).
+
+    x [B, C, H, W] -> [B, len(stats), H, W]. The gradient of max goes to the first maximal channel; the
+    gradient of std is zero where std is zero (constant channels); C = 1 gives NaN std, like torch.std.
+    """
+    _check_x(x)
+    names = (stats,) if isinstance(stats, str) else tuple(stats)
+    if not names or any(s not in STATS for s in names) or len(set(names)) != len(names):
+        raise ValueError(f"stats must be a non-empty ordered subset of {STATS} without repeats, got {stats!r}")
+    request = _backend.requested(backend)
+    if _exporting():
+        return _ref_pool.channel_pool_forward(x, names)[0]
+    return ops.channel_pool.channel_pool(x, ",".join(names), request)[0]
+
+
+# ------------------------------------------------------------------------------------------- squeeze-excite
+def channel_squeeze(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """Squeeze: mean over H and W. x [B, C, H, W] -> [B, C]."""
+    _check_x(x)
+    request = _backend.requested(backend)
+    if _exporting():
+        return _ref_se.channel_squeeze_forward(x).to(x.dtype)
+    return ops.squeeze_excite.channel_squeeze(x, request)
+
+
+def _mlp_weights(x: Tensor, w1: Tensor, b1, w2: Tensor, b2, act: str, gate: str):
+    """Validate the SE MLP's weights; Linear [out, in] or 1x1-conv [out, in, 1, 1] weights, returned 2-D."""
+    if act not in _mlp.ACTIVATIONS:
+        raise ValueError(f"act must be one of {_mlp.ACTIVATIONS}, got {act!r}")
+    if gate not in _mlp.GATES:
+        raise ValueError(f"gate must be one of {_mlp.GATES}, got {gate!r}")
+    c = x.shape[1]
+    for name, w in (("w1", w1), ("w2", w2)):
+        _check_tensor(name, w)
+        if w.dim() == 4 and w.shape[2:] != (1, 1) or w.dim() not in (2, 4):
+            raise ValueError(f"{name} must be a Linear weight [out, in] or a 1x1 conv weight [out, in, 1, 1], "
+                             f"got shape {tuple(w.shape)}")
+    w1, w2 = w1.flatten(1), w2.flatten(1)
+    if w1.shape[1] != c:
+        raise ValueError(f"w1 must have shape [Cr, {c}] (x has {c} channels), got {tuple(w1.shape)}")
+    _check_shape("w2", w2, (c, w1.shape[0]))
+    if b1 is not None:
+        _check_tensor("b1", b1, 1)
+        _check_shape("b1", b1, (w1.shape[0],))
+    if b2 is not None:
+        _check_tensor("b2", b2, 1)
+        _check_shape("b2", b2, (c,))
+    _check_devices(x=x, w1=w1, b1=b1, w2=w2, b2=b2)
+    return w1, w2
+
+
+def channel_gate(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+                 act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None) -> Tensor:
+    """Channel attention weights s = gate(w2 act(w1 mean_hw(x) + b1) + b2) -> [B, C] in x's dtype."""
+    _check_x(x)
+    w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
+    pooled = channel_squeeze(x, backend=backend).to(acc_dtype(x.dtype))
+    return _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2].to(x.dtype)
+
+
+def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+                   act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None) -> Tensor:
+    """Squeeze-and-excitation: y = x * gate(w2 act(w1 mean_hw(x) + b1) + b2)[:, :, None, None].
+
+    w1 [Cr, C], w2 [C, Cr] (Linear weights, or 1x1 conv weights [Cr, C, 1, 1]); b1, b2 optional.
+    act: relu | hardswish | silu; gate: sigmoid | hardsigmoid. The MLP runs in the accumulation dtype.
+    """
+    _check_x(x)
+    w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
+    request = _backend.requested(backend)
+    if _exporting():
+        s = _mlp.forward(_ref_se.channel_squeeze_forward(x), w1, b1, w2, b2, act, gate)[2]
+        return _ref_se.channel_scale_forward(x, s)
+    return ops.squeeze_excite.squeeze_excite(x, w1, b1, w2, b2, act, gate, request)[0]
+
+
+# ---------------------------------------------------------------------------------------------- apply_gates
+def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[Tensor] = None,
+                residual: Optional[Tensor] = None, *, backend: Optional[str] = None) -> Tensor:
+    """out = residual + y * channel[:, :, None, None] * spatial[:, None]; every part optional.
+
+    y [B, C, H, W]; channel [B, C] or [B, C, 1, 1]; spatial [B, H, W] or [B, 1, H, W]; residual like y.
+    All of one dtype and device.
+    """
+    _check_tensor("y", y, 4)
+    b, c, h, w = y.shape
+    if channel is not None:
+        _check_tensor("channel", channel)
+        if channel.dim() == 4 and channel.shape[2:] == (1, 1):
+            channel = channel.flatten(1)
+        _check_shape("channel", channel, (b, c))
+    if spatial is not None:
+        _check_tensor("spatial", spatial)
+        if spatial.dim() == 4 and spatial.shape[1] == 1:
+            spatial = spatial.squeeze(1)
+        _check_shape("spatial", spatial, (b, h, w))
+    if residual is not None:
+        _check_tensor("residual", residual)
+        _check_shape("residual", residual, (b, c, h, w))
+    _check_devices(y=y, channel=channel, spatial=spatial, residual=residual)
+    for name, t in (("channel", channel), ("spatial", spatial), ("residual", residual)):
+        if t is not None and t.dtype != y.dtype:
+            raise TypeError(f"{name} must have y's dtype {y.dtype}, got {t.dtype}")
+    request = _backend.requested(backend)
+    if _exporting():
+        return _ref_gates.apply_gates_forward(y, channel, spatial, residual)
+    return ops.apply_gates.apply_gates(y, channel, spatial, residual, request)
+
+
+# ------------------------------------------------------------------------------------------------------ EMA
+def _check_groups(x: Tensor, groups: int) -> int:
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if x.shape[1] % groups:
+        raise ValueError(f"x's {x.shape[1]} channels are not divisible by groups={groups}")
+    return x.shape[1] // groups
+
+
+def ema_strip_pool(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
+    """Strip means: x [B, C, H, W] -> [B, C, H + W] = cat(mean over W (per row), mean over H (per column))."""
+    _check_x(x)
+    request = _backend.requested(backend)
+    if _exporting():
+        return _ref_ema.ema_strip_pool_forward(x)
+    return ops.ema.ema_strip_pool(x, request)
+
+
+def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor, groups: int,
+             eps: float = 1e-5, *, backend: Optional[str] = None) -> Tensor:
+    """EMA cross-spatial attention after its two convolutions (math in fused_attn/reference/ema.py).
+
+    x [B, C, H, W]; hw [B, C, H + W] = conv1x1 of the strip means (pre-sigmoid); x2 [B, C, H, W] = conv3x3
+    of the grouped x; gn_weight, gn_bias [C / groups] (GroupNorm(cg, cg)). -> [B, C, H, W].
+    """
+    _check_x(x)
+    cg = _check_groups(x, groups)
+    b, c, h, w = x.shape
+    _check_tensor("hw", hw, 3)
+    _check_shape("hw", hw, (b, c, h + w))
+    _check_tensor("x2", x2, 4)
+    _check_shape("x2", x2, tuple(x.shape))
+    for name, t in (("gn_weight", gn_weight), ("gn_bias", gn_bias)):
+        _check_tensor(name, t, 1)
+        _check_shape(name, t, (cg,))
+    _check_devices(x=x, hw=hw, x2=x2, gn_weight=gn_weight, gn_bias=gn_bias)
+    request = _backend.requested(backend)
+    if _exporting():
+        return _ref_ema.ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, float(eps))[0]
+    return ops.ema.ema_core(x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
+
+
+def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3x3_weight: Tensor,
+        conv3x3_bias: Optional[Tensor], gn_weight: Tensor, gn_bias: Tensor, groups: int, eps: float = 1e-5, *,
+        backend: Optional[str] = None) -> Tensor:
+    """The whole EMA block: strip pooling, conv1x1 of the strips, conv3x3 of the groups (both aten), core.
+
+    Weights as in the official EMA: conv1x1 [cg, cg, 1, 1], conv3x3 [cg, cg, 3, 3], gn [cg], cg = C / groups.
+    """
+    _check_x(x)
+    cg = _check_groups(x, groups)
+    b, c, h, w = x.shape
+    pooled = ema_strip_pool(x, backend=backend)
+    hw = F.conv2d(pooled.reshape(b * groups, cg, h + w, 1), conv1x1_weight, conv1x1_bias).reshape(b, c, h + w)
+    x2 = F.conv2d(x.reshape(b * groups, cg, h, w), conv3x3_weight, conv3x3_bias, padding=1).reshape(b, c, h, w)
+    return ema_core(x, hw, x2, gn_weight, gn_bias, groups, eps, backend=backend)

@@ -1,0 +1,64 @@
+"""fused_attn::apply_gates: residual + y * channel * spatial (see fused_attn/reference/apply_gates.py).
+
+Backend contract (module fused_attn.<backend>.apply_gates):
+  apply_gates_forward(y, channel | None, spatial | None, residual | None) -> out like y
+  apply_gates_backward(grad_out, y, channel | None, spatial | None) -> (grad_y, grad_channel | [0], grad_spatial | [0])
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import empty_4d
+
+
+def _impl(y: Tensor, backend: str):
+    return _backend.implementation("apply_gates", backend, y.device, y.dtype)[1]
+
+
+@torch.library.custom_op("fused_attn::apply_gates", mutates_args=())
+def apply_gates(y: Tensor, channel: Optional[Tensor], spatial: Optional[Tensor], residual: Optional[Tensor],
+                backend: str) -> Tensor:
+    """y [B, C, H, W], channel [B, C], spatial [B, H, W], residual [B, C, H, W] -> residual + y * channel * spatial."""
+    return _impl(y, backend).apply_gates_forward(y, channel, spatial, residual)
+
+
+@apply_gates.register_fake
+def _(y, channel, spatial, residual, backend):
+    return empty_4d(y, y.shape)
+
+
+@torch.library.custom_op("fused_attn::apply_gates_backward", mutates_args=())
+def apply_gates_backward(grad_out: Tensor, y: Tensor, channel: Optional[Tensor], spatial: Optional[Tensor],
+                         backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _impl(y, backend).apply_gates_backward(grad_out, y, channel, spatial)
+
+
+@apply_gates_backward.register_fake
+def _(grad_out, y, channel, spatial, backend):
+    grad_channel = torch.empty_like(channel, memory_format=torch.contiguous_format) if channel is not None else y.new_empty((0,))
+    grad_spatial = torch.empty_like(spatial, memory_format=torch.contiguous_format) if spatial is not None else y.new_empty((0,))
+    return empty_4d(y, y.shape), grad_channel, grad_spatial
+
+
+def _setup_context(ctx, inputs, output):
+    y, channel, spatial, residual, backend = inputs
+    ctx.save_for_backward(y, channel, spatial)
+    ctx.backend = backend
+    ctx.has_residual = residual is not None
+
+
+def _backward(ctx, grad_out):
+    y, channel, spatial = ctx.saved_tensors
+    grad_y, grad_channel, grad_spatial = apply_gates_backward(grad_out, y, channel, spatial, ctx.backend)
+    return (grad_y,
+            grad_channel if channel is not None else None,
+            grad_spatial if spatial is not None else None,
+            grad_out if ctx.has_residual else None,
+            None)
+
+
+apply_gates.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,102 @@
+"""fused_attn::ema_strip_pool and fused_attn::ema_core (see fused_attn/reference/ema.py for the math).
+
+Backend contract (module fused_attn.<backend>.ema):
+  ema_strip_pool_forward(x) -> [B, C, H + W] in x's dtype
+  ema_strip_pool_backward(grad, x) -> grad_x like x
+  ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, eps) -> (out like x, mean [B, C], rstd [B, C])
+  ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups, eps)
+      -> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight, grad_gn_bias)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+from .._layout import acc_dtype, empty_4d
+
+
+def _impl(op: str, x: Tensor, backend: str):
+    return _backend.implementation(op, backend, x.device, x.dtype)[1]
+
+
+# -------------------------------------------------------------------------------------------- ema_strip_pool
+@torch.library.custom_op("fused_attn::ema_strip_pool", mutates_args=())
+def ema_strip_pool(x: Tensor, backend: str) -> Tensor:
+    """x [B, C, H, W] -> [B, C, H + W]: row means (over W) then column means (over H)."""
+    return _impl("ema_strip_pool", x, backend).ema_strip_pool_forward(x)
+
+
+@ema_strip_pool.register_fake
+def _(x, backend):
+    b, c, h, w = x.shape
+    return x.new_empty((b, c, h + w))
+
+
+@torch.library.custom_op("fused_attn::ema_strip_pool_backward", mutates_args=())
+def ema_strip_pool_backward(grad: Tensor, x: Tensor, backend: str) -> Tensor:
+    return _impl("ema_strip_pool", x, backend).ema_strip_pool_backward(grad, x)
+
+
+@ema_strip_pool_backward.register_fake
+def _(grad, x, backend):
+    return empty_4d(x, x.shape)
+
+
+def _pool_setup(ctx, inputs, output):
+    x, backend = inputs
+    ctx.save_for_backward(x)  # only its shape, dtype and layout are read
+    ctx.backend = backend
+
+
+def _pool_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return ema_strip_pool_backward(grad, x, ctx.backend), None
+
+
+ema_strip_pool.register_autograd(_pool_backward, setup_context=_pool_setup)
+
+
+# -------------------------------------------------------------------------------------------------- ema_core
+@torch.library.custom_op("fused_attn::ema_core", mutates_args=())
+def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor, groups: int, eps: float,
+             backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (out like x, mean [B, C], rstd [B, C]) (the last two: GroupNorm statistics, saved for backward)."""
+    return _impl("ema_core", x, backend).ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, eps)
+
+
+@ema_core.register_fake
+def _(x, hw, x2, gn_weight, gn_bias, groups, eps, backend):
+    stats = x.new_empty(x.shape[:2], dtype=acc_dtype(x.dtype))
+    return empty_4d(x, x.shape), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("fused_attn::ema_core_backward", mutates_args=())
+def ema_core_backward(grad_out: Tensor, x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor,
+                      mean: Tensor, rstd: Tensor, groups: int, eps: float,
+                      backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _impl("ema_core", x, backend).ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd,
+                                                             groups, eps)
+
+
+@ema_core_backward.register_fake
+def _(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups, eps, backend):
+    return (empty_4d(x, x.shape), torch.empty_like(hw, memory_format=torch.contiguous_format), empty_4d(x2, x2.shape),
+            torch.empty_like(gn_weight), torch.empty_like(gn_bias))
+
+
+def _core_setup(ctx, inputs, output):
+    x, hw, x2, gn_weight, gn_bias, groups, eps, backend = inputs
+    _, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, hw, x2, gn_weight, gn_bias, mean, rstd)
+    ctx.groups, ctx.eps, ctx.backend = groups, eps, backend
+
+
+def _core_backward(ctx, grad_out, _gm, _gr):
+    x, hw, x2, gn_weight, gn_bias, mean, rstd = ctx.saved_tensors
+    grads = ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, ctx.groups, ctx.eps, ctx.backend)
+    return (*grads, None, None, None)
+
+
+ema_core.register_autograd(_core_backward, setup_context=_core_setup)

@@ -1,0 +1,122 @@
+"""fused_attn::channel_squeeze and fused_attn::squeeze_excite (see fused_attn/reference/squeeze_excite.py).
+
+  channel_squeeze(x) = mean_hw x                                      [B, C]
+  squeeze_excite(x, w1, b1, w2, b2) = x * gate(w2 act(w1 mean_hw(x) + b1) + b2)
+
+The MLP (fused_attn._mlp) runs in PyTorch between the kernel passes; the backward is the fused
+3-read, 1-write scheme: grad_s = sum_hw(g x) (reads g, x), MLP backward, grad_x = g s + grad_pooled / HW
+(reads g, writes grad_x).
+
+Backend contract (module fused_attn.<backend>.squeeze_excite):
+  channel_squeeze_forward(x) -> [B, C] (accumulation dtype)
+  channel_squeeze_backward(grad [B, C], x) -> grad_x like x
+  channel_scale_forward(x, s [B, C]) -> x * s like x
+  squeeze_excite_grad_gate(grad_y, x) -> sum_hw grad_y * x  [B, C] (accumulation dtype)
+  squeeze_excite_grad_input(grad_y, s, grad_pooled, x) -> grad_y * s + grad_pooled / HW like x
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend, _mlp
+from .._layout import acc_dtype, empty_4d
+
+
+def _impl(op: str, x: Tensor, backend: str):
+    return _backend.implementation(op, backend, x.device, x.dtype)[1]
+
+
+# ------------------------------------------------------------------------------------------- channel_squeeze
+@torch.library.custom_op("fused_attn::channel_squeeze", mutates_args=())
+def channel_squeeze(x: Tensor, backend: str) -> Tensor:
+    """x [B, C, H, W] -> mean over H, W [B, C] in x's dtype."""
+    return _impl("channel_squeeze", x, backend).channel_squeeze_forward(x).to(x.dtype)
+
+
+@channel_squeeze.register_fake
+def _(x, backend):
+    return x.new_empty(x.shape[:2])
+
+
+@torch.library.custom_op("fused_attn::channel_squeeze_backward", mutates_args=())
+def channel_squeeze_backward(grad: Tensor, x: Tensor, backend: str) -> Tensor:
+    return _impl("channel_squeeze", x, backend).channel_squeeze_backward(grad, x)
+
+
+@channel_squeeze_backward.register_fake
+def _(grad, x, backend):
+    return empty_4d(x, x.shape)
+
+
+def _squeeze_setup(ctx, inputs, output):
+    x, backend = inputs
+    ctx.save_for_backward(x)  # only its shape, dtype and layout are read
+    ctx.backend = backend
+
+
+def _squeeze_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return channel_squeeze_backward(grad, x, ctx.backend), None
+
+
+channel_squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setup)
+
+
+# ------------------------------------------------------------------------------------------- squeeze_excite
+@torch.library.custom_op("fused_attn::squeeze_excite", mutates_args=())
+def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], act: str,
+                   gate: str, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> (y = x * s like x, pooled [B, C], z1 [B, Cr], z2 [B, C]); the last three in the accumulation dtype."""
+    impl = _impl("squeeze_excite", x, backend)
+    pooled = impl.channel_squeeze_forward(x)
+    z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
+    return impl.channel_scale_forward(x, s), pooled, z1, z2
+
+
+@squeeze_excite.register_fake
+def _(x, w1, b1, w2, b2, act, gate, backend):
+    acc = acc_dtype(x.dtype)
+    b, c = x.shape[:2]
+    return empty_4d(x, x.shape), x.new_empty((b, c), dtype=acc), x.new_empty((b, w1.shape[0]), dtype=acc), \
+        x.new_empty((b, c), dtype=acc)
+
+
+@torch.library.custom_op("fused_attn::squeeze_excite_backward", mutates_args=())
+def squeeze_excite_backward(grad_y: Tensor, x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor,
+                            b2: Optional[Tensor], pooled: Tensor, z1: Tensor, z2: Tensor, act: str, gate: str,
+                            backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (grad_x, grad_w1, grad_b1 | [0], grad_w2, grad_b2 | [0])."""
+    impl = _impl("squeeze_excite", x, backend)
+    grad_s = impl.squeeze_excite_grad_gate(grad_y, x)
+    grad_pooled, gw1, gb1, gw2, gb2 = _mlp.backward(grad_s, pooled, z1, z2, w1, b1, w2, b2, act, gate)
+    grad_x = impl.squeeze_excite_grad_input(grad_y, _mlp.gate(gate, z2), grad_pooled, x)
+    return (grad_x, gw1, gb1 if gb1 is not None else x.new_empty((0,)), gw2,
+            gb2 if gb2 is not None else x.new_empty((0,)))
+
+
+@squeeze_excite_backward.register_fake
+def _(grad_y, x, w1, b1, w2, b2, pooled, z1, z2, act, gate, backend):
+    def like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None else x.new_empty((0,))
+    return empty_4d(x, x.shape), like(w1), like(b1), like(w2), like(b2)
+
+
+def _se_setup(ctx, inputs, output):
+    x, w1, b1, w2, b2, act, gate, backend = inputs
+    _, pooled, z1, z2 = output
+    ctx.mark_non_differentiable(pooled, z1, z2)
+    ctx.save_for_backward(x, w1, b1, w2, b2, pooled, z1, z2)
+    ctx.act, ctx.gate, ctx.backend = act, gate, backend
+
+
+def _se_backward(ctx, grad_y, _gp, _gz1, _gz2):
+    x, w1, b1, w2, b2, pooled, z1, z2 = ctx.saved_tensors
+    gx, gw1, gb1, gw2, gb2 = squeeze_excite_backward(grad_y, x, w1, b1, w2, b2, pooled, z1, z2,
+                                                     ctx.act, ctx.gate, ctx.backend)
+    return gx, gw1, gb1 if b1 is not None else None, gw2, gb2 if b2 is not None else None, None, None, None
+
+
+squeeze_excite.register_autograd(_se_backward, setup_context=_se_setup)

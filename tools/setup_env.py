@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Set up everything `make test` / `make bench` need, from nothing, idempotently.
+
+  python3 tools/setup_env.py --venv .venv     create .venv if missing and install into it
+  python3 tools/setup_env.py --venv ""        use this python3 as it is (e.g. the GPU machine: torch
+                                              preinstalled, no network): install only what is missing,
+                                              and keep going when an optional tool cannot be installed
+
+Installs torch==2.13.0 (the pinned CPU build; a bare `torch` would pull CUDA packages) only where no torch
+is importable, then triton and the test tools, then builds the package in place with
+`pip install -e . --no-build-isolation --no-deps` whenever csrc/, setup.py or pyproject.toml changed.
+"""
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCH = "torch==2.13.0"
+REQUIRED = {"torch": TORCH, "pytest": "pytest", "setuptools": "setuptools>=64", "wheel": "wheel"}
+OPTIONAL = {"triton": "triton>=3.6,<3.10", "numpy": "numpy", "expecttest": "expecttest", "hypothesis": "hypothesis",
+            "matplotlib": "matplotlib", "ninja": "ninja"}
+
+
+def run(cmd, check=True):
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=check).returncode
+
+
+def importable(python, module):
+    return subprocess.run([python, "-c", f"import {module}"], cwd="/", capture_output=True).returncode == 0
+
+
+def pip_install(python, specs, required):
+    if not specs:
+        return
+    code = run([python, "-m", "pip", "install", "-q", *specs], check=False)
+    if code and required:
+        sys.exit(f"setup: could not install required packages {specs}")
+    if code:
+        print(f"setup: warning: could not install optional packages {specs}; tests that need them are skipped")
+
+
+def sources_digest():
+    h = hashlib.sha256()
+    files = sorted(p for p in (ROOT / "csrc").rglob("*") if p.is_file())
+    for p in files + [ROOT / "setup.py", ROOT / "pyproject.toml"]:
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    h.update(os.environ.get("FUSED_ATTN_NO_EXT", "").encode())
+    h.update(os.environ.get("FORCE_CUDA", "").encode())
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--venv", default=".venv", help='virtual environment folder; "" = use this python3')
+    args = ap.parse_args()
+    python = sys.executable
+    if args.venv:
+        venv = (ROOT / args.venv).resolve()
+        python = str(venv / "bin" / "python")
+        if not Path(python).exists():
+            run([sys.executable, "-m", "venv", str(venv)])
+    missing = [spec for mod, spec in REQUIRED.items() if not importable(python, mod)]
+    pip_install(python, missing, required=True)
+    missing = [spec for mod, spec in OPTIONAL.items() if not importable(python, mod)]
+    pip_install(python, missing, required=False)
+
+    stamp = ROOT / "build" / f"ext-stamp-{hashlib.sha256(python.encode()).hexdigest()[:12]}"
+    digest = sources_digest()
+    probe = "import fused_attn, fused_attn._ext as e; assert e.available() or e.load_error().startswith('disabled')"
+    if stamp.exists() and stamp.read_text() == digest and importable(python, "fused_attn") and \
+            subprocess.run([python, "-c", probe], cwd="/", capture_output=True).returncode == 0:
+        print("setup: fused_attn is built and up to date")
+        return
+    run([python, "-m", "pip", "install", "-q", "-e", ".", "--no-build-isolation", "--no-deps"])
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(digest)
+
+
+if __name__ == "__main__":
+    main()
