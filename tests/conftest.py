@@ -1,5 +1,13 @@
-import pytest
+import os
+
 import torch
+
+# Triton kernels run on CPU tensors through its interpreter where there is no GPU (CI). The flag is read
+# when kernels are defined, so it is set before any test imports fused_attn.triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

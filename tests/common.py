@@ -1,0 +1,43 @@
+"""Shared test helpers: tolerances, inputs, and which backends to parametrize over."""
+from __future__ import annotations
+
+import torch
+
+from fused_attn import _backend
+
+# (rtol, atol) relative to the reference's max magnitude: see assert_close.
+TOL = {
+    torch.float64: 1e-10,
+    torch.float32: 2e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, what: str = ""):
+    """max |actual - expected| <= tol * max(|expected|, 1), compared in float64; NaN must match NaN."""
+    tol = TOL[dtype or actual.dtype]
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert torch.equal(a.isnan(), e.isnan()), f"{what}: NaN positions differ"
+    a, e = torch.nan_to_num(a), torch.nan_to_num(e)
+    scale = max(e.abs().max().item() if e.numel() else 0.0, 1.0)
+    err = (a - e).abs().max().item() if e.numel() else 0.0
+    assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.1e} * {scale:.3e}"
+
+
+def randn4d(b, c, h, w, dtype=torch.float32, channels_last=False, device="cpu", requires_grad=False):
+    x = torch.randn(b, c, h, w, dtype=dtype, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+def kernel_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
+    """Every non-reference backend that serves `op` here (e.g. cpu when built, triton under the interpreter)."""
+    return [b for b in _backend.serving(op, device, dtype) if b != "reference"]
+
+
+def serving_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
+    return _backend.serving(op, device, dtype)
