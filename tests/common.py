@@ -15,9 +15,11 @@ TOL = {
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, what: str = ""):
-    """max |actual - expected| <= tol * max(|expected|, 1), compared in float64; NaN must match NaN."""
-    tol = TOL[dtype or actual.dtype]
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, what: str = "",
+                 tol: float | None = None):
+    """max |actual - expected| <= tol * max(|expected|, 1), compared in float64; NaN must match NaN.
+    tol defaults to TOL[dtype] (dtype defaults to actual's)."""
+    tol = TOL[dtype or actual.dtype] if tol is None else tol
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     assert torch.equal(a.isnan(), e.isnan()), f"{what}: NaN positions differ"

@@ -1,0 +1,66 @@
+"""Public functions reject bad input with errors naming the argument, before any kernel runs."""
+import pytest
+import torch
+
+from fused_attn import functional as FA
+
+X = torch.randn(2, 4, 3, 5)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: FA.channel_pool(torch.randn(4, 3, 5)), ValueError, "x must be 4-D"),
+    (lambda: FA.channel_pool(X.long()), TypeError, "x must be a floating tensor"),
+    (lambda: FA.channel_pool([1.0]), TypeError, "x must be a torch.Tensor"),
+    (lambda: FA.channel_pool(torch.randn(2, 0, 3, 3)), ValueError, "at least one channel"),
+    (lambda: FA.channel_pool(X, ("max", "median")), ValueError, "stats must be"),
+    (lambda: FA.channel_pool(X, ("max", "max")), ValueError, "without repeats"),
+    (lambda: FA.channel_pool(X, ()), ValueError, "non-empty"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 5), None, torch.randn(4, 2), None), ValueError, r"w1 must have shape \[Cr, 4\]"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 3), None), ValueError, "w2 must have shape"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 4), torch.randn(3), torch.randn(4, 2), None), ValueError, "b1 must have shape"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 4, 3, 3), None, torch.randn(4, 2), None), ValueError, "1x1 conv weight"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, act="tanh"), ValueError, "act must be"),
+    (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, gate="softmax"), ValueError, "gate must be"),
+    (lambda: FA.apply_gates(X, torch.rand(2, 3)), ValueError, r"channel must have shape \(2, 4\)"),
+    (lambda: FA.apply_gates(X, None, torch.rand(2, 5, 3)), ValueError, r"spatial must have shape \(2, 3, 5\)"),
+    (lambda: FA.apply_gates(X, residual=torch.randn(2, 4, 3, 4)), ValueError, "residual must have shape"),
+    (lambda: FA.apply_gates(X, torch.rand(2, 4, dtype=torch.float64)), TypeError, "channel must have y's dtype"),
+    (lambda: FA.apply_gates(X, torch.rand(2, 4).bool()), TypeError, "channel must be a floating tensor"),
+    (lambda: FA.ema_strip_pool(torch.randn(3, 3)), ValueError, "x must be 4-D"),
+    (lambda: FA.ema_core(X, torch.randn(2, 4, 8), X, torch.randn(2), torch.randn(2), groups=3), ValueError,
+     "not divisible by groups=3"),
+    (lambda: FA.ema_core(X, torch.randn(2, 4, 7), X, torch.randn(2), torch.randn(2), groups=2), ValueError,
+     r"hw must have shape \(2, 4, 8\)"),
+    (lambda: FA.ema_core(X, torch.randn(2, 4, 8), X, torch.randn(4), torch.randn(2), groups=2), ValueError,
+     r"gn_weight must have shape \(2,\)"),
+    (lambda: FA.ema_core(X, torch.randn(2, 4, 8), X, torch.randn(2), torch.randn(2), groups=0), ValueError,
+     "groups must be a positive int"),
+])
+def test_bad_input_raises_a_named_error(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_devices_must_match():
+    meta = torch.rand(2, 4, device="meta")
+    with pytest.raises(ValueError, match="one device"):
+        FA.apply_gates(X, meta)
+
+
+def test_inputs_are_not_mutated():
+    x, c, s, r = X.clone(), torch.rand(2, 4), torch.rand(2, 3, 5), torch.randn(2, 4, 3, 5)
+    copies = [t.clone() for t in (x, c, s, r)]
+    FA.apply_gates(x, c, s, r)
+    FA.channel_pool(x)
+    FA.squeeze_excite(x, torch.randn(2, 4), None, torch.randn(4, 2), None)
+    for before, after in zip(copies, (x, c, s, r)):
+        assert torch.equal(before, after)
+
+
+def test_sliced_non_contiguous_inputs_give_correct_results():
+    big = torch.randn(2, 8, 6, 10)
+    x = big[:, ::2, :, 1:6]  # non-contiguous in C and W
+    assert not x.is_contiguous()
+    assert torch.allclose(FA.channel_pool(x), torch.cat([x.max(1, keepdim=True)[0], x.mean(1, keepdim=True),
+                                                         x.std(1, keepdim=True)], 1), atol=1e-6)
+    assert torch.allclose(FA.ema_strip_pool(x), torch.cat([x.mean(3), x.mean(2)], 2), atol=1e-6)
