@@ -3,7 +3,7 @@
 Every function takes `backend=None` ("auto", "reference", "cpu", "cuda", "triton"; None = the current
 setting, see fused_attn.use_backend). Shapes: x, y, residual [B, C, H, W]; channel gate [B, C] (or
 [B, C, 1, 1]); spatial gate [B, H, W] (or [B, 1, H, W]). Floating dtypes only; all tensors of one call on
-one device and (for apply_gates) of one dtype. Outputs keep the input's memory format (channels_last in,
+one device (apply_gates promotes mixed dtypes like eager PyTorch). Outputs keep the input's memory format (channels_last in,
 channels_last out).
 """
 from __future__ import annotations
@@ -144,7 +144,8 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
     """out = residual + y * channel[:, :, None, None] * spatial[:, None]; every part optional.
 
     y [B, C, H, W]; channel [B, C] or [B, C, 1, 1]; spatial [B, H, W] or [B, 1, H, W]; residual like y.
-    All of one dtype and device.
+    All on one device; mixed floating dtypes are promoted as eager PyTorch promotes them (the result has the
+    widest dtype), so a bf16 branch with an fp32 residual gives fp32 as `residual + y * c * s` would.
     """
     _check_tensor("y", y, 4)
     b, c, h, w = y.shape
@@ -162,9 +163,12 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
         _check_tensor("residual", residual)
         _check_shape("residual", residual, (b, c, h, w))
     _check_devices(y=y, channel=channel, spatial=spatial, residual=residual)
-    for name, t in (("channel", channel), ("spatial", spatial), ("residual", residual)):
-        if t is not None and t.dtype != y.dtype:
-            raise TypeError(f"{name} must have y's dtype {y.dtype}, got {t.dtype}")
+    # Mixed dtypes (e.g. a bf16 branch added to an fp32 residual under autocast) promote like eager PyTorch.
+    common = y.dtype
+    for t in (channel, spatial, residual):
+        if t is not None:
+            common = torch.promote_types(common, t.dtype)
+    y, channel, spatial, residual = (t.to(common) if t is not None else None for t in (y, channel, spatial, residual))
     request = _backend.requested(backend)
     if _exporting():
         return _ref_gates.apply_gates_forward(y, channel, spatial, residual)

@@ -24,7 +24,6 @@ X = torch.randn(2, 4, 3, 5)
     (lambda: FA.apply_gates(X, torch.rand(2, 3)), ValueError, r"channel must have shape \(2, 4\)"),
     (lambda: FA.apply_gates(X, None, torch.rand(2, 5, 3)), ValueError, r"spatial must have shape \(2, 3, 5\)"),
     (lambda: FA.apply_gates(X, residual=torch.randn(2, 4, 3, 4)), ValueError, "residual must have shape"),
-    (lambda: FA.apply_gates(X, torch.rand(2, 4, dtype=torch.float64)), TypeError, "channel must have y's dtype"),
     (lambda: FA.apply_gates(X, torch.rand(2, 4).bool()), TypeError, "channel must be a floating tensor"),
     (lambda: FA.ema_strip_pool(torch.randn(3, 3)), ValueError, "x must be 4-D"),
     (lambda: FA.ema_core(X, torch.randn(2, 4, 8), X, torch.randn(2), torch.randn(2), groups=3), ValueError,
@@ -64,3 +63,12 @@ def test_sliced_non_contiguous_inputs_give_correct_results():
     assert torch.allclose(FA.channel_pool(x), torch.cat([x.max(1, keepdim=True)[0], x.mean(1, keepdim=True),
                                                          x.std(1, keepdim=True)], 1), atol=1e-6)
     assert torch.allclose(FA.ema_strip_pool(x), torch.cat([x.mean(3), x.mean(2)], 2), atol=1e-6)
+
+
+def test_apply_gates_promotes_mixed_dtypes_like_eager():
+    y, c = torch.randn(2, 4, 3, 5).bfloat16(), torch.rand(2, 4).bfloat16()
+    s, r = torch.rand(2, 3, 5).bfloat16(), torch.randn(2, 4, 3, 5)
+    out = FA.apply_gates(y, c, s, r)
+    eager = r + y * c[:, :, None, None] * s[:, None]
+    assert out.dtype == eager.dtype == torch.float32
+    assert torch.allclose(out, r + (y.float() * c.float()[:, :, None, None] * s.float()[:, None]), atol=1e-6)
