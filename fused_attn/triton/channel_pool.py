@@ -1,0 +1,163 @@
+"""Triton channel pooling: max / mean / std (unbiased) over C per pixel, and its backward.
+
+Forward: one program per (b, pixel tile) loops over channel blocks, reading x exactly once:
+  running max + first argmax (NaN counts as the maximum, as torch.argmax), and per-pixel mean / M2
+  merged block by block with Chan's parallel update (each block's own mean and M2 computed two-pass in
+  registers), so the variance never comes from E[x^2] - E[x]^2.
+Backward: one program per (b, channel block, pixel tile), pointwise:
+  grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)   (0 where std == 0)
+reading grad_out, the saved argmax / moments (per pixel, reused across the channel block) and x only when
+std is asked.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._layout import acc_dtype, empty_4d
+from . import _common as cm
+
+OPS = {"channel_pool"}
+DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
+
+
+@triton.jit
+def _argmax_combine(v1, i1, v2, i2):
+    """(max, first index) with NaN greater than every number and the first NaN winning."""
+    n1 = v1 != v1
+    n2 = v2 != v2
+    take = (v1 > v2) | (n1 & ~n2) | (((v1 == v2) | (n1 & n2)) & (i1 < i2))
+    return tl.where(take, v1, v2), tl.where(take, i1, i2)
+
+
+@cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
+def _channel_pool_fwd_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pblk,
+                             sx_b, sx_c, sx_p, so_b, so_k, so_p,
+                             K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
+                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """out[b, K_*, p] = max / mean / std over c of x[b, c, p] (K_* = -1: not asked);
+    argmax[b, p] (int32) with max; moments[b, (0, 1), p] = (mean, std) with std."""
+    pid = tl.program_id(0)
+    t = pid % n_pblk
+    b = (pid // n_pblk).to(tl.int64)
+    p = t * BLOCK_P + tl.arange(0, BLOCK_P)
+    pm = p < P
+    p64 = p.to(tl.int64)[None, :]
+    best = tl.full([BLOCK_P], float("-inf"), ACC)
+    best_i = tl.zeros([BLOCK_P], tl.int32)
+    mean = tl.zeros([BLOCK_P], ACC)
+    m2 = tl.zeros([BLOCK_P], ACC)
+    n = tl.zeros([BLOCK_P], ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = (c < C)[:, None]
+        mask = cmask & pm[None, :]
+        x = tl.load(x_ptr + b * sx_b + c.to(tl.int64)[:, None] * sx_c + p64 * sx_p, mask=mask, other=0).to(ACC)
+        if K_MAX >= 0:
+            v, i = tl.reduce((tl.where(cmask, x, float("-inf")), tl.broadcast_to(c[:, None], [BLOCK_C, BLOCK_P])),
+                             0, _argmax_combine)
+            take = (v > best) | ((v != v) & (best == best))
+            best = tl.where(take, v, best)
+            best_i = tl.where(take, i, best_i)
+        if K_MEAN >= 0 or K_STD >= 0:
+            nb = tl.sum(tl.where(cmask, 1.0, 0.0).to(ACC), axis=0)
+            bmean = tl.sum(x, axis=0) / nb
+            d = tl.where(cmask, x - bmean[None, :], 0)
+            delta = bmean - mean
+            n_new = n + nb
+            mean = mean + delta * (nb / n_new)
+            m2 = m2 + tl.sum(d * d, axis=0) + delta * delta * (n * nb / n_new)
+            n = n_new
+    base = out_ptr + b * so_b + p.to(tl.int64) * so_p
+    if K_MAX >= 0:
+        tl.store(base + K_MAX * so_k, best.to(out_ptr.dtype.element_ty), mask=pm)
+        tl.store(argmax_ptr + b * P + p, best_i, mask=pm)
+    if K_MEAN >= 0:
+        tl.store(base + K_MEAN * so_k, mean.to(out_ptr.dtype.element_ty), mask=pm)
+    if K_STD >= 0:
+        std = tl.sqrt(m2 / (C - 1))  # C == 1: 0 / 0 = NaN, as torch.std
+        tl.store(base + K_STD * so_k, std.to(out_ptr.dtype.element_ty), mask=pm)
+        tl.store(mom_ptr + b * 2 * P + p, mean, mask=pm)
+        tl.store(mom_ptr + (b * 2 + 1) * P + p, std, mask=pm)
+
+
+@cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
+def _channel_pool_bwd_kernel(g_ptr, x_ptr, argmax_ptr, mom_ptr, gx_ptr, C, P, n_cblk, n_pblk,
+                             sg_b, sg_k, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
+                             K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
+                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """grad_x[b, c, p] = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)."""
+    pid = tl.program_id(0)
+    t = pid % n_pblk
+    cb = (pid // n_pblk) % n_cblk
+    b = (pid // (n_pblk * n_cblk)).to(tl.int64)
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = t * BLOCK_P + tl.arange(0, BLOCK_P)
+    pm = p < P
+    mask = (c < C)[:, None] & pm[None, :]
+    c64 = c.to(tl.int64)[:, None]
+    p64 = p.to(tl.int64)
+    g_base = g_ptr + b * sg_b + p64 * sg_p
+    grad = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    if K_MAX >= 0:
+        g_max = tl.load(g_base + K_MAX * sg_k, mask=pm, other=0).to(ACC)
+        am = tl.load(argmax_ptr + b * P + p, mask=pm, other=-1)
+        grad += tl.where(c[:, None] == am[None, :], g_max[None, :], 0)
+    if K_MEAN >= 0:
+        grad += (tl.load(g_base + K_MEAN * sg_k, mask=pm, other=0).to(ACC) / C)[None, :]
+    if K_STD >= 0:
+        g_std = tl.load(g_base + K_STD * sg_k, mask=pm, other=0).to(ACC)
+        mean = tl.load(mom_ptr + b * 2 * P + p, mask=pm, other=0)
+        std = tl.load(mom_ptr + (b * 2 + 1) * P + p, mask=pm, other=1)
+        coef = tl.where(std == 0, 0, g_std / ((C - 1) * std))
+        x = tl.load(x_ptr + b * sx_b + c64 * sx_c + p64[None, :] * sx_p, mask=mask, other=0).to(ACC)
+        grad += coef[None, :] * (x - mean[None, :])
+    tl.store(gx_ptr + b * so_b + c64 * so_c + p64[None, :] * so_p, grad.to(gx_ptr.dtype.element_ty), mask=mask)
+
+
+def _slots(stats: tuple[str, ...]) -> dict:
+    return {f"K_{name.upper()}": stats.index(name) if name in stats else -1 for name in ("max", "mean", "std")}
+
+
+def channel_pool_forward(x: torch.Tensor, stats: tuple[str, ...]):
+    """-> (out [B, len(stats), H, W] like x, argmax [B, H, W] int32 or [0], moments [B, 2, H, W] or [0])."""
+    b, c, h, w = x.shape
+    p = h * w
+    acc = acc_dtype(x.dtype)
+    out = empty_4d(x, (b, len(stats), h, w))
+    argmax = x.new_empty((b, h, w) if "max" in stats else (0,), dtype=torch.int32)
+    moments = x.new_empty((b, 2, h, w) if "std" in stats else (0,), dtype=acc)
+    if out.numel() == 0:
+        return out, argmax, moments
+    x, sx = cm.pixel_view(x)
+    _, so = cm.pixel_view(out)
+    bc, bp = cm.tile_cp(c, p, cm.channels_fast(sx))
+    # fewer pixels per program (down to 32) until the grid fills the device
+    while bp > 32 and b * cm.cdiv(p, bp) < cm.target_programs(x.device):
+        bp //= 2
+    n_pblk = cm.cdiv(p, bp)
+    _channel_pool_fwd_kernel[cm.grid1(b * n_pblk)](
+        x, out, argmax, moments, c, p, n_pblk, *sx, *so, **_slots(stats), ACC=cm.acc_tl(x.dtype),
+        BLOCK_C=bc, BLOCK_P=bp)
+    return out, argmax, moments
+
+
+def channel_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor, moments: torch.Tensor,
+                          stats: tuple[str, ...]) -> torch.Tensor:
+    """grad_x [B, C, H, W] in x's dtype and layout."""
+    b, c, h, w = x.shape
+    p = h * w
+    grad_x = empty_4d(x, x.shape)
+    if x.numel() == 0:
+        return grad_x
+    x, sx = cm.pixel_view(x)
+    g, sg = cm.pixel_view(grad_out)
+    _, so = cm.pixel_view(grad_x)
+    bc, bp = cm.tile_cp(c, p, cm.channels_fast(so))
+    n_cblk, n_pblk = cm.cdiv(c, bc), cm.cdiv(p, bp)
+    _channel_pool_bwd_kernel[cm.grid1(b * n_cblk * n_pblk)](
+        g, x, argmax.contiguous() if "max" in stats else x, moments.contiguous() if "std" in stats else x,
+        grad_x, c, p, n_cblk, n_pblk, *sg, *sx, *so, **_slots(stats), ACC=cm.acc_tl(x.dtype),
+        BLOCK_C=bc, BLOCK_P=bp)
+    return grad_x

@@ -1,0 +1,367 @@
+"""Triton EMA kernels: strip pooling and the cross-spatial core (math: fused_attn/reference/ema.py).
+
+Per (b, group) the core works on a [cg, H, W] slab; N = H * W, c indexes the group's cg channels.
+  forward   u = x sig(hw_h) sig(hw_w); GroupNorm(cg, cg) statistics of u; x1 = uhat gn_w + gn_b;
+            a1 = softmax(gn_b); a2 = softmax(mean_p x2); w = sum_c a1 x2 + a2 x1; out = x sig(w)
+  backward  the reference's formulas (see its docstring), with dw = sig(w)(1 - sig(w)) sum_c g x.
+
+One program per (b, group) owns the whole slab, so every reduction over the slab (GroupNorm statistics,
+mean_p x2, the softmax backward sums, the strip sums of grad_hw) stays in registers and nothing but the
+outputs (and a [B*G, cg] partial for the GroupNorm parameter gradients) is written. The slab is walked in
+[pow2(cg), BLOCK_H, pow2(W)] tiles (whole rows, so the row sums of grad_hw complete in a tile and the
+column sums accumulate in registers): forward 2 passes (statistics; output), backward 3 passes (mean_p x2;
+dw and its sums; gradients). Each pass after the first re-reads the slab the same program has just read:
+from L1/L2, not HBM (a slab is cg * N elements, e.g. 8 x 56 x 56 fp32 = 100 KB).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from .._layout import acc_dtype, empty_4d
+from . import _common as cm
+
+OPS = {"ema_strip_pool", "ema_core"}
+DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
+
+
+# --------------------------------------------------------------------------------------------- strip pool
+@cm.kernel(key=["C", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
+def _strip_pool_fwd_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chunk, n_chunk, n_cblk, col_div,
+                           sx_b, sx_c, sx_h, sx_w, sc_b, sc_s, sc_c,
+                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Program (b, channel block, row chunk k): out[b, c, h] = mean_w x[b, c, h, :] for the chunk's rows,
+    col[b, k, c, w] = sum_{h in chunk} x[b, c, h, w] / col_div (out[:, :, H:] itself when one chunk)."""
+    pid = tl.program_id(0)
+    k = pid % n_chunk
+    cb = (pid // n_chunk) % n_cblk
+    b = (pid // (n_chunk * n_cblk)).to(tl.int64)
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    c64 = c.to(tl.int64)
+    w = tl.arange(0, BLOCK_W)
+    wm = w < W
+    colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
+    h_start = k * rows_per_chunk
+    h_stop = tl.minimum(H, h_start + rows_per_chunk)
+    for h0 in range(h_start, h_stop, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        hm = h < h_stop
+        mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
+        x = tl.load(x_ptr + b * sx_b + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
+        rows = tl.sum(x, axis=2) / W
+        tl.store(out_ptr + (b * C + c64[:, None]) * (H + W) + h[None, :], rows.to(out_ptr.dtype.element_ty),
+                 mask=cmask[:, None] & hm[None, :])
+        colacc += tl.sum(x, axis=1)
+    tl.store(col_ptr + b * sc_b + k * sc_s + c64[:, None] * sc_c + w[None, :],
+             (colacc / col_div).to(col_ptr.dtype.element_ty), mask=cmask[:, None] & wm[None, :])
+
+
+@cm.kernel(key=["C", "H", "W", "BLOCK_C", "BLOCK_P"])
+def _strip_pool_bwd_kernel(g_ptr, gx_ptr, C, H, W, n_cblk, n_pblk, so_b, so_c, so_p,
+                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """grad_x[b, c, i, j] = g[b, c, i] / W + g[b, c, H + j] / H   (g contiguous [B, C, H + W])."""
+    pid = tl.program_id(0)
+    t = pid % n_pblk
+    cb = (pid // n_pblk) % n_cblk
+    b = (pid // (n_pblk * n_cblk)).to(tl.int64)
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = t * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask = (c < C)[:, None] & (p < H * W)[None, :]
+    c64 = c.to(tl.int64)[:, None]
+    p64 = p.to(tl.int64)[None, :]
+    base = g_ptr + (b * C + c64) * (H + W)
+    grad = (tl.load(base + p64 // W, mask=mask, other=0).to(ACC) / W
+            + tl.load(base + H + p64 % W, mask=mask, other=0).to(ACC) / H)
+    tl.store(gx_ptr + b * so_b + c64 * so_c + p64 * so_p, grad.to(gx_ptr.dtype.element_ty), mask=mask)
+
+
+def _tile_chw(c: int, h: int, w: int, c_fast: bool, budget: int) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_H, BLOCK_W) with whole rows (BLOCK_W = pow2(W)); up to 64 channels when channels are
+    the unit-stride axis, else as many rows as fit before adding channels."""
+    bw = cm.pow2(w)
+    if c_fast:
+        bc = min(cm.pow2(c), 64, max(1, budget // bw))
+        return bc, min(cm.pow2(h), max(1, budget // (bc * bw))), bw
+    bh = min(cm.pow2(h), max(1, budget // bw))
+    return min(cm.pow2(c), max(1, budget // (bh * bw))), bh, bw
+
+
+def ema_strip_pool_forward(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H + W]: means over W (one per row), then over H (one per column); x's dtype."""
+    b, c, h, w = x.shape
+    out = torch.empty((b, c, h + w), dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    if h == 0 or w == 0:
+        return out.fill_(float("nan"))
+    bc, bh, bw = _tile_chw(c, h, w, cm.channels_fast(cm.pixel_view(x)[1]), cm.tile_elems())
+    n_cblk = cm.cdiv(c, bc)
+    blocks_per_chunk, n_chunk = cm.split(b * n_cblk, cm.cdiv(h, bh), x.device)
+    if n_chunk == 1:   # the column means go straight into out[:, :, H:]
+        col, col_strides, col_div = out[:, :, h:], (out.stride(0), 0, out.stride(1)), h
+    else:              # per-chunk column sums, summed below (deterministic second stage)
+        col = torch.empty((b, n_chunk, c, w), dtype=acc_dtype(x.dtype), device=x.device)
+        col_strides, col_div = col.stride()[:3], 1
+    _strip_pool_fwd_kernel[cm.grid1(b * n_cblk * n_chunk)](
+        x, out, col, c, h, w, blocks_per_chunk * bh, n_chunk, n_cblk, col_div, *x.stride(), *col_strides,
+        ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
+    if n_chunk > 1:
+        out[:, :, h:] = col.sum(dim=1) / h
+    return out
+
+
+def ema_strip_pool_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """grad [B, C, H + W] -> grad_x [B, C, H, W] = grad_h[..., i] / W + grad_w[..., j] / H, like x."""
+    b, c, h, w = x.shape
+    grad_x = empty_4d(x, x.shape)
+    if grad_x.numel() == 0:
+        return grad_x
+    _, so = cm.pixel_view(grad_x)
+    bc, bp = cm.tile_cp(c, h * w, cm.channels_fast(so))
+    n_cblk, n_pblk = cm.cdiv(c, bc), cm.cdiv(h * w, bp)
+    _strip_pool_bwd_kernel[cm.grid1(b * n_cblk * n_pblk)](
+        grad.contiguous(), grad_x, c, h, w, n_cblk, n_pblk, *so, ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_P=bp)
+    return grad_x
+
+
+# --------------------------------------------------------------------------------------------------- core
+@triton.jit
+def _offs(c64, h, w, s_c, s_h, s_w):
+    """int64 offsets of a [BLOCK_C, BLOCK_H, BLOCK_W] tile from channel, row and column index vectors."""
+    return (c64[:, None, None] * s_c + h.to(tl.int64)[None, :, None] * s_h
+            + w.to(tl.int64)[None, None, :] * s_w)
+
+
+@triton.jit
+def _softmax(v, mask):
+    """softmax over a 1-D vector, masked lanes excluded (weight 0)."""
+    v = tl.where(mask, v, float("-inf"))
+    e = tl.where(mask, tl.exp(v - tl.max(v, axis=0)), 0)
+    return e / tl.sum(e, axis=0)
+
+
+@triton.jit
+def _sum_hw(t):
+    """[BLOCK_C, BLOCK_H, BLOCK_W] -> [BLOCK_C]."""
+    return tl.sum(tl.sum(t, axis=2), axis=1)
+
+
+@triton.jit
+def _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, hm, wm, sig_w,
+               sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l, mean, rstd, gw, gb, a1, a2, ACC: tl.constexpr):
+    """One tile of the forward: (mask, x, x2, sig_h, u, uhat, w) with w[h, w] = sum_c a1 x2 + a2 (uhat gw + gb).
+    Pointers are already offset to the (b, group) slab."""
+    mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
+    x = tl.load(x_ptr + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
+    x2 = tl.load(x2_ptr + _offs(c64, h, w, s2_c, s2_h, s2_w), mask=mask, other=0).to(ACC)
+    sig_h = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + h[None, :].to(tl.int64) * sh_l,
+                               mask=cmask[:, None] & hm[None, :], other=0).to(ACC))
+    u = x * sig_h[:, :, None] * sig_w[:, None, :]
+    uhat = (u - mean[:, None, None]) * rstd[:, None, None]
+    x1 = uhat * gw[:, None, None] + gb[:, None, None]
+    wv = tl.sum(a1[:, None, None] * x2 + a2[:, None, None] * x1, axis=0)
+    return mask, x, x2, sig_h, u, uhat, wv
+
+
+@triton.jit
+def _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l, s2_c, s2_h, s2_w,
+                ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Per-slab constants: (channel mask, int64 channel offsets, sig_w [C, W], gn_w, gn_b, a1, a2),
+    where a2 = softmax(mean_p x2) costs one pass over the slab of x2."""
+    cmask = c < CG
+    c64 = c.to(tl.int64)
+    wm = w < W
+    sig_w = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + (H + w)[None, :].to(tl.int64) * sh_l,
+                               mask=cmask[:, None] & wm[None, :], other=0).to(ACC))
+    gw = tl.load(gw_ptr + c, mask=cmask, other=0).to(ACC)
+    gb = tl.load(gb_ptr + c, mask=cmask, other=0).to(ACC)
+    s2 = tl.zeros([BLOCK_C], ACC)
+    for h0 in range(0, H, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        mask = cmask[:, None, None] & (h < H)[None, :, None] & wm[None, None, :]
+        s2 += _sum_hw(tl.load(x2_ptr + _offs(c64, h, w, s2_c, s2_h, s2_w), mask=mask, other=0).to(ACC))
+    return cmask, c64, wm, sig_w, gw, gb, _softmax(gb, cmask), _softmax(s2 / (H * W), cmask)
+
+
+@cm.kernel(key=["CG", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
+def _ema_core_fwd_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_ptr, rstd_ptr,
+                         CG, G, H, W, eps_hi, eps_lo,
+                         sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w, so_b, so_c, so_h, so_w, sh_b, sh_c, sh_l,
+                         ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Program (b, group): mean/rstd of u per channel (pass 1, Chan-merged per tile), then
+    out = x * sigmoid(sum_c a1 x2 + a2 x1) (pass 2); stores out and mean, rstd [B, C]."""
+    pid = tl.program_id(0)
+    b = (pid // G).to(tl.int64)
+    ch0 = (pid % G).to(tl.int64) * CG   # first channel of the group
+    x_ptr += b * sx_b + ch0 * sx_c
+    x2_ptr += b * s2_b + ch0 * s2_c
+    out_ptr += b * so_b + ch0 * so_c
+    hw_ptr += b * sh_b + ch0 * sh_c
+    c = tl.arange(0, BLOCK_C)
+    w = tl.arange(0, BLOCK_W)
+    cmask, c64, wm, sig_w, gw, gb, a1, a2 = _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l,
+                                                        s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H)
+    # pass 1: GroupNorm statistics of u, tile by tile (tile mean and M2 two-pass, merged with Chan's update)
+    mean = tl.zeros([BLOCK_C], ACC)
+    m2 = tl.zeros([BLOCK_C], ACC)
+    n = tl.zeros([BLOCK_C], ACC)
+    for h0 in range(0, H, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        hm = h < H
+        mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
+        x = tl.load(x_ptr + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
+        sig_h = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + h[None, :].to(tl.int64) * sh_l,
+                                   mask=cmask[:, None] & hm[None, :], other=0).to(ACC))
+        u = x * sig_h[:, :, None] * sig_w[:, None, :]
+        nb = tl.sum(tl.sum(tl.where(hm[:, None] & wm[None, :], 1.0, 0.0).to(ACC), axis=1), axis=0)
+        bmean = _sum_hw(u) / nb
+        d = tl.where(mask, u - bmean[:, None, None], 0)
+        delta = bmean - mean
+        n_new = n + nb
+        mean = mean + delta * (nb / n_new)
+        m2 = m2 + _sum_hw(d * d) + delta * delta * (n * nb / n_new)
+        n = n_new
+    rstd = 1.0 / tl.sqrt(m2 / (H * W) + eps_hi + eps_lo)
+    # pass 2: attention weights and output
+    for h0 in range(0, H, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, h < H, wm, sig_w,
+                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
+                                                     mean, rstd, gw, gb, a1, a2, ACC)
+        out = x * tl.sigmoid(wv)[None, :, :]
+        tl.store(out_ptr + _offs(c64, h, w, so_c, so_h, so_w), out.to(out_ptr.dtype.element_ty), mask=mask)
+    stat = (b * G * CG + ch0 + c)
+    tl.store(mean_ptr + stat, mean, mask=cmask)
+    tl.store(rstd_ptr + stat, rstd, mask=cmask)
+
+
+@cm.kernel(key=["CG", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
+def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr, rstd_ptr,
+                         gx_ptr, ghw_ptr, gx2_ptr, ggw_ptr, ggb_ptr, CG, G, H, W,
+                         sg_b, sg_c, sg_h, sg_w, sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w,
+                         sgx_b, sgx_c, sgx_h, sgx_w, sgx2_b, sgx2_c, sgx2_h, sgx2_w, sh_b, sh_c, sh_l,
+                         ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Program (b, group), three passes over the slab:
+    A (in _core_setup) a2 = softmax(mean_p x2);  B: dw = sig(w)(1 - sig(w)) sum_c g x and its sums
+    S = sum_p dw, Sx2[c] = sum_p dw x2, Su[c] = sum_p dw uhat;  C: grad_x2 = a1 dw + a2 (da2 - <a2, da2>) / N,
+    du = rstd (d - mean_p d - uhat mean_p(d uhat)) with d = a2 gn_w dw, grad_x = g sig(w) + du sig_h sig_w,
+    grad_hw rows / columns = (1 - sig) * strip sums of du u. Also per-slab gn_w / gn_b gradient partials."""
+    pid = tl.program_id(0)
+    b = (pid // G).to(tl.int64)
+    ch0 = (pid % G).to(tl.int64) * CG
+    g_ptr += b * sg_b + ch0 * sg_c
+    x_ptr += b * sx_b + ch0 * sx_c
+    x2_ptr += b * s2_b + ch0 * s2_c
+    gx_ptr += b * sgx_b + ch0 * sgx_c
+    gx2_ptr += b * sgx2_b + ch0 * sgx2_c
+    hw_ptr += b * sh_b + ch0 * sh_c
+    ghw_ptr += (b * G * CG + ch0) * (H + W)
+    c = tl.arange(0, BLOCK_C)
+    w = tl.arange(0, BLOCK_W)
+    cmask, c64, wm, sig_w, gw, gb, a1, a2 = _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l,
+                                                        s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H)
+    stat = b * G * CG + ch0 + c
+    mean = tl.load(mean_ptr + stat, mask=cmask, other=0).to(ACC)
+    rstd = tl.load(rstd_ptr + stat, mask=cmask, other=0).to(ACC)
+    # pass B
+    s_dw = tl.zeros([BLOCK_C], ACC)   # every lane holds the same sum_p dw
+    s_x2 = tl.zeros([BLOCK_C], ACC)
+    s_u = tl.zeros([BLOCK_C], ACC)
+    for h0 in range(0, H, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, h < H, wm, sig_w,
+                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
+                                                     mean, rstd, gw, gb, a1, a2, ACC)
+        g = tl.load(g_ptr + _offs(c64, h, w, sg_c, sg_h, sg_w), mask=mask, other=0).to(ACC)
+        sg = tl.sigmoid(wv)
+        dw = (sg * (1 - sg) * tl.sum(g * x, axis=0))[None, :, :]
+        s_dw += tl.sum(tl.sum(dw, axis=2), axis=1)
+        s_x2 += _sum_hw(dw * x2)
+        s_u += _sum_hw(tl.where(mask, dw * uhat, 0))
+    n_pix = H * W
+    da1 = s_x2
+    da2 = gw * s_u + gb * s_dw
+    dm2 = a2 * (da2 - tl.sum(a2 * da2, axis=0)) / n_pix
+    tl.store(ggw_ptr + stat, a2 * s_u, mask=cmask)
+    tl.store(ggb_ptr + stat, a2 * s_dw + a1 * (da1 - tl.sum(a1 * da1, axis=0)), mask=cmask)
+    coef = a2 * gw
+    md = coef * s_dw / n_pix
+    mdu = coef * s_u / n_pix
+    # pass C
+    colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
+    for h0 in range(0, H, BLOCK_H):
+        h = h0 + tl.arange(0, BLOCK_H)
+        hm = h < H
+        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, hm, wm, sig_w,
+                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
+                                                     mean, rstd, gw, gb, a1, a2, ACC)
+        g = tl.load(g_ptr + _offs(c64, h, w, sg_c, sg_h, sg_w), mask=mask, other=0).to(ACC)
+        sg = tl.sigmoid(wv)
+        dw = (sg * (1 - sg) * tl.sum(g * x, axis=0))[None, :, :]
+        gx2 = a1[:, None, None] * dw + dm2[:, None, None]
+        tl.store(gx2_ptr + _offs(c64, h, w, sgx2_c, sgx2_h, sgx2_w), gx2.to(gx2_ptr.dtype.element_ty), mask=mask)
+        du = rstd[:, None, None] * (coef[:, None, None] * dw - md[:, None, None] - uhat * mdu[:, None, None])
+        gx = g * sg[None, :, :] + du * sig_h[:, :, None] * sig_w[:, None, :]
+        tl.store(gx_ptr + _offs(c64, h, w, sgx_c, sgx_h, sgx_w), gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        duu = tl.where(mask, du * u, 0)
+        rows = (1 - sig_h) * tl.sum(duu, axis=2)
+        tl.store(ghw_ptr + c64[:, None] * (H + W) + h[None, :], rows.to(ghw_ptr.dtype.element_ty),
+                 mask=cmask[:, None] & hm[None, :])
+        colacc += tl.sum(duu, axis=1)
+    tl.store(ghw_ptr + c64[:, None] * (H + W) + H + w[None, :], ((1 - sig_w) * colacc).to(ghw_ptr.dtype.element_ty),
+             mask=cmask[:, None] & wm[None, :])
+
+
+def _core_blocks(cg: int, h: int, w: int, budget: int) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_H, BLOCK_W): all cg channels and whole rows; as many rows as fit in `budget`."""
+    bc, bw = cm.pow2(cg), cm.pow2(w)
+    return bc, min(cm.pow2(h), max(1, budget // (bc * bw))), bw
+
+
+def _eps_parts(eps: float) -> tuple[float, float]:
+    """eps as fp32 hi + lo, so an fp64 kernel adds eps to full precision from two fp32 scalar arguments."""
+    hi = float(np.float32(eps))
+    return hi, float(np.float32(eps - hi))
+
+
+def ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups: int, eps: float):
+    """-> (out like x, mean [B, C], rstd [B, C]); mean/rstd of u per channel, in the accumulation dtype."""
+    b, c, h, w = x.shape
+    cg = c // groups
+    acc = acc_dtype(x.dtype)
+    out = empty_4d(x, x.shape)
+    mean = torch.empty((b, c), dtype=acc, device=x.device)
+    rstd = torch.empty_like(mean)
+    if x.numel() == 0:
+        return out, mean.fill_(float("nan")), rstd.fill_(float("nan"))
+    bc, bh, bw = _core_blocks(cg, h, w, cm.tile_elems())
+    _ema_core_fwd_kernel[cm.grid1(b * groups)](
+        x, hw, x2, gn_weight.contiguous(), gn_bias.contiguous(), out, mean, rstd, cg, groups, h, w, *_eps_parts(eps),
+        *x.stride(), *x2.stride(), *out.stride(), *hw.stride(),
+        ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
+    return out, mean, rstd
+
+
+def ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups: int, eps: float):
+    """-> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight [cg], grad_gn_bias [cg])."""
+    b, c, h, w = x.shape
+    cg = c // groups
+    acc = acc_dtype(x.dtype)
+    grad_x = empty_4d(x, x.shape)
+    grad_x2 = empty_4d(x2, x2.shape)
+    grad_hw = torch.empty((b, c, h + w), dtype=hw.dtype, device=x.device)
+    ggw = torch.zeros((b * groups, cg), dtype=acc, device=x.device)
+    ggb = torch.zeros_like(ggw)
+    if x.numel() > 0:
+        bc, bh, bw = _core_blocks(cg, h, w, max(1, cm.tile_elems() // 2))
+        _ema_core_bwd_kernel[cm.grid1(b * groups)](
+            grad_out, x, hw, x2, gn_weight.contiguous(), gn_bias.contiguous(), mean.contiguous(), rstd.contiguous(),
+            grad_x, grad_hw, grad_x2, ggw, ggb, cg, groups, h, w,
+            *grad_out.stride(), *x.stride(), *x2.stride(), *grad_x.stride(), *grad_x2.stride(), *hw.stride(),
+            ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
+    else:
+        grad_hw.zero_()
+    return (grad_x, grad_hw, grad_x2, ggw.sum(dim=0).to(gn_weight.dtype), ggb.sum(dim=0).to(gn_bias.dtype))
