@@ -46,8 +46,39 @@ static std::string build_info() {
   return s;
 }
 
+// Schemas of the kernel ops; Python shims fused_attn/cpp/<family>.py implement each family's backend contract
+// (fused_attn/ops/<family>.py) on top of them. The math of each op is in its kernel file and in
+// fused_attn/reference/<family>.py. "acc" = float64 for float64 inputs, else float32.
 TORCH_LIBRARY(fused_attn_C, m) {
   m.def("build_info() -> str", &build_info);
+
+  // channel_pool (csrc/cpu/channel_pool.cpp). stats: comma-separated ordered subset of max, mean, std.
+  //   -> (out [B, K, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] (mean, std) acc | [0])
+  m.def("channel_pool_forward(Tensor x, str stats) -> (Tensor, Tensor, Tensor)");
+  m.def("channel_pool_backward(Tensor grad_out, Tensor x, Tensor argmax, Tensor moments, str stats) -> Tensor");
+
+  // squeeze_excite family (csrc/cpu/squeeze_excite.cpp).
+  m.def("channel_squeeze_forward(Tensor x) -> Tensor");                       // mean_hw x, [B, C] acc
+  m.def("channel_squeeze_backward(Tensor grad, Tensor x) -> Tensor");         // grad / HW, like x
+  m.def("squeeze_excite_forward(Tensor x, Tensor s) -> Tensor");              // x * s[b, c], like x
+  m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");       // sum_hw grad_y * x, [B, C] acc
+  // the last pass of the SE backward (after the MLP backward): grad_y * s + grad_pooled / HW, like x
+  m.def("squeeze_excite_backward(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");
+
+  // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
+  m.def("apply_gates_forward(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");
+  //   -> (grad_y like y, grad_channel [B, C] | [0], grad_spatial [B, H, W] | [0])
+  m.def("apply_gates_backward(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) -> (Tensor, Tensor, Tensor)");
+
+  // EMA (csrc/cpu/ema.cpp).
+  m.def("ema_strip_pool_forward(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype
+  m.def("ema_strip_pool_backward(Tensor grad, Tensor x) -> Tensor");          // like x
+  //   -> (out like x, mean [B, C] acc, rstd [B, C] acc)
+  m.def("ema_core_forward(Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, int groups, "
+        "float eps) -> (Tensor, Tensor, Tensor)");
+  //   -> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight, grad_gn_bias)
+  m.def("ema_core_backward(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
+        "Tensor mean, Tensor rstd, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fused_attn

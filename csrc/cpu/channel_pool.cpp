@@ -1,0 +1,303 @@
+// CPU kernels of channel_pool (fused_attn/reference/channel_pool.py is the oracle): per pixel p of image b,
+// over the C channels x_c = x[b, c, p]:
+//
+//   max  = max_c x_c, argmax = the first c holding it (NaN counts as the maximum, as torch.argmax)
+//   mean = sum_c x_c / C
+//   std  = sqrt(sum_c (x_c - mean)^2 / (C - 1))         (unbiased; C = 1 gives NaN, as torch.std)
+//
+// forward  -> (out [B, K, H, W] in x's layout, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] = (mean, std)
+//             in the accumulation dtype | [0]), K = number of requested stats, in request order.
+// backward -> grad_x[c] = [c == argmax] g_max + g_mean / C + g_std (x_c - mean) / ((C - 1) std)
+//             (the std term is zero where std == 0).
+//
+// One pass over x. NCHW: a unit is a block of contiguous pixels of one image and the channels are the outer
+// loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax and a Welford
+// mean/M2 (never E[x^2] - E[x]^2). channels_last: a unit is a block of pixels, each pixel's C channels are
+// contiguous and stay in L1: sum and max in one lane-parallel pass, the squared deviations from the
+// exact mean in a second pass over the same cached row, argmax as the first index equal to the max.
+#include "common.h"
+
+namespace fused_attn {
+namespace cpu {
+namespace {
+
+// Output plane of each statistic (-1: not requested).
+struct Stats {
+  int64_t k = 0;
+  int64_t max = -1, mean = -1, std = -1;
+};
+
+Stats parse_stats(c10::string_view text) {
+  Stats s;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == c10::string_view::npos) end = text.size();
+    const c10::string_view name = text.substr(start, end - start);
+    int64_t* slot = name == "max" ? &s.max : name == "mean" ? &s.mean : name == "std" ? &s.std : nullptr;
+    TORCH_CHECK(slot != nullptr, "fused_attn (cpu): unknown channel_pool stat '", std::string(name), "'");
+    TORCH_CHECK(*slot < 0, "fused_attn (cpu): channel_pool stat '", std::string(name), "' requested twice");
+    *slot = s.k++;
+    start = end + 1;
+  }
+  return s;
+}
+
+// Index type as wide as A, so that the argmax select vectorises alongside the max.
+template <typename A>
+using index_t = std::conditional_t<sizeof(A) == 8, int64_t, int32_t>;
+
+template <typename A>
+inline bool takes_max(A v, A m) {  // v replaces the running max m: larger, or the first NaN
+  return (v > m) | ((v != v) & (m == m));
+}
+
+// Writes the requested statistics of pixel p (flat index within image b) to out / argmax / moments.
+template <typename T, typename A>
+inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int64_t b, int64_t p, int64_t N,
+                        bool cl, A mx, int64_t am, A mean, A std) {
+  auto plane = [&](int64_t k) -> T& { return cl ? out[(b * N + p) * s.k + k] : out[(b * s.k + k) * N + p]; };
+  if (s.max >= 0) {
+    plane(s.max) = static_cast<T>(mx);
+    argmax[b * N + p] = static_cast<int32_t>(am);
+  }
+  if (s.mean >= 0) plane(s.mean) = static_cast<T>(mean);
+  if (s.std >= 0) {
+    plane(s.std) = static_cast<T>(std);
+    moments[(b * 2) * N + p] = mean;
+    moments[(b * 2 + 1) * N + p] = std;
+  }
+}
+
+// MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (Welford).
+template <typename T, bool MAX, int MOM>
+void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
+                       int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  using I = index_t<A>;
+  constexpr int64_t kBlock = 512;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  parallel_units(B * blocks, [&](int64_t u) {
+    const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
+    A mx[kBlock], mu[kBlock], m2[kBlock];
+    I am[kBlock];
+    const T* __restrict__ xb = x + b * C * N + p0;
+    for (int64_t i = 0; i < n; ++i) {
+      const A v = A(xb[i]);
+      mx[i] = v;
+      am[i] = 0;
+      mu[i] = v;
+      m2[i] = 0;
+    }
+    for (int64_t c = 1; c < C; ++c) {
+      const T* __restrict__ row = xb + c * N;
+      const A inv = A(1) / A(c + 1);
+      const I ci = static_cast<I>(c);
+      for (int64_t i = 0; i < n; ++i) {
+        const A v = A(row[i]);
+        if (MAX) {
+          const bool gt = takes_max(v, mx[i]);
+          mx[i] = gt ? v : mx[i];
+          am[i] = gt ? ci : am[i];
+        }
+        if (MOM == 1) mu[i] += v;
+        if (MOM == 2) {
+          const A d = v - mu[i];
+          mu[i] += d * inv;
+          m2[i] += d * (v - mu[i]);
+        }
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const A mean = MOM == 1 ? mu[i] / A(C) : mu[i];
+      const A std = MOM == 2 ? std::sqrt(m2[i] / A(C - 1)) : A(0);
+      store_stats(s, out, argmax, moments, b, p0 + i, N, false, mx[i], am[i], mean, std);
+    }
+  });
+}
+
+template <typename T, bool MAX, int MOM>
+void pool_forward_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
+                     int64_t B, int64_t C, int64_t N) {
+  using A = acc_t<T>;
+  constexpr int64_t L = kLanes<A>;
+  constexpr int64_t kPixels = 64;
+  const int64_t blocks = (N + kPixels - 1) / kPixels;
+  parallel_units(B * blocks, [&](int64_t u) {
+    const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
+    for (int64_t p = p0; p < p1; ++p) {
+      const T* __restrict__ row = x + (b * N + p) * C;
+      A sl[L] = {}, ml[L];
+      std::fill(ml, ml + L, -std::numeric_limits<A>::infinity());
+      lane_for<A>(C, [&](int64_t c, int64_t l) {
+        const A v = A(row[c]);
+        if (MOM) sl[l] += v;
+        if (MAX) ml[l] = takes_max(v, ml[l]) ? v : ml[l];
+      });
+      A mx = 0;
+      int64_t am = 0;
+      if (MAX) {
+        mx = ml[0];
+        for (int64_t l = 1; l < L; ++l) mx = takes_max(ml[l], mx) ? ml[l] : mx;
+        if (mx != mx) {
+          while (A(row[am]) == A(row[am])) ++am;  // the first NaN
+        } else {
+          while (A(row[am]) != mx) ++am;  // the first channel equal to the maximum
+        }
+      }
+      const A mean = MOM ? lanes_total(sl) / A(C) : A(0);
+      A std = 0;
+      if (MOM == 2) {
+        const A ss = lane_sum<A>(C, [&](int64_t c) {
+          const A d = A(row[c]) - mean;
+          return d * d;
+        });
+        std = std::sqrt(ss / A(C - 1));
+      }
+      store_stats(s, out, argmax, moments, b, p, N, true, mx, am, mean, std);
+    }
+  });
+}
+
+template <typename T, bool MAX, int MOM>
+void pool_forward(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
+                  int64_t C, int64_t N) {
+  if (cl) pool_forward_cl<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
+  else pool_forward_nchw<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
+}
+
+std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10::string_view stats) {
+  check_4d(x_in, "x");
+  const Stats s = parse_stats(stats);
+  const auto fmt = format_of(x_in);
+  const auto dt = x_in.scalar_type();
+  const auto acc = acc_scalar_type(dt);
+  const Tensor x = dense(x_in, fmt, dt);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), N = H * W;
+  Tensor out = empty_4d({B, s.k, H, W}, x, fmt, dt);
+  Tensor argmax = s.max >= 0 ? at::empty({B, H, W}, x.options().dtype(at::kInt)) : at::empty({0}, x.options().dtype(at::kInt));
+  Tensor moments = s.std >= 0 ? at::empty({B, 2, H, W}, x.options().dtype(acc)) : at::empty({0}, x.options().dtype(acc));
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const int mom = s.std >= 0 ? 2 : s.mean >= 0 ? 1 : 0;
+  FUSED_ATTN_DISPATCH(dt, "fused_attn_channel_pool_forward", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    int32_t* ap = s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr;
+    A* mp = s.std >= 0 ? moments.mutable_data_ptr<A>() : nullptr;
+    if (s.max >= 0) {
+      if (mom == 2) pool_forward<scalar_t, true, 2>(cl, xp, op, ap, mp, s, B, C, N);
+      else if (mom == 1) pool_forward<scalar_t, true, 1>(cl, xp, op, ap, mp, s, B, C, N);
+      else pool_forward<scalar_t, true, 0>(cl, xp, op, ap, mp, s, B, C, N);
+    } else {
+      if (mom == 2) pool_forward<scalar_t, false, 2>(cl, xp, op, ap, mp, s, B, C, N);
+      else pool_forward<scalar_t, false, 1>(cl, xp, op, ap, mp, s, B, C, N);
+    }
+  });
+  return {out, argmax, moments};
+}
+
+// grad_x[c] = g_mean / C + g_std (x_c - mean) / ((C - 1) std) + [c == argmax] g_max, added in that order in both
+// layouts. NCHW: unit = (b, block of pixels), per-pixel coefficients hoisted, channels outer; channels_last:
+// unit = (b, block of pixels), one row of C channels per pixel.
+template <typename T, bool MAX, bool STD>
+void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
+                          const acc_t<T>* __restrict__ moments, T* __restrict__ gx, const Stats& s, int64_t B,
+                          int64_t C, int64_t N, bool cl) {
+  using A = acc_t<T>;
+  using I = index_t<A>;
+  constexpr int64_t kBlock = 512;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const A c_a = A(C), c1 = A(C - 1);
+  auto grad = [&](int64_t b, int64_t k, int64_t p) -> A {
+    return A(cl ? g[(b * N + p) * s.k + k] : g[(b * s.k + k) * N + p]);
+  };
+  // Per-pixel coefficients: base = g_mean / C, coef = g_std / ((C - 1) std) (0 where std == 0).
+  auto coefficients = [&](int64_t b, int64_t p, A& base, A& coef, A& mean, A& gmax, I& am) {
+    base = s.mean >= 0 ? grad(b, s.mean, p) / c_a : A(0);
+    if (STD) {
+      mean = moments[(b * 2) * N + p];
+      const A std = moments[(b * 2 + 1) * N + p];
+      coef = std == A(0) ? A(0) : grad(b, s.std, p) / (c1 * std);
+    }
+    if (MAX) {
+      gmax = grad(b, s.max, p);
+      am = static_cast<I>(argmax[b * N + p]);
+    }
+  };
+  parallel_units(B * blocks, [&](int64_t u) {
+    const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
+    if (cl) {
+      for (int64_t p = p0; p < p0 + n; ++p) {
+        A base, coef = 0, mean = 0, gmax = 0;
+        I am = 0;
+        coefficients(b, p, base, coef, mean, gmax, am);
+        const int64_t off = (b * N + p) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          A v = base;
+          if (STD) v += coef * (A(x[off + c]) - mean);
+          if (MAX) v += static_cast<I>(c) == am ? gmax : A(0);
+          gx[off + c] = static_cast<T>(v);
+        }
+      }
+      return;
+    }
+    A base[kBlock], coef[kBlock], mean[kBlock], gmax[kBlock];
+    I am[kBlock];
+    for (int64_t i = 0; i < n; ++i) coefficients(b, p0 + i, base[i], coef[i], mean[i], gmax[i], am[i]);
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (b * C + c) * N + p0;
+      const I ci = static_cast<I>(c);
+      for (int64_t i = 0; i < n; ++i) {
+        A v = base[i];
+        if (STD) v += coef[i] * (A(x[off + i]) - mean[i]);
+        if (MAX) v += am[i] == ci ? gmax[i] : A(0);
+        gx[off + i] = static_cast<T>(v);
+      }
+    }
+  });
+}
+
+Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
+                             const Tensor& moments_in, c10::string_view stats) {
+  check_4d(x_in, "x");
+  const Stats s = parse_stats(stats);
+  const auto fmt = format_of(x_in);
+  const auto dt = x_in.scalar_type();
+  const int64_t B = x_in.size(0), C = x_in.size(1), N = x_in.size(2) * x_in.size(3);
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == B && grad_out.size(1) == s.k &&
+                  grad_out.size(2) * grad_out.size(3) == N,
+              "fused_attn (cpu): grad_out must be [B, ", s.k, ", H, W]");
+  const bool need_x = s.std >= 0;
+  const Tensor x = need_x ? dense(x_in, fmt, dt) : x_in;
+  const Tensor g = dense(grad_out, fmt, dt);
+  const Tensor argmax = s.max >= 0 ? argmax_in.contiguous() : argmax_in;
+  const Tensor moments = need_x ? small_acc(moments_in, dt) : moments_in;
+  TORCH_CHECK(s.max < 0 || argmax.numel() == B * N, "fused_attn (cpu): argmax must be [B, H, W]");
+  TORCH_CHECK(!need_x || moments.numel() == 2 * B * N, "fused_attn (cpu): moments must be [B, 2, H, W]");
+  Tensor gx = empty_4d(x_in.sizes(), x_in, fmt, dt);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  FUSED_ATTN_DISPATCH(dt, "fused_attn_channel_pool_backward", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* xp = need_x ? x.const_data_ptr<scalar_t>() : nullptr;
+    const int32_t* ap = s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr;
+    const A* mp = need_x ? moments.const_data_ptr<A>() : nullptr;
+    scalar_t* op = gx.mutable_data_ptr<scalar_t>();
+    if (s.max >= 0 && need_x) pool_backward_kernel<scalar_t, true, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else if (s.max >= 0) pool_backward_kernel<scalar_t, true, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else if (need_x) pool_backward_kernel<scalar_t, false, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else pool_backward_kernel<scalar_t, false, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
+  });
+  return gx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
+  m.impl("channel_pool_forward", &channel_pool_forward);
+  m.impl("channel_pool_backward", &channel_pool_backward);
+}
+
+}  // namespace cpu
+}  // namespace fused_attn

@@ -1,0 +1,132 @@
+// Shared pieces of the CPU kernels (csrc/cpu/<family>.cpp): dtypes, layouts, deterministic reductions.
+//
+// Conventions of every CPU kernel:
+//  * dtypes float32, float64, bfloat16, float16; math in acc_t<T> (float64 for float64, else float32), one
+//    rounding to T per output element.
+//  * layouts: a 4-D tensor is read in place when it is dense NCHW or dense channels_last (format_of); any other
+//    strides (slices, permutations) are first copied to a dense tensor of the format its outputs take
+//    (fused_attn/_layout.py's rule, mirrored by format_of). 4-D outputs take the input's format; small
+//    tensors (gates, statistics, GroupNorm affine) are read as contiguous acc_t copies (small_acc).
+//  * determinism: every output element is computed by one thread in an order fixed by the shapes alone; work
+//    is split into units of fixed size (never by thread count) and cross-unit sums add per-unit partials in
+//    unit order. Results are bitwise identical for any torch.set_num_threads.
+//  * vectorisation: innermost loops run over contiguous memory (pixels for NCHW, channels for channels_last)
+//    and keep kLanes independent partial sums, which the compiler maps onto SIMD registers.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace fused_attn {
+namespace cpu {
+
+using at::Tensor;
+
+// Dispatch over the dtypes the CPU kernels are compiled for.
+#define FUSED_ATTN_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
+
+template <typename T>
+using acc_t = at::opmath_type<T>;
+
+inline at::ScalarType acc_scalar_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// fused_attn/_layout.py::memory_format: channels_last only when x is strictly channels_last.
+inline bool is_channels_last(const Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+inline at::MemoryFormat format_of(const Tensor& x) {
+  return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// `t` dense in `fmt` with dtype `dtype`: itself when it already is, else a copy (documented slow path for
+// sliced/permuted inputs, or a gradient that arrives in another layout or dtype than its forward input).
+inline Tensor dense(const Tensor& t, at::MemoryFormat fmt, at::ScalarType dtype) {
+  return t.to(dtype).contiguous(fmt);
+}
+
+// A small tensor ([B, C] gates, statistics, GroupNorm affine) as a contiguous copy in the accumulation dtype
+// of x's dtype `xt` (no copy when it already is).
+inline Tensor small_acc(const Tensor& t, at::ScalarType xt) { return t.to(acc_scalar_type(xt)).contiguous(); }
+
+// A new 4-D tensor of `shape` in memory format `fmt`, with `like`'s device and dtype `dtype`.
+inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryFormat fmt, at::ScalarType dtype) {
+  return at::empty(shape, like.options().dtype(dtype).memory_format(fmt));
+}
+
+inline void check_4d(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 4, "fused_attn (cpu): ", name, " must be 4-D [B, C, H, W], got ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), "fused_attn (cpu): ", name, " must be a CPU tensor");
+}
+
+// Independent partial sums per reduction: 64 bytes (16 floats, 8 doubles): one AVX-512 or four SSE registers.
+template <typename A>
+constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(A));
+
+// Sum of lanes[0..kLanes) in a fixed pairwise order.
+template <typename A>
+inline A lanes_total(A* lanes) {
+  for (int64_t width = kLanes<A> / 2; width > 0; width /= 2)
+    for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
+// body(i, l) for i < n with l = i % kLanes<A> (a compile-time constant in the main loop): accumulating into
+// lanes[l] gives a loop the compiler vectorises and a summation order fixed by n alone.
+template <typename A, typename F>
+inline void lane_for(int64_t n, F&& body) {
+  constexpr int64_t L = kLanes<A>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int64_t l = 0; l < L; ++l) body(i + l, l);
+  for (int64_t l = 0; i < n; ++i, ++l) body(i, l);
+}
+
+// sum_{i < n} f(i), deterministic (see lane_for).
+template <typename A, typename F>
+inline A lane_sum(int64_t n, F&& f) {
+  A lanes[kLanes<A>] = {};
+  lane_for<A>(n, [&](int64_t i, int64_t l) { lanes[l] += f(i); });
+  return lanes_total(lanes);
+}
+
+// Runs f(unit) for unit in [0, n) on the intra-op thread pool. Work units are fixed by the caller, so which
+// thread runs a unit never changes what it computes.
+template <typename F>
+inline void parallel_units(int64_t n, F&& f) {
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) f(u);
+  });
+}
+
+// out[b, c] = sum_k partial[b, k, c] for k = 0..K-1 in order (deterministic merge of per-unit partial sums).
+template <typename A, typename T>
+inline void sum_partials(const A* partial, T* out, int64_t B, int64_t K, int64_t C) {
+  for (int64_t b = 0; b < B; ++b) {
+    T* o = out + b * C;
+    const A* p = partial + b * K * C;
+    for (int64_t c = 0; c < C; ++c) {
+      A s = 0;
+      for (int64_t k = 0; k < K; ++k) s += p[k * C + c];
+      o[c] = static_cast<T>(s);
+    }
+  }
+}
+
+template <typename A>
+inline A sigmoid(A v) {
+  return A(1) / (A(1) + std::exp(-v));
+}
+
+}  // namespace cpu
+}  // namespace fused_attn

@@ -1,0 +1,367 @@
+"""The "cpu" backend (C++/OpenMP kernels, csrc/cpu, shims fused_attn/cpp) against the reference backend.
+
+Kernel-level tests call the backend contract functions (fused_attn/cpp/<family>.py) and compare every output,
+auxiliary ones included, with fused_attn/reference run on float64 copies of the same inputs; end-to-end tests go
+through the public functions and the custom ops (gradcheck, opcheck). Also: layouts (NCHW, channels_last,
+sliced, mixed), odd shapes, bitwise determinism across thread counts, and the backend selection rules.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fused_attn import _backend, _ext, ops
+from fused_attn import functional as FA
+from fused_attn._layout import memory_format
+from fused_attn.reference import apply_gates as ref_gates
+from fused_attn.reference import channel_pool as ref_pool
+from fused_attn.reference import ema as ref_ema
+from fused_attn.reference import squeeze_excite as ref_se
+
+from common import DTYPES, assert_close
+
+CPU_REASON = _backend.unavailable_reason("cpu", "channel_pool", "cpu", torch.float32)
+needs_cpu = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")
+
+if CPU_REASON is None:
+    from fused_attn.cpp import apply_gates as cpp_gates
+    from fused_attn.cpp import channel_pool as cpp_pool
+    from fused_attn.cpp import ema as cpp_ema
+    from fused_attn.cpp import squeeze_excite as cpp_se
+
+# (B, C, H, W): C = 1, 3, 16, 17; H, W = 1, 5, 7 x 9; B = 1.
+SHAPES = [(2, 17, 7, 9), (1, 3, 5, 5), (1, 1, 1, 5), (3, 16, 1, 1), (2, 16, 5, 7)]
+LAYOUTS = ["nchw", "channels_last", "sliced"]
+STATS = [("max", "mean", "std"), ("max", "mean"), ("std",), ("mean", "max"), ("max",), ("std", "mean")]
+
+
+def rand(shape, dtype=torch.float32, layout="nchw", positive=False):
+    """A tensor of `shape` laid out as asked: dense NCHW, dense channels_last, or a non-contiguous slice."""
+    def draw(*s):
+        return torch.rand(*s, dtype=dtype) + 0.5 if positive else torch.randn(*s, dtype=dtype)
+    if layout == "channels_last":
+        return draw(*shape).contiguous(memory_format=torch.channels_last)
+    if layout == "sliced" and len(shape) == 4:
+        b, c, h, w = shape
+        return draw(b, c + 1, h, w + 2)[:, 1:, :, 1:-1]
+    return draw(*shape)
+
+
+def f64(*ts):
+    return [t.double() if isinstance(t, torch.Tensor) else t for t in ts]
+
+
+def check(actual, expected, dtype, what, like=None):
+    assert_close(actual, expected, dtype, what)
+    if like is not None:  # 4-D outputs follow the input's memory format (fused_attn/_layout.py)
+        assert actual.is_contiguous(memory_format=memory_format(like)), f"{what}: layout of {tuple(actual.stride())}"
+
+
+def groups_for(c):
+    return 4 if c % 4 == 0 else (c if c > 3 else 1)
+
+
+# --------------------------------------------------------------------------------------- kernels vs reference
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("stats", STATS, ids=",".join)
+def test_channel_pool(stats, shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    out, argmax, moments = cpp_pool.channel_pool_forward(x, stats)
+    rout, rargmax, rmoments = ref_pool.channel_pool_forward(x.double(), stats)
+    check(out, rout, dtype, "out", like=x)
+    if "max" in stats:
+        assert argmax.dtype == torch.int32 and torch.equal(argmax, rargmax)
+    else:
+        assert argmax.numel() == 0
+    if "std" in stats:
+        assert moments.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        check(moments, rmoments, dtype, "moments")
+    else:
+        assert moments.numel() == 0
+    g = rand(out.shape, dtype)
+    gx = cpp_pool.channel_pool_backward(g, x, argmax, moments, stats)
+    check(gx, ref_pool.channel_pool_backward(g.double(), x.double(), rargmax, rmoments, stats), dtype, "grad_x", like=x)
+
+
+@needs_cpu
+def test_channel_pool_ties_and_nan():
+    """Ties go to the first maximal channel, NaN counts as the maximum (torch.argmax); in both layouts."""
+    x = torch.randn(2, 19, 4, 6).round()  # many ties
+    x[0, 5, 1, 2] = float("nan")
+    x[1, 3:, 0, 0] = float("nan")
+    x[1, :, 2, 2] = float("-inf")
+    for layout in ("nchw", "channels_last"):
+        xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        out, argmax, _ = cpp_pool.channel_pool_forward(xl, ("max", "mean"))
+        rout, rargmax, _ = ref_pool.channel_pool_forward(x, ("max", "mean"))
+        assert torch.equal(argmax, rargmax), layout
+        torch.testing.assert_close(out, rout, equal_nan=True)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_squeeze_excite(shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    b, c = shape[:2]
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    s, gp = rand((b, c), acc, positive=True), rand((b, c), acc)
+    g = rand(shape, dtype, layout)
+    x64, g64, s64, gp64 = f64(x, g, s, gp)
+    pooled = cpp_se.channel_squeeze_forward(x)
+    assert pooled.dtype == acc
+    check(pooled, ref_se.channel_squeeze_forward(x64), dtype, "channel_squeeze")
+    check(cpp_se.channel_squeeze_backward(gp, x), ref_se.channel_squeeze_backward(gp64, x64), dtype,
+          "channel_squeeze_backward", like=x)
+    check(cpp_se.channel_scale_forward(x, s), ref_se.channel_scale_forward(x64, s64), dtype, "channel_scale", like=x)
+    grad_gate = cpp_se.squeeze_excite_grad_gate(g, x)
+    assert grad_gate.dtype == acc
+    check(grad_gate, ref_se.squeeze_excite_grad_gate(g64, x64), dtype, "grad_gate")
+    check(cpp_se.squeeze_excite_grad_input(g, s, gp, x), ref_se.squeeze_excite_grad_input(g64, s64, gp64, x64),
+          dtype, "grad_input", like=x)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("parts", list(itertools.product((False, True), repeat=3)),
+                         ids=lambda p: "".join(n for n, on in zip("csr", p) if on) or "none")
+def test_apply_gates(parts, layout, dtype):
+    shape = (2, 17, 7, 9)
+    b, c, h, w = shape
+    y = rand(shape, dtype, layout)
+    channel = rand((b, c), dtype, positive=True) if parts[0] else None
+    spatial = rand((b, h, w), dtype, positive=True) if parts[1] else None
+    residual = rand(shape, dtype, "nchw" if layout == "channels_last" else "channels_last") if parts[2] else None
+    y64, c64, s64, r64 = f64(y, channel, spatial, residual)
+    check(cpp_gates.apply_gates_forward(y, channel, spatial, residual),
+          ref_gates.apply_gates_forward(y64, c64, s64, r64), dtype, "out", like=y)
+    g = rand(shape, dtype)
+    gy, gc, gs = cpp_gates.apply_gates_backward(g, y, channel, spatial)
+    rgy, rgc, rgs = ref_gates.apply_gates_backward(g.double(), y64, c64, s64)
+    check(gy, rgy, dtype, "grad_y", like=y)
+    for name, got, want, gate in (("grad_channel", gc, rgc, channel), ("grad_spatial", gs, rgs, spatial)):
+        if gate is None:
+            assert got.numel() == 0, name
+        else:
+            assert got.dtype == gate.dtype and got.is_contiguous(), name
+            check(got, want, dtype, name)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ema_strip_pool(shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    pooled = cpp_ema.ema_strip_pool_forward(x)
+    assert pooled.dtype == dtype and pooled.is_contiguous()
+    check(pooled, ref_ema.ema_strip_pool_forward(x.double()), dtype, "pooled")
+    g = rand(pooled.shape, dtype)
+    check(cpp_ema.ema_strip_pool_backward(g, x), ref_ema.ema_strip_pool_backward(g.double(), x.double()), dtype,
+          "grad_x", like=x)
+
+
+def ema_inputs(shape, dtype, layout, x2_layout=None):
+    b, c, h, w = shape
+    cg = c // groups_for(c)
+    x = rand(shape, dtype, layout)
+    hw = rand((b, c, h + w), dtype)
+    x2 = rand(shape, dtype, x2_layout or layout)
+    return x, hw, x2, rand((cg,), dtype, positive=True), rand((cg,), dtype)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS + ["mixed"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ema_core(shape, layout, dtype):
+    """x, x2 and grad_out each read in their own layout ("mixed": x channels_last, x2 NCHW, grad sliced)."""
+    mixed = layout == "mixed"
+    x, hw, x2, gw, gb = ema_inputs(shape, dtype, "channels_last" if mixed else layout, "nchw" if mixed else None)
+    groups, eps = groups_for(shape[1]), 1e-5
+    out, mean, rstd = cpp_ema.ema_core_forward(x, hw, x2, gw, gb, groups, eps)
+    rout, rmean, rrstd = ref_ema.ema_core_forward(*f64(x, hw, x2, gw, gb), groups, eps)
+    check(out, rout, dtype, "out", like=x)
+    check(mean, rmean, dtype, "mean")
+    check(rstd / rrstd, torch.ones_like(rrstd), dtype, "rstd (relative)")
+    g = rand(shape, dtype, "sliced" if mixed else layout)
+    grads = cpp_ema.ema_core_backward(g, x, hw, x2, gw, gb, mean, rstd, groups, eps)
+    rgrads = ref_ema.ema_core_backward(*f64(g, x, hw, x2, gw, gb, rmean, rrstd), groups, eps)
+    names = ("grad_x", "grad_hw", "grad_x2", "grad_gn_weight", "grad_gn_bias")
+    likes = (x, None, x2, None, None)
+    for name, got, want, like, inp in zip(names, grads, rgrads, likes, (x, hw, x2, gw, gb)):
+        assert got.dtype == inp.dtype and got.shape == inp.shape, name
+        check(got, want, dtype, name, like=like)
+
+
+@needs_cpu
+def test_gradient_in_another_layout():
+    """A gradient whose layout differs from its forward input (autograd may hand over either) is accepted."""
+    x = rand((2, 16, 5, 7), layout="channels_last")
+    g = rand((2, 16, 5, 7))
+    check(cpp_se.squeeze_excite_grad_gate(g, x), ref_se.squeeze_excite_grad_gate(g, x), torch.float32, "grad_gate")
+    s = rand((2, 16), positive=True)
+    check(cpp_gates.apply_gates_backward(g, x, s, None)[0], ref_gates.apply_gates_backward(g, x, s, None)[0],
+          torch.float32, "grad_y", like=x)
+    out, am, mom = cpp_pool.channel_pool_forward(x, ("max", "std"))
+    gout = rand(out.shape)  # NCHW while out is channels_last
+    check(cpp_pool.channel_pool_backward(gout, x, am, mom, ("max", "std")),
+          ref_pool.channel_pool_backward(gout, x, am, mom, ("max", "std")), torch.float32, "grad_x", like=x)
+
+
+# ------------------------------------------------------------------------------ public functions and custom ops
+def public_cases(dtype=torch.float64, layout="nchw", shape=(2, 8, 5, 7)):
+    """(name, function of (inputs, backend), inputs) for every public function."""
+    b, c, h, w = shape
+    cr, groups = 3, 2
+    cg = c // groups
+    x = rand(shape, dtype, layout)
+    return [
+        ("channel_pool", lambda t, be: FA.channel_pool(t[0], ("max", "mean", "std"), backend=be), [x]),
+        ("channel_pool_cbam", lambda t, be: FA.channel_pool(t[0], ("mean", "max"), backend=be), [x]),
+        ("channel_squeeze", lambda t, be: FA.channel_squeeze(t[0], backend=be), [x]),
+        ("squeeze_excite", lambda t, be: FA.squeeze_excite(t[0], t[1], t[2], t[3], t[4], backend=be),
+         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype)]),
+        ("apply_gates", lambda t, be: FA.apply_gates(t[0], t[1], t[2], t[3], backend=be),
+         [x, rand((b, c), dtype, positive=True), rand((b, h, w), dtype, positive=True), rand(shape, dtype, layout)]),
+        ("ema_strip_pool", lambda t, be: FA.ema_strip_pool(t[0], backend=be), [x]),
+        ("ema_core", lambda t, be: FA.ema_core(t[0], t[1], t[2], t[3], t[4], groups, backend=be),
+         [x, rand((b, c, h + w), dtype), rand(shape, dtype, layout), rand((cg,), dtype, positive=True),
+          rand((cg,), dtype)]),
+    ]
+
+
+@needs_cpu
+@pytest.mark.parametrize("case", range(7), ids=[c[0] for c in public_cases()])
+def test_gradcheck(case):
+    name, fn, inputs = public_cases(torch.float64, shape=(2, 4, 3, 5))[case]
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *t: fn(t, "cpu"), inputs, eps=1e-6, atol=1e-7, rtol=1e-5), name
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", range(7), ids=[c[0] for c in public_cases()])
+def test_public_functions_match_reference(case, layout):
+    """Forward and every input gradient through the custom ops; channels_last stays channels_last."""
+    name, fn, inputs = public_cases(torch.float32, layout, shape=(2, 8, 6, 5))[case]
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    out = fn(inputs, "cpu")
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, g)
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    rout = fn(ref_inputs, "reference")
+    rgrads = torch.autograd.grad(rout, ref_inputs, g.double())
+    check(out, rout, torch.float32, f"{name} out", like=inputs[0] if out.dim() == 4 else None)
+    for i, (got, want) in enumerate(zip(grads, rgrads)):
+        check(got, want, torch.float32, f"{name} grad {i}", like=inputs[i] if got.dim() == 4 else None)
+
+
+def opcheck_cases(layout):
+    dtype = torch.float32
+    x = rand((2, 8, 5, 6), dtype, layout).requires_grad_()
+    b, c, h, w = x.shape
+    groups, cg = 2, 4
+
+    def leaf(*shape, positive=False, lay="nchw"):
+        return rand(shape, dtype, lay, positive).requires_grad_()
+    return [
+        (ops.channel_pool.channel_pool, (x, "max,mean,std", "cpu")),
+        (ops.channel_pool.channel_pool, (x, "std,max", "cpu")),
+        (ops.squeeze_excite.channel_squeeze, (x, "cpu")),
+        (ops.squeeze_excite.squeeze_excite, (x, leaf(3, c), leaf(3), leaf(c, 3), None, "relu", "sigmoid", "cpu")),
+        (ops.apply_gates.apply_gates, (x, leaf(b, c, positive=True), leaf(b, h, w, positive=True),
+                                       leaf(b, c, h, w, lay=layout), "cpu")),
+        (ops.apply_gates.apply_gates, (x, None, leaf(b, h, w, positive=True), None, "cpu")),
+        (ops.ema.ema_strip_pool, (x, "cpu")),
+        (ops.ema.ema_core, (x, leaf(b, c, h + w), leaf(b, c, h, w, lay=layout), leaf(cg, positive=True), leaf(cg),
+                            groups, 1e-5, "cpu")),
+    ]
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", range(8))
+def test_opcheck(case, layout):
+    op, args = opcheck_cases(layout)[case]
+    torch.library.opcheck(op, args)
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_opcheck_backward_ops(layout):
+    x = rand((2, 8, 5, 6), layout=layout)
+    out, argmax, moments = ops.channel_pool.channel_pool(x, "max,mean,std", "cpu")
+    torch.library.opcheck(ops.channel_pool.channel_pool_backward,
+                          (torch.randn_like(out), x, argmax, moments, "max,mean,std", "cpu"))
+    torch.library.opcheck(ops.squeeze_excite.channel_squeeze_backward, (torch.randn(2, 8), x, "cpu"))
+    torch.library.opcheck(ops.apply_gates.apply_gates_backward,
+                          (torch.randn_like(x), x, torch.rand(2, 8), torch.rand(2, 5, 6), "cpu"))
+    torch.library.opcheck(ops.ema.ema_strip_pool_backward, (torch.randn(2, 8, 11), x, "cpu"))
+    hw, x2, gw, gb = torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4)
+    _, mean, rstd = ops.ema.ema_core(x, hw, x2, gw, gb, 2, 1e-5, "cpu")
+    torch.library.opcheck(ops.ema.ema_core_backward,
+                          (torch.randn_like(x), x, hw, x2, gw, gb, mean, rstd, 2, 1e-5, "cpu"))
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_bitwise_identical_across_thread_counts(layout):
+    """Every output and gradient is the same bit for bit with 1, 2 and 3 threads (fixed work partitioning)."""
+    def run():
+        torch.manual_seed(1)
+        results = []
+        for name, fn, inputs in public_cases(torch.float32, layout, shape=(3, 32, 29, 31)):
+            inputs = [t.detach().requires_grad_() for t in inputs]
+            out = fn(inputs, "cpu")
+            results += [out, *torch.autograd.grad(out, inputs, torch.randn_like(out))]
+        return results
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append(run())
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+
+
+# -------------------------------------------------------------------------------------------- backend selection
+@needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_auto_picks_cpu(dtype):
+    for op in _backend.OPS:
+        assert _backend.resolve(op, "auto", "cpu", dtype) == "cpu", op
+    assert "cpu" in _backend.available_backends("cpu")
+
+
+def test_cpu_backend_refuses_cuda_tensors():
+    for op in _backend.OPS:
+        with pytest.raises(_backend.BackendUnavailable, match="cpu"):
+            _backend.resolve(op, "cpu", "cuda", torch.float32)
+
+
+def test_cpu_backend_without_extension(monkeypatch):
+    _backend.clear_caches()
+    monkeypatch.setattr(_ext, "load_error", lambda: "not built (mocked)")
+    try:
+        for op in _backend.OPS:
+            with pytest.raises(_backend.BackendUnavailable, match="not built \\(mocked\\)"):
+                _backend.resolve(op, "cpu", "cpu", torch.float32)
+            assert _backend.resolve(op, "auto", "cpu", torch.float32) == "reference"
+        with pytest.raises(_backend.BackendUnavailable):
+            FA.channel_pool(torch.randn(1, 3, 4, 4), backend="cpu")
+    finally:
+        monkeypatch.undo()
+        _backend.clear_caches()
