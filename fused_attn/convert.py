@@ -1,0 +1,161 @@
+"""fused_attn.convert: swap the seed-style attention modules of a model for their fused twins.
+
+    model, report = fused_attn.convert(seed_model)            # a converted copy; seed_model is untouched
+    print(report)                                             # path, old class, new class per replacement
+
+Recognised (class name, then structure: the twin's state_dict keys and shapes, and the type and settings of
+every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
+LiteDualAttention, AttnResBlock, EMAX (-> fixed groups, the only mode in which the seed's forward is defined),
+and the official EMA, by structure alone (children exactly softmax, agp, pool_h, pool_w, gn, conv1x1, conv3x3,
+and an int `groups`), whatever its class name. A module with a recognised name and another structure is left
+in place and listed in `report.skipped` with the reason. Hooks registered on a replaced module are not carried
+over.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from torch import nn
+
+from .nn import EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock
+
+__all__ = ["convert", "ConversionReport", "Replacement"]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    path: str   # "" for the model itself
+    old: str    # class name of the replaced module
+    new: str    # class name of its fused twin
+
+
+@dataclass
+class ConversionReport:
+    replaced: list[Replacement] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (path, class name, reason)
+
+    def __len__(self) -> int:
+        return len(self.replaced)
+
+    def __iter__(self):
+        return iter(self.replaced)
+
+    def __str__(self) -> str:
+        rows = [f"{r.path or '<model>'}: {r.old} -> fused_attn {r.new}" for r in self.replaced]
+        rows += [f"{path or '<model>'}: {name} kept ({reason})" for path, name, reason in self.skipped]
+        return f"converted {len(self.replaced)} module(s)" + "".join("\n  " + r for r in rows)
+
+
+def _reduction(channels: int, hidden: int) -> int:
+    return channels // hidden
+
+
+_BY_NAME: dict[str, Callable[[nn.Module, Optional[str]], nn.Module]] = {
+    "SEBlock": lambda m, b: SEBlock(m.fc[0].in_features, _reduction(m.fc[0].in_features, m.fc[0].out_features),
+                                    backend=b),
+    "MultiScaleAttention": lambda m, b: MultiScaleAttention(
+        m.conv1x1.in_channels, _reduction(m.conv1x1.in_channels, m.conv1x1.out_channels), backend=b),
+    "DualAttention": lambda m, b: DualAttention(
+        m.spatial_att[0].in_channels, _reduction(m.spatial_att[0].in_channels, m.channel_att[1].out_channels),
+        backend=b),
+    "LiteDualAttention": lambda m, b: LiteDualAttention(
+        m.spatial_att[0].in_channels, _reduction(m.spatial_att[0].in_channels, m.channel_att[1].out_channels),
+        backend=b),
+    "AttnResBlock": lambda m, b: AttnResBlock(
+        m.conv.in_channels, _reduction(m.conv.in_channels, m.attn.channel_att[1].out_channels), backend=b),
+    "EMAX": lambda m, b: EMAX(m.channels, factor=m.groups,
+                              reduction=_reduction(m.channels, m.channel_gate[1].out_channels), backend=b),
+}
+_EMA_CHILDREN = {"softmax", "agp", "pool_h", "pool_w", "gn", "conv1x1", "conv3x3"}
+
+
+def _is_official_ema(m: nn.Module) -> bool:
+    return ({name for name, _ in m.named_children()} == _EMA_CHILDREN and isinstance(getattr(m, "groups", None), int)
+            and isinstance(m.gn, nn.GroupNorm) and isinstance(m.conv1x1, nn.Conv2d))
+
+
+def _structure_mismatch(src: nn.Module, dst: nn.Module) -> Optional[str]:
+    """None when dst has src's state_dict keys and shapes and the same layers (type and settings) where both have one."""
+    a = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+    b = {k: tuple(v.shape) for k, v in dst.state_dict().items()}
+    if a != b:
+        diff = sorted(set(a.items()) ^ set(b.items()))[:4]
+        return f"state_dict keys/shapes differ from the fused twin's, e.g. {diff}"
+    theirs = dict(src.named_modules())
+    for name, mine in dst.named_modules():
+        other = theirs.get(name)
+        if name and other is not None and (type(other).__name__ != type(mine).__name__ or (
+                mine._parameters and other.extra_repr() != mine.extra_repr())):
+            return f"layer {name!r} is {other!r}, the fused twin has {mine!r}"
+    return None
+
+
+def _assign(module: nn.Module, name: str, value) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(parent), leaf, value)
+
+
+def _twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
+    """(fused twin sharing m's parameters, None), (None, reason) for a recognised misfit, or (None, None)."""
+    if type(m).__module__.startswith("fused_attn."):
+        return None, None
+    build = _BY_NAME.get(type(m).__name__)
+    if build is None:
+        if not _is_official_ema(m):
+            return None, None
+        build = lambda m, b: EMA(m.groups * m.conv1x1.in_channels, factor=m.groups, backend=b)  # noqa: E731
+    try:
+        twin = build(m, backend)
+    except (AttributeError, TypeError, IndexError, ValueError, ZeroDivisionError) as exc:
+        return None, f"cannot read its sizes: {type(exc).__name__}: {exc}"
+    reason = _structure_mismatch(m, twin)
+    if reason is not None:
+        return None, reason
+    for name, p in m.named_parameters():
+        _assign(twin, name, p)
+    for name, buf in m.named_buffers():
+        _assign(twin, name, buf)
+    return twin.train(m.training), None
+
+
+def convert(model: nn.Module, backend: Optional[str] = None, inplace: bool = False
+            ) -> tuple[nn.Module, ConversionReport]:
+    """Replace every recognised seed-style module of `model` by its fused twin -> (model, report).
+
+    The twins share the originals' Parameter objects (and training mode); with inplace=False the model is
+    deep-copied first, so the returned model's parameters are copies and `model` stays as it was. With
+    inplace=True `model` itself is changed (and returned, unless `model` itself is the replaced module).
+    `backend` is given to every twin (None = the current fused_attn setting at each call).
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    report = ConversionReport()
+    done: dict[int, nn.Module] = {}
+
+    def replace(m: nn.Module, path: str) -> Optional[nn.Module]:
+        if id(m) in done:
+            return done[id(m)]
+        twin, reason = _twin(m, backend)
+        if twin is not None:
+            done[id(m)] = twin
+            report.replaced.append(Replacement(path, type(m).__name__, type(twin).__name__))
+        elif reason is not None:
+            report.skipped.append((path, type(m).__name__, reason))
+        return twin
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in list(module.named_children()):
+            path = f"{prefix}.{name}" if prefix else name
+            twin = replace(child, path)
+            if twin is not None:
+                setattr(module, name, twin)
+            elif not type(child).__module__.startswith("fused_attn."):
+                walk(child, path)
+
+    root = replace(model, "")
+    if root is not None:
+        return root, report
+    walk(model, "")
+    return model, report
