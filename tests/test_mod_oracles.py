@@ -1,0 +1,158 @@
+"""Independent oracles for the module tests (the seed modules, the official EMA, a plain CBAM), shared helpers,
+and checks of the oracles themselves."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import serving_backends
+
+
+# ---------------------------------------------------------------------------------------------- the seeds
+def _load_seed_modules():
+    """shared/reference/seed_modules.py next to the repo, or $FUSED_ATTN_SEED_MODULES (the file or its folder)."""
+    where = os.environ.get("FUSED_ATTN_SEED_MODULES") or Path(__file__).resolve().parents[2] / "shared" / "reference"
+    path = Path(where)
+    if path.is_dir():
+        path = path / "seed_modules.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("seed_modules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SEED = _load_seed_modules()
+needs_seed = pytest.mark.skipif(SEED is None, reason="seed_modules.py not found "
+                                "(../shared/reference, or set FUSED_ATTN_SEED_MODULES)")
+
+
+# -------------------------------------------------------------------------------------- the official EMA
+class OfficialEMA(nn.Module):
+    """EMA as published (github.com/YOLOonMe/EMA-attention-module), verbatim but for formatting."""
+
+    def __init__(self, channels, c2=None, factor=32):
+        super().__init__()
+        self.groups = factor
+        assert channels // self.groups > 0
+        self.softmax = nn.Softmax(-1)
+        self.agp = nn.AdaptiveAvgPool2d((1, 1))
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        self.gn = nn.GroupNorm(channels // self.groups, channels // self.groups)
+        self.conv1x1 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=1, stride=1, padding=0)
+        self.conv3x3 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=3, stride=1, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.size()
+        group_x = x.reshape(b * self.groups, -1, h, w)  # b*g,c//g,h,w
+        x_h = self.pool_h(group_x)
+        x_w = self.pool_w(group_x).permute(0, 1, 3, 2)
+        hw = self.conv1x1(torch.cat([x_h, x_w], dim=2))
+        x_h, x_w = torch.split(hw, [h, w], dim=2)
+        x1 = self.gn(group_x * x_h.sigmoid() * x_w.permute(0, 1, 3, 2).sigmoid())
+        x2 = self.conv3x3(group_x)
+        x11 = self.softmax(self.agp(x1).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x12 = x2.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
+        x21 = self.softmax(self.agp(x2).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x22 = x1.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
+        weights = (torch.matmul(x11, x12) + torch.matmul(x21, x22)).reshape(b * self.groups, 1, h, w)
+        return (group_x * weights.sigmoid()).reshape(b, c, h, w)
+
+
+# ------------------------------------------------------------------------------------------- plain CBAM
+class PlainCBAM(nn.Module):
+    """CBAM in plain PyTorch (paper order: channel, then spatial on the channel-refined map), fused_attn's keys."""
+
+    def __init__(self, channels, hidden, kernel=7, act=nn.ReLU, gate=nn.Sigmoid, bias=False):
+        super().__init__()
+        self.channel = nn.Module()
+        self.channel.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.channel.act = act()
+        self.channel.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+        self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
+        self.gate = gate()
+
+    def mlp(self, p):
+        return self.channel.fc2(self.channel.act(self.channel.fc1(p)))
+
+    def forward(self, x):
+        c = self.gate(self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1)))
+        y = x * c
+        pooled = torch.cat([y.max(dim=1, keepdim=True)[0], y.mean(dim=1, keepdim=True)], dim=1)
+        return y * self.gate(self.spatial(pooled))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def perturb_(module: nn.Module, scale: float = 0.5) -> nn.Module:
+    """Random parameters (default inits leave gamma = 0, GroupNorm affine = 1 / 0: too kind to a test)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * scale)
+    return module
+
+
+def backends_for(*ops: str) -> list[str]:
+    """The backends that serve every one of `ops` on CPU float32 (a module calls them all)."""
+    sets = [serving_backends(op) for op in ops]
+    return [b for b in sets[0] if all(b in s for s in sets[1:])]
+
+
+def assert_close_rel(actual, expected, what: str, tol: float = 1e-5) -> None:
+    """max |actual - expected| <= tol * max(max |expected|, 1), compared in float64 (tests/common's convention)."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = actual.detach().double(), expected.detach().double()
+    scale = max(e.abs().max().item(), 1.0)
+    err = (a - e).abs().max().item()
+    assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.0e} * {scale:.3e}"
+
+
+def check_parity(ours: nn.Module, ref: nn.Module, x: torch.Tensor, ref_forward=None, tol: float = 1e-5):
+    """Forward, input gradient and every parameter's gradient of `ours` vs `ref` (same parameter names)."""
+    xa = x.detach().clone().requires_grad_()
+    xb = x.detach().clone().requires_grad_()
+    out_a = ours(xa)
+    out_b = ref_forward(xb) if ref_forward else ref(xb)
+    assert_close_rel(out_a, out_b, "forward", tol)
+    g = torch.randn_like(out_b)
+    pa, pb = dict(ours.named_parameters()), dict(ref.named_parameters())
+    assert pa.keys() == pb.keys()
+    names = sorted(pa)
+    grads_a = torch.autograd.grad(out_a, [xa] + [pa[n] for n in names], g, allow_unused=True)
+    grads_b = torch.autograd.grad(out_b, [xb] + [pb[n] for n in names], g, allow_unused=True)
+    for name, ga, gb in zip(["input"] + names, grads_a, grads_b):
+        if gb is None:
+            assert ga is None or not ga.any(), f"grad of {name}: the reference has none"
+            continue
+        assert ga is not None, f"grad of {name} missing"
+        assert_close_rel(ga, gb, f"grad of {name}", tol)
+    return out_a
+
+
+# --------------------------------------------------------------------------------- checks of the oracles
+@needs_seed
+def test_official_ema_is_the_seed_emax_spatial_path():
+    """EMAX(x, groups=factor) with gamma = 0 and a global gate of exactly 1 is the official EMA."""
+    seed = perturb_(SEED.EMAX(16, factor=4)).double()
+    with torch.no_grad():
+        seed.gamma.zero_()
+        seed.global_attn[3].weight.zero_()
+        seed.global_attn[3].bias.fill_(100.0)   # sigmoid(100) == 1 in float64
+    ema = OfficialEMA(16, factor=4).double()
+    ema.load_state_dict({k: v for k, v in seed.state_dict().items() if k.split(".")[0] in ("gn", "conv1x1", "conv3x3")})
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(seed(x, groups=4), ema(x), rtol=0, atol=1e-12)
+
+
+@needs_seed
+def test_seed_emax_dynamic_grouping_cannot_run():
+    """Why EMAX's dynamic grouping is redesigned: the printed forward fails on every call."""
+    with pytest.raises(RuntimeError):
+        SEED.EMAX(64, factor=8)(torch.randn(2, 64, 4, 4))
