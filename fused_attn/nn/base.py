@@ -4,7 +4,7 @@ Recording is off by default and then costs one attribute test per forward: nothi
 With it on (`record_attention=True` at construction, or `with fused_attn.record_attention(model):`), each
 module keeps its last attention weights, detached, in `module.attention_maps`:
   "channel"  [B, C]        channel gate
-  "spatial"  [B, H, W]     spatial gate (EMA / EMAX: [B, G, H, W], one map per group)
+  "spatial"  [B, H, W]     spatial gate (EMA, fixed EMAX: [B, G, H, W], one map per group)
   "global"   [B, C]        EMAX's global gate on the fused output
   "groups"   [B, K]        EMAX dynamic mode: the mixture weights over its group counts
 """
