@@ -273,3 +273,12 @@ def test_torch_compile_fullgraph():
     expected = m(x)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(torch.autograd.grad(out.sum(), x)[0], torch.autograd.grad(expected.sum(), x)[0])
+
+
+@pytest.mark.parametrize("kind", ["SEBlock", "MultiScaleAttention", "LiteDualAttention", "AttnResBlock", "EMA",
+                                  "EMAX", "CBAM"])
+def test_fullgraph_capture(kind):
+    """Every module traces as one graph (dynamo only: the inductor build above is the slow part)."""
+    m = perturb_(_tiny(kind))
+    x = torch.randn(2, 16 if kind == "LiteDualAttention" else 8, 5, 7)
+    torch.testing.assert_close(torch.compile(m, fullgraph=True, backend="eager")(x), m(x))
