@@ -25,7 +25,7 @@ test: setup cuda-check
 
 bench: setup
 	$(PY) -m fused_attn.info
-	$(PY) -m fused_attn.selfcheck $(BENCH_ARGS)
+	$(PY) -m bench $(BENCH_ARGS)
 
 info: setup
 	$(PY) -m fused_attn.info

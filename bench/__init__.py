@@ -1,0 +1,9 @@
+"""fused_attn's benchmark suite: `python -m bench` (see bench/__main__.py and docs/bench.md).
+
+  cases.py    op and module rows: inputs, eager (seed-style) formulations, fused calls, minimal bytes, suites
+  runner.py   providers per row, the float64 check, timing over rotating inputs, GB/s and speedups
+  timing.py   CPU wall clock / CUDA do_bench, input rotation, the device-to-device copy baseline
+  report.py   terminal table, summary, JSON, Markdown and PNG
+  env.py      device, versions, git revision, date, threads
+  gpu.sh      the GPU procedure: build, info, GPU tests, benchmark fp32 and bf16
+"""

@@ -1,0 +1,352 @@
+"""Runs benchmark rows: inputs, providers, the fp64 check of each provider, its timing and its figures.
+
+A row is one case (op or module) at one shape, dtype and mode ("fwd" or "fwd+bwd"). Each provider of a row
+is run once on a copy of the first input set (that call also compiles, for `compile`) and compared with
+the float64 reference; then it is timed over rotating input sets. A provider that cannot run is reported
+"n/a" with the reason (backend unavailable, module not written yet); one that fails, "error".
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import importlib.util
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import cases
+from .env import ROOT
+from .timing import Rotation, Timer, measure_copy, rotation_count, sync
+
+EAGER, COMPILE, REFERENCE, AUTO = "eager", "compile", "reference", "auto"
+KERNEL_BACKENDS = ("cpu", "cuda", "triton")
+PROVIDERS = (EAGER, COMPILE, REFERENCE) + KERNEL_BACKENDS + (AUTO,)
+
+
+class NotAvailable(Exception):
+    """A provider that cannot run here (reported as n/a with the message)."""
+
+
+# --------------------------------------------------------------------------------------------- seed modules
+def seed_path() -> Optional[Path]:
+    """The seed modules file: $FUSED_ATTN_SEED_MODULES (the file or its folder), else
+    ../shared/reference/seed_modules.py beside the repository, else shared/reference/ inside it, else
+    bench/out/seed_modules.py (a copy carried to another machine)."""
+    env = os.environ.get("FUSED_ATTN_SEED_MODULES")
+    candidates = [Path(env), Path(env) / "seed_modules.py"] if env else []
+    candidates += [ROOT.parent / "shared" / "reference" / "seed_modules.py",
+                   ROOT / "shared" / "reference" / "seed_modules.py", ROOT / "bench" / "out" / "seed_modules.py"]
+    return next((p.resolve() for p in candidates if p.is_file()), None)
+
+
+@functools.lru_cache(maxsize=None)
+def seed_modules():
+    path = seed_path()
+    if path is None:
+        return None
+    spec = importlib.util.spec_from_file_location("fused_attn_bench_seed_modules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fused_namespace(case: cases.ModuleCase):
+    """fused_attn (or fused_attn.models for a whole network), imported when needed; NotAvailable if the
+    module does not exist yet."""
+    name = "fused_attn.models" if case.model else "fused_attn"
+    try:
+        namespace = importlib.import_module(name)
+    except ImportError as exc:
+        raise NotAvailable(f"not available ({name}: {exc})") from exc
+    if not hasattr(namespace, case.name):
+        raise NotAvailable(f"not available ({name}.{case.name} does not exist yet)")
+    return namespace
+
+
+# ------------------------------------------------------------------------------------------------ providers
+@dataclass
+class Provider:
+    name: str
+    label: str
+    build: Callable[[], tuple]  # -> (callable, params aligned with the row's parameter names, note)
+
+
+@dataclass
+class Config:
+    device: torch.device
+    timer: Timer
+    backends: Optional[list] = None      # provider names to run; None = every one
+    time_limit_s: Optional[float] = None
+    started: float = field(default_factory=time.perf_counter)
+    _copies: dict = field(default_factory=dict)
+
+    def wants(self, name: str) -> bool:
+        if self.backends is not None:
+            return name in self.backends
+        # Triton on CPU means its interpreter (milliseconds per program): only when asked for by name
+        return not (name == "triton" and self.device.type == "cpu")
+
+    def over_time(self) -> bool:
+        return self.time_limit_s is not None and time.perf_counter() - self.started > self.time_limit_s
+
+    def copy_baseline(self, numel: int, dtype: torch.dtype) -> dict:
+        key = (numel, dtype)
+        if key not in self._copies:
+            self._copies[key] = measure_copy(numel, dtype, self.device, self.timer)
+        return self._copies[key]
+
+
+def _kernel_backends_for_op(op: str, cfg: Config, dtype) -> list:
+    from fused_attn import _backend
+    return [b for b in _backend.serving(op, cfg.device, dtype) if b != REFERENCE and cfg.wants(b)]
+
+
+def fused_label(backend: str) -> str:
+    """fused_attn through its custom ops, on one backend (`reference`: the pure-PyTorch oracle)."""
+    return f"fused_attn[{backend}]"
+
+
+def _compiled(fn):
+    torch._dynamo.reset()  # every row compiles afresh, with static shapes, within the recompile limit
+    return torch.compile(fn)
+
+
+def op_providers(case: cases.OpCase, cfg: Config, dtype) -> list:
+    def fused(backend):
+        return lambda: (functools.partial(case.fused, backend=backend), [], None)
+    found = [Provider(EAGER, "eager (seed-style)", lambda: (case.eager, [], None)),
+             Provider(COMPILE, "torch.compile", lambda: (_compiled(case.eager), [], None))]
+    found += [Provider(b, fused_label(b), fused(b))
+              for b in [REFERENCE] + _kernel_backends_for_op(case.op, cfg, dtype)]
+    return [p for p in found if cfg.wants(p.name)]
+
+
+def _prepare(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
+    return module.to(device=device, dtype=dtype).eval()
+
+
+def _aligned_params(module: torch.nn.Module, names: list) -> list:
+    own = dict(module.named_parameters())
+    return [own[n] for n in names]
+
+
+class ModuleRow:
+    """The modules of one module row: eager (the seed module, or fused_attn's with backend='reference' where
+    the seed has none), its float64 copy (the reference), and fused_attn's module per backend."""
+
+    def __init__(self, case: cases.ModuleCase, dims, cfg: Config, dtype):
+        self.case, self.dims, self.cfg, self.dtype = case, dims, cfg, dtype
+        seed = seed_modules()
+        torch.manual_seed(0)
+        if seed is not None and hasattr(seed, case.name):
+            self.eager = case.build(seed, channels=dims[1])
+            self.kwargs = case.seed_kwargs(self.eager)
+            self.eager_source = f"seed module {case.name} ({seed_path()})"
+            self.eager_label = "eager (seed module)"
+        else:
+            self.eager = case.build(fused_namespace(case), REFERENCE, dims[1])
+            self.kwargs = {}
+            self.eager_source = f"fused_attn {case.name}(backend='reference'): the seed modules have no {case.name}"
+            self.eager_label = f"eager = {fused_label(REFERENCE)}"
+        self.state = self.eager.state_dict()
+        self.names = [n for n, p in self.eager.named_parameters() if p.requires_grad]
+        self.n_params = sum(p.numel() for p in self.eager.parameters())
+        self.reference = _prepare(copy.deepcopy(self.eager), cfg.device, torch.float64)
+        _prepare(self.eager, cfg.device, dtype)
+
+    def call(self, module, kwargs):
+        return lambda x: module(x, **kwargs)
+
+    def ours(self, backend: str):
+        module = self.case.build(fused_namespace(self.case), backend, self.dims[1])
+        try:
+            module.load_state_dict(self.state, strict=True)
+            params, note = None, None
+        except RuntimeError as exc:
+            params, note = list(module.parameters()), f"seed weights not loadable, error not checked: {exc}"
+        module = _prepare(module, self.cfg.device, self.dtype)
+        params = _aligned_params(module, self.names) if params is None else list(module.parameters())
+        return self.call(module, {}), params, note
+
+    def providers(self) -> list:
+        from fused_attn import _backend
+        eager_params = _aligned_params(self.eager, self.names)
+        found = [Provider(EAGER, self.eager_label,
+                          lambda: (self.call(self.eager, self.kwargs), eager_params, None)),
+                 Provider(COMPILE, "torch.compile",
+                          lambda: (self.call(_compiled(self.eager), self.kwargs), eager_params, None))]
+        kernels = [b for b in _backend.available_backends(self.cfg.device) if b in KERNEL_BACKENDS]
+        found += [Provider(b, fused_label(b), functools.partial(self.ours, b))
+                  for b in [REFERENCE] + kernels + [AUTO]]
+        return [p for p in found if self.cfg.wants(p.name)]
+
+
+# --------------------------------------------------------------------------------------------------- a row
+def _clone_set(args: list) -> list:
+    return [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+
+
+def _as_float64(args: list) -> list:
+    return [a.detach().double().requires_grad_(a.requires_grad) for a in args]
+
+
+def max_rel_err(results: list, refs: list) -> float:
+    """max over tensors of max|a - ref| / max|ref| (absolute where ref is all zero), in float64; inf when
+    NaN/inf appear in other places than in the reference or shapes differ. None gradients count as zeros."""
+    worst = 0.0
+    for a, r in zip(results, refs):
+        if a is None and r is None:
+            continue
+        r = torch.zeros_like(a, dtype=torch.float64) if r is None else r.detach().double()
+        a = torch.zeros_like(r) if a is None else a.detach().to(r.device).double()
+        if a.shape != r.shape or not torch.equal(a.isfinite(), r.isfinite()):
+            return math.inf
+        a, r = a[r.isfinite()], r[r.isfinite()]
+        if r.numel() == 0:
+            continue
+        scale = r.abs().max().item()
+        diff = (a - r).abs().max().item()
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+class Workload:
+    """A row's inputs: rotating sets of (args, grad_out), and how one step runs (forward, or forward and the
+    gradients of the chosen inputs and parameters)."""
+
+    def __init__(self, mode: str, grad_idx: tuple, loss: Optional[Callable] = None):
+        self.mode, self.grad_idx, self.loss = mode, grad_idx, loss
+
+    def step(self, fn, params, args, grad_out):
+        if self.mode == "fwd":
+            with torch.no_grad():
+                return [fn(*args)]
+        out = fn(*args)
+        targets = [args[i] for i in self.grad_idx] + list(params)
+        root, grad = (self.loss(out), None) if self.loss else (out, grad_out)
+        return [out, *torch.autograd.grad(root, targets, grad, allow_unused=True)]
+
+
+def run_row(row: dict, providers: list, workload: Workload, first_args: list, ref_fn: Callable,
+            ref_params: list, cfg: Config, progress) -> None:
+    """Fill row["providers"]: the reference, the rotating sets, then each provider checked and timed.
+    `progress.start(row)` is called once the row is set up, `progress.provider(result)` after each provider."""
+    device = cfg.device
+    training = workload.mode != "fwd"
+    for i, a in enumerate(first_args):
+        a.requires_grad_(training and i in workload.grad_idx)
+    ref_args = _as_float64(first_args)
+    with torch.no_grad():
+        out_shape = ref_fn(*ref_args).shape
+    grad_out = torch.randn(out_shape, device=device, dtype=torch.float32).to(first_args[0].dtype) \
+        if training and workload.loss is None else None
+    refs = workload.step(ref_fn, ref_params, ref_args, None if grad_out is None else grad_out.double())
+    set_bytes = sum(a.numel() * a.element_size() for a in first_args) + \
+        (grad_out.numel() * grad_out.element_size() if grad_out is not None else 0)
+    n_sets = rotation_count(set_bytes, device)
+    rotation = Rotation([(first_args, grad_out)] + [(_clone_set(first_args), grad_out.clone() if grad_out is not None
+                                                     else None) for _ in range(n_sets - 1)])
+    row["rotation_sets"] = n_sets
+    progress.start(row)
+    for p in providers:
+        result = {"name": p.name, "label": p.label, "status": "ok"}
+        try:
+            fn, params, note = p.build()
+            if note:
+                result["note"] = note
+            start = time.perf_counter()
+            outs = workload.step(fn, params, _clone_set(first_args), grad_out)
+            sync(device)
+            first_call_s = time.perf_counter() - start
+            if p.name == COMPILE:
+                result["compile_s"] = first_call_s
+            result["max_err"] = None if note else max_rel_err(outs, refs)
+            del outs
+
+            def call(fn=fn, params=params):
+                args, g = rotation.next()
+                return workload.step(fn, params, args, g)
+            t = cfg.timer(call)
+            result.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, runs=t.runs)
+        except NotAvailable as exc:
+            result.update(status="n/a", reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported in the row, the run goes on
+            from fused_attn import BackendUnavailable
+            kind = "n/a" if isinstance(exc, BackendUnavailable) else "error"
+            result.update(status=kind, reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        row["providers"].append(result)
+        add_figures(row)  # against the providers timed so far: eager and compile come first
+        progress.provider(result)
+
+
+def add_figures(row: dict) -> None:
+    """GB/s, fraction of the copy's GB/s and speedups vs eager and compile, for every timed provider."""
+    timed = {p["name"]: p["median_ms"] for p in row["providers"] if p.get("median_ms")}
+    for p in row["providers"]:
+        ms = p.get("median_ms")
+        if not ms:
+            continue
+        if row.get("bytes"):
+            p["gbps"] = row["bytes"] / (ms * 1e-3) / 1e9
+            if row.get("copy"):
+                p["frac_copy"] = p["gbps"] / row["copy"]["gbps"]
+        for base in (EAGER, COMPILE):
+            if base in timed:
+                p[f"speedup_vs_{base}"] = timed[base] / ms
+
+
+def new_row(kind: str, case, dims, dtype, mode: str) -> dict:
+    return {"kind": kind, "name": case.name, "op": getattr(case, "op", None), "ops": list(getattr(case, "ops", ())),
+            "shape": list(dims), "dtype": str(dtype).replace("torch.", ""), "mode": mode, "status": "ok",
+            "providers": []}
+
+
+def _dims_str(dims) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def op_row(case: cases.OpCase, dims, dtype, mode: str, cfg: Config, progress) -> dict:
+    row = new_row("op", case, dims, dtype, mode)
+    elem = torch.empty((), dtype=dtype).element_size()
+    row["bytes"] = case.bytes(dims, elem, mode)
+    row["bytes_formula"] = "fwd: " + case.fwd_bytes.formula() + ("" if mode == "fwd" else
+                                                               "; bwd: " + case.bwd_bytes.formula())
+    row["copy"] = cfg.copy_baseline(math.prod(dims), dtype)
+    torch.manual_seed(0)
+    args = case.make(dims, dtype, str(cfg.device))
+    ref = functools.partial(case.fused, backend=REFERENCE)
+    run_row(row, op_providers(case, cfg, dtype), Workload(mode, case.grads), args, ref, [], cfg, progress)
+    return row
+
+
+def module_row(case: cases.ModuleCase, dims, dtype, mode: str, cfg: Config, progress) -> dict:
+    row = new_row("module", case, dims, dtype, mode)
+    try:
+        mods = ModuleRow(case, dims, cfg, dtype)
+    except NotAvailable as exc:
+        row.update(status="n/a", reason=str(exc))
+        return row
+    row["eager_source"] = mods.eager_source
+    elem = torch.empty((), dtype=dtype).element_size()
+    row["bytes"] = case.bytes(dims, elem, mode, mods.n_params)
+    row["bytes_formula"] = None if case.model else cases.MODULE_BYTES
+    row["copy"] = None if case.model else cfg.copy_baseline(math.prod(dims), dtype)
+    torch.manual_seed(0)
+    x = torch.randn(dims, device=cfg.device, dtype=torch.float32).to(dtype)
+    if case.model:
+        target = torch.randint(0, cases.VGG_CLASSES, (dims[0],), device=cfg.device)
+        workload = Workload(mode, (), loss=lambda out: F.cross_entropy(
+            out if out.dtype == torch.float64 else out.float(), target))
+    else:
+        workload = Workload(mode, (0,))
+    ref_params = _aligned_params(mods.reference, mods.names)
+    run_row(row, mods.providers(), workload, [x], mods.call(mods.reference, mods.kwargs), ref_params, cfg,
+            progress)
+    return row
