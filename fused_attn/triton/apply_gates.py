@@ -49,25 +49,36 @@ def _apply_gates_bwd_kernel(g_ptr, y_ptr, ch_ptr, sp_ptr, gy_ptr, gch_ptr, gsp_p
     gsp = tl.zeros([BLOCK_P], ACC)
     c_start = k * c_per_chunk
     c_stop = tl.minimum(C, c_start + c_per_chunk)
+    cr = tl.arange(0, BLOCK_C)
+    c64 = (c_start + cr).to(tl.int64)
+    # pointer tiles at the chunk's first channel block, advanced by BLOCK_C channels a step
+    gp = g_ptr + b * sg_b + c64[:, None] * sg_c + p64 * sg_p
+    yp = y_ptr + b * sy_b + c64[:, None] * sy_c + p64 * sy_p
+    op = gy_ptr + b * so_b + c64[:, None] * so_c + p64 * so_p
+    chp = ch_ptr + b * C + c64
+    gchp = gch_ptr + (b * n_pblk + t) * C + c64
     for c0 in range(c_start, c_stop, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < c_stop
+        cmask = c0 + cr < c_stop
         mask = cmask[:, None] & pm[None, :]
-        c64 = c.to(tl.int64)[:, None]
-        g = tl.load(g_ptr + b * sg_b + c64 * sg_c + p64 * sg_p, mask=mask, other=0).to(ACC)
-        y = tl.load(y_ptr + b * sy_b + c64 * sy_c + p64 * sy_p, mask=mask, other=0).to(ACC)
+        g = tl.load(gp, mask=mask, other=0).to(ACC)
+        y = tl.load(yp, mask=mask, other=0).to(ACC)
         gy = g
         gyy = g * y
         if HAS_CH:
-            ch = tl.load(ch_ptr + b * C + c, mask=cmask, other=0).to(ACC)[:, None]
+            ch = tl.load(chp, mask=cmask, other=0).to(ACC)[:, None]
             gy = gy * ch
             gsp += tl.sum(gyy * ch, axis=0)
-            tl.store(gch_ptr + (b * n_pblk + t) * C + c, tl.sum(gyy * sp[None, :], axis=1), mask=cmask)
+            tl.store(gchp, tl.sum(gyy * sp[None, :], axis=1), mask=cmask)
         else:
             gsp += tl.sum(gyy, axis=0)
         if HAS_SP:
             gy = gy * sp[None, :]
-        tl.store(gy_ptr + b * so_b + c64 * so_c + p64 * so_p, gy.to(gy_ptr.dtype.element_ty), mask=mask)
+        tl.store(op, gy.to(gy_ptr.dtype.element_ty), mask=mask)
+        gp += BLOCK_C * sg_c
+        yp += BLOCK_C * sy_c
+        op += BLOCK_C * so_c
+        chp += BLOCK_C
+        gchp += BLOCK_C
     if HAS_SP:
         tl.store(gsp_ptr + (b * n_chunk + k) * P + p, gsp, mask=pm)
 
@@ -84,10 +95,9 @@ def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optio
     b, c, h, w = y.shape
     p = h * w
     grad_y = empty_4d(y, y.shape)
-    empty = y.new_empty((0,))
     if y.numel() == 0:
-        return (grad_y, torch.zeros_like(channel) if channel is not None else empty,
-                torch.zeros_like(spatial) if spatial is not None else empty)
+        return (grad_y, torch.zeros_like(channel) if channel is not None else y.new_empty((0,)),
+                torch.zeros_like(spatial) if spatial is not None else y.new_empty((0,)))
     y, sy = cm.pixel_view(y)
     g, sg = cm.pixel_view(grad_out)
     _, so = cm.pixel_view(grad_y)
@@ -95,14 +105,15 @@ def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optio
     n_pblk = cm.cdiv(p, bp)
     blocks_per_chunk, n_chunk = cm.split(b * n_pblk, cm.cdiv(c, bc), y.device)
     acc = acc_dtype(y.dtype)
-    gch = torch.empty((b, n_pblk, c), dtype=acc, device=y.device) if channel is not None else empty
-    gsp = torch.empty((b, n_chunk, p), dtype=acc, device=y.device) if spatial is not None else empty
+    gch = torch.empty((b, n_pblk, c), dtype=acc, device=y.device) if channel is not None else grad_y
+    gsp = torch.empty((b, n_chunk, p), dtype=acc, device=y.device) if spatial is not None else grad_y
     ch = channel.contiguous() if channel is not None else y
     sp = spatial.reshape(b, p).contiguous() if spatial is not None else y
     _apply_gates_bwd_kernel[cm.grid1(b * n_chunk * n_pblk)](
-        g, y, ch, sp, grad_y, gch if channel is not None else grad_y, gsp if spatial is not None else grad_y,
+        g, y, ch, sp, grad_y, gch, gsp,
         c, p, blocks_per_chunk * bc, n_chunk, n_pblk, *sg, *sy, *so,
         HAS_CH=channel is not None, HAS_SP=spatial is not None, ACC=cm.acc_tl(y.dtype), BLOCK_C=bc, BLOCK_P=bp)
-    grad_channel = _finish(gch, channel.dtype, (b, c)) if channel is not None else empty
-    grad_spatial = _finish(gsp, spatial.dtype, (b, h, w)) if spatial is not None else empty
+    # distinct empty tensors for absent gates: custom-op outputs must not alias each other
+    grad_channel = _finish(gch, channel.dtype, (b, c)) if channel is not None else y.new_empty((0,))
+    grad_spatial = _finish(gsp, spatial.dtype, (b, h, w)) if spatial is not None else y.new_empty((0,))
     return grad_y, grad_channel, grad_spatial

@@ -12,7 +12,6 @@ std is asked.
 from __future__ import annotations
 
 import torch
-import triton
 import triton.language as tl
 
 from .._layout import acc_dtype, empty_4d
@@ -20,15 +19,6 @@ from . import _common as cm
 
 OPS = {"channel_pool"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
-
-
-@triton.jit
-def _argmax_combine(v1, i1, v2, i2):
-    """(max, first index) with NaN greater than every number and the first NaN winning."""
-    n1 = v1 != v1
-    n2 = v2 != v2
-    take = (v1 > v2) | (n1 & ~n2) | (((v1 == v2) | (n1 & n2)) & (i1 < i2))
-    return tl.where(take, v1, v2), tl.where(take, i1, i2)
 
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
@@ -49,14 +39,23 @@ def _channel_pool_fwd_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pblk,
     mean = tl.zeros([BLOCK_P], ACC)
     m2 = tl.zeros([BLOCK_P], ACC)
     n = tl.zeros([BLOCK_P], ACC)
+    cr = tl.arange(0, BLOCK_C)
+    xp = x_ptr + b * sx_b + cr.to(tl.int64)[:, None] * sx_c + p64 * sx_p   # advanced by BLOCK_C channels a step
     for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
+        c = c0 + cr
         cmask = (c < C)[:, None]
         mask = cmask & pm[None, :]
-        x = tl.load(x_ptr + b * sx_b + c.to(tl.int64)[:, None] * sx_c + p64 * sx_p, mask=mask, other=0).to(ACC)
+        x = tl.load(xp, mask=mask, other=0).to(ACC)
+        xp += BLOCK_C * sx_c
         if K_MAX >= 0:
-            v, i = tl.reduce((tl.where(cmask, x, float("-inf")), tl.broadcast_to(c[:, None], [BLOCK_C, BLOCK_P])),
-                             0, _argmax_combine)
+            # block max and its first index, NaN counting as the maximum (as torch.argmax): the first NaN
+            # channel, if any, else the first maximal number
+            isnan = (x != x) & cmask
+            v, i = tl.max(tl.where(cmask & ~isnan, x, float("-inf")), axis=0, return_indices=True,
+                          return_indices_tie_break_left=True)
+            first_nan = tl.min(tl.where(isnan, c[:, None], C), axis=0)
+            v = tl.where(first_nan < C, float("nan"), v)
+            i = tl.where(first_nan < C, first_nan, i + c0)
             take = (v > best) | ((v != v) & (best == best))
             best = tl.where(take, v, best)
             best_i = tl.where(take, i, best_i)

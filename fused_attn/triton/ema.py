@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import triton
 import triton.language as tl
 
 from .._layout import acc_dtype, empty_4d
@@ -46,15 +45,17 @@ def _strip_pool_fwd_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chunk, n_c
     colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
     h_start = k * rows_per_chunk
     h_stop = tl.minimum(H, h_start + rows_per_chunk)
+    hr = tl.arange(0, BLOCK_H)
+    h = h_start + hr
+    xp = x_ptr + b * sx_b + _offs(c64, h, w, sx_c, sx_h, sx_w)   # advanced by BLOCK_H rows a step
+    op = out_ptr + (b * C + c64[:, None]) * (H + W) + h[None, :]
     for h0 in range(h_start, h_stop, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        hm = h < h_stop
-        mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
-        x = tl.load(x_ptr + b * sx_b + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
-        rows = tl.sum(x, axis=2) / W
-        tl.store(out_ptr + (b * C + c64[:, None]) * (H + W) + h[None, :], rows.to(out_ptr.dtype.element_ty),
-                 mask=cmask[:, None] & hm[None, :])
+        hm = h0 + hr < h_stop
+        x = tl.load(xp, mask=cmask[:, None, None] & hm[None, :, None] & wm[None, None, :], other=0).to(ACC)
+        tl.store(op, (tl.sum(x, axis=2) / W).to(out_ptr.dtype.element_ty), mask=cmask[:, None] & hm[None, :])
         colacc += tl.sum(x, axis=1)
+        xp += BLOCK_H * sx_h
+        op += BLOCK_H
     tl.store(col_ptr + b * sc_b + k * sc_s + c64[:, None] * sc_c + w[None, :],
              (colacc / col_div).to(col_ptr.dtype.element_ty), mask=cmask[:, None] & wm[None, :])
 
@@ -128,14 +129,14 @@ def ema_strip_pool_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------------- core
-@triton.jit
+@cm.device_fn
 def _offs(c64, h, w, s_c, s_h, s_w):
     """int64 offsets of a [BLOCK_C, BLOCK_H, BLOCK_W] tile from channel, row and column index vectors."""
     return (c64[:, None, None] * s_c + h.to(tl.int64)[None, :, None] * s_h
             + w.to(tl.int64)[None, None, :] * s_w)
 
 
-@triton.jit
+@cm.device_fn
 def _softmax(v, mask):
     """softmax over a 1-D vector, masked lanes excluded (weight 0)."""
     v = tl.where(mask, v, float("-inf"))
@@ -143,47 +144,59 @@ def _softmax(v, mask):
     return e / tl.sum(e, axis=0)
 
 
-@triton.jit
+@cm.device_fn
 def _sum_hw(t):
     """[BLOCK_C, BLOCK_H, BLOCK_W] -> [BLOCK_C]."""
     return tl.sum(tl.sum(t, axis=2), axis=1)
 
 
-@triton.jit
-def _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, hm, wm, sig_w,
-               sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l, mean, rstd, gw, gb, a1, a2, ACC: tl.constexpr):
-    """One tile of the forward: (mask, x, x2, sig_h, u, uhat, w) with w[h, w] = sum_c a1 x2 + a2 (uhat gw + gb).
-    Pointers are already offset to the (b, group) slab."""
-    mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
-    x = tl.load(x_ptr + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
-    x2 = tl.load(x2_ptr + _offs(c64, h, w, s2_c, s2_h, s2_w), mask=mask, other=0).to(ACC)
-    sig_h = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + h[None, :].to(tl.int64) * sh_l,
-                               mask=cmask[:, None] & hm[None, :], other=0).to(ACC))
+@cm.device_fn
+def _core_tile(xp, x2p, hwp, mask, hmask, sig_w, mean, rstd, gw, gb, a1, a2, ACC: tl.constexpr):
+    """One [C, BLOCK_H, W] tile of the forward at pointer tiles xp, x2p (and hwp, the rows' hw gates):
+    (x, x2, sig_h, u, uhat, w) with u = x sig_h sig_w, uhat = (u - mean) rstd,
+    w[h, w] = sum_c a1 x2 + a2 (uhat gn_w + gn_b)."""
+    x = tl.load(xp, mask=mask, other=0).to(ACC)
+    x2 = tl.load(x2p, mask=mask, other=0).to(ACC)
+    sig_h = cm.sigmoid(tl.load(hwp, mask=hmask, other=0).to(ACC))
     u = x * sig_h[:, :, None] * sig_w[:, None, :]
     uhat = (u - mean[:, None, None]) * rstd[:, None, None]
     x1 = uhat * gw[:, None, None] + gb[:, None, None]
     wv = tl.sum(a1[:, None, None] * x2 + a2[:, None, None] * x1, axis=0)
-    return mask, x, x2, sig_h, u, uhat, wv
+    return x, x2, sig_h, u, uhat, wv
 
 
-@triton.jit
-def _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l, s2_c, s2_h, s2_w,
-                ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
-    """Per-slab constants: (channel mask, int64 channel offsets, sig_w [C, W], gn_w, gn_b, a1, a2),
-    where a2 = softmax(mean_p x2) costs one pass over the slab of x2."""
+@cm.device_fn
+def _core_dw(gp, xp, x2p, hwp, mask, hmask, sig_w, mean, rstd, gw, gb, a1, a2, ACC: tl.constexpr):
+    """A backward tile: the forward tile plus g, sig(w) and dw = sig(w) (1 - sig(w)) sum_c g x ([1, BH, BW])."""
+    x, x2, sig_h, u, uhat, wv = _core_tile(xp, x2p, hwp, mask, hmask, sig_w, mean, rstd, gw, gb, a1, a2, ACC)
+    g = tl.load(gp, mask=mask, other=0).to(ACC)
+    sg = cm.sigmoid(wv)
+    dw = (sg * (1 - sg) * tl.sum(g * x, axis=0))[None, :, :]
+    return g, x2, sig_h, u, uhat, sg, dw
+
+
+@cm.device_fn
+def _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, CG, H, W, sh_c, sh_l, s2_c, s2_h, s2_w,
+                ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Per-slab constants (pointers already at the slab): channel mask and int64 offsets, row and column
+    index vectors, sig_w [C, W], gn_w, gn_b, a1 = softmax(gn_b) and a2 = softmax(mean_p x2) (one pass over x2)."""
+    c = tl.arange(0, BLOCK_C)
+    hr = tl.arange(0, BLOCK_H)
+    w = tl.arange(0, BLOCK_W)
     cmask = c < CG
     c64 = c.to(tl.int64)
-    wm = w < W
-    sig_w = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + (H + w)[None, :].to(tl.int64) * sh_l,
-                               mask=cmask[:, None] & wm[None, :], other=0).to(ACC))
+    cw_mask = cmask[:, None, None] & (w < W)[None, None, :]
+    sig_w = cm.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + (H + w)[None, :].to(tl.int64) * sh_l,
+                               mask=cmask[:, None] & (w < W)[None, :], other=0).to(ACC))
     gw = tl.load(gw_ptr + c, mask=cmask, other=0).to(ACC)
     gb = tl.load(gb_ptr + c, mask=cmask, other=0).to(ACC)
     s2 = tl.zeros([BLOCK_C], ACC)
+    x2p = x2_ptr + _offs(c64, hr, w, s2_c, s2_h, s2_w)
     for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        mask = cmask[:, None, None] & (h < H)[None, :, None] & wm[None, None, :]
-        s2 += _sum_hw(tl.load(x2_ptr + _offs(c64, h, w, s2_c, s2_h, s2_w), mask=mask, other=0).to(ACC))
-    return cmask, c64, wm, sig_w, gw, gb, _softmax(gb, cmask), _softmax(s2 / (H * W), cmask)
+        mask = cw_mask & (h0 + hr < H)[None, :, None]
+        s2 += _sum_hw(tl.load(x2p, mask=mask, other=0).to(ACC))
+        x2p += BLOCK_H * s2_h
+    return cmask, c64, hr, w, cw_mask, sig_w, gw, gb, _softmax(gb, cmask), _softmax(s2 / (H * W), cmask)
 
 
 @cm.kernel(key=["CG", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
@@ -200,23 +213,22 @@ def _ema_core_fwd_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_pt
     x2_ptr += b * s2_b + ch0 * s2_c
     out_ptr += b * so_b + ch0 * so_c
     hw_ptr += b * sh_b + ch0 * sh_c
-    c = tl.arange(0, BLOCK_C)
-    w = tl.arange(0, BLOCK_W)
-    cmask, c64, wm, sig_w, gw, gb, a1, a2 = _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l,
-                                                        s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H)
+    cmask, c64, hr, w, cw_mask, sig_w, gw, gb, a1, a2 = _core_setup(
+        hw_ptr, gw_ptr, gb_ptr, x2_ptr, CG, H, W, sh_c, sh_l, s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H, BLOCK_W)
+    x_tile = x_ptr + _offs(c64, hr, w, sx_c, sx_h, sx_w)      # pointer tiles of rows [0, BLOCK_H)
+    hw_rows = hw_ptr + c64[:, None] * sh_c + hr[None, :] * sh_l
     # pass 1: GroupNorm statistics of u, tile by tile (tile mean and M2 two-pass, merged with Chan's update)
     mean = tl.zeros([BLOCK_C], ACC)
     m2 = tl.zeros([BLOCK_C], ACC)
     n = tl.zeros([BLOCK_C], ACC)
+    xp, hwp = x_tile, hw_rows
     for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        hm = h < H
-        mask = cmask[:, None, None] & hm[None, :, None] & wm[None, None, :]
-        x = tl.load(x_ptr + _offs(c64, h, w, sx_c, sx_h, sx_w), mask=mask, other=0).to(ACC)
-        sig_h = tl.sigmoid(tl.load(hw_ptr + c64[:, None] * sh_c + h[None, :].to(tl.int64) * sh_l,
-                                   mask=cmask[:, None] & hm[None, :], other=0).to(ACC))
+        hm = h0 + hr < H
+        mask = cw_mask & hm[None, :, None]
+        x = tl.load(xp, mask=mask, other=0).to(ACC)
+        sig_h = cm.sigmoid(tl.load(hwp, mask=cmask[:, None] & hm[None, :], other=0).to(ACC))
         u = x * sig_h[:, :, None] * sig_w[:, None, :]
-        nb = tl.sum(tl.sum(tl.where(hm[:, None] & wm[None, :], 1.0, 0.0).to(ACC), axis=1), axis=0)
+        nb = tl.sum(tl.where(hm, 1.0, 0.0).to(ACC), axis=0) * W
         bmean = _sum_hw(u) / nb
         d = tl.where(mask, u - bmean[:, None, None], 0)
         delta = bmean - mean
@@ -224,16 +236,23 @@ def _ema_core_fwd_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_pt
         mean = mean + delta * (nb / n_new)
         m2 = m2 + _sum_hw(d * d) + delta * delta * (n * nb / n_new)
         n = n_new
+        xp += BLOCK_H * sx_h
+        hwp += BLOCK_H * sh_l
     rstd = 1.0 / tl.sqrt(m2 / (H * W) + eps_hi + eps_lo)
     # pass 2: attention weights and output
+    xp, x2p, hwp = x_tile, x2_ptr + _offs(c64, hr, w, s2_c, s2_h, s2_w), hw_rows
+    op = out_ptr + _offs(c64, hr, w, so_c, so_h, so_w)
     for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, h < H, wm, sig_w,
-                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
-                                                     mean, rstd, gw, gb, a1, a2, ACC)
-        out = x * tl.sigmoid(wv)[None, :, :]
-        tl.store(out_ptr + _offs(c64, h, w, so_c, so_h, so_w), out.to(out_ptr.dtype.element_ty), mask=mask)
-    stat = (b * G * CG + ch0 + c)
+        hm = h0 + hr < H
+        mask = cw_mask & hm[None, :, None]
+        x, x2, sig_h, u, uhat, wv = _core_tile(xp, x2p, hwp, mask, cmask[:, None] & hm[None, :], sig_w,
+                                               mean, rstd, gw, gb, a1, a2, ACC)
+        tl.store(op, (x * cm.sigmoid(wv)[None, :, :]).to(out_ptr.dtype.element_ty), mask=mask)
+        xp += BLOCK_H * sx_h
+        x2p += BLOCK_H * s2_h
+        hwp += BLOCK_H * sh_l
+        op += BLOCK_H * so_h
+    stat = b * G * CG + ch0 + c64
     tl.store(mean_ptr + stat, mean, mask=cmask)
     tl.store(rstd_ptr + stat, rstd, mask=cmask)
 
@@ -259,28 +278,32 @@ def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr,
     gx2_ptr += b * sgx2_b + ch0 * sgx2_c
     hw_ptr += b * sh_b + ch0 * sh_c
     ghw_ptr += (b * G * CG + ch0) * (H + W)
-    c = tl.arange(0, BLOCK_C)
-    w = tl.arange(0, BLOCK_W)
-    cmask, c64, wm, sig_w, gw, gb, a1, a2 = _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, c, CG, H, W, w, sh_c, sh_l,
-                                                        s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H)
-    stat = b * G * CG + ch0 + c
+    cmask, c64, hr, w, cw_mask, sig_w, gw, gb, a1, a2 = _core_setup(
+        hw_ptr, gw_ptr, gb_ptr, x2_ptr, CG, H, W, sh_c, sh_l, s2_c, s2_h, s2_w, ACC, BLOCK_C, BLOCK_H, BLOCK_W)
+    stat = b * G * CG + ch0 + c64
     mean = tl.load(mean_ptr + stat, mask=cmask, other=0).to(ACC)
     rstd = tl.load(rstd_ptr + stat, mask=cmask, other=0).to(ACC)
+    g_tile = g_ptr + _offs(c64, hr, w, sg_c, sg_h, sg_w)
+    x_tile = x_ptr + _offs(c64, hr, w, sx_c, sx_h, sx_w)
+    x2_tile = x2_ptr + _offs(c64, hr, w, s2_c, s2_h, s2_w)
+    hw_rows = hw_ptr + c64[:, None] * sh_c + hr[None, :] * sh_l
     # pass B
     s_dw = tl.zeros([BLOCK_C], ACC)   # every lane holds the same sum_p dw
     s_x2 = tl.zeros([BLOCK_C], ACC)
     s_u = tl.zeros([BLOCK_C], ACC)
+    gp, xp, x2p, hwp = g_tile, x_tile, x2_tile, hw_rows
     for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, h < H, wm, sig_w,
-                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
-                                                     mean, rstd, gw, gb, a1, a2, ACC)
-        g = tl.load(g_ptr + _offs(c64, h, w, sg_c, sg_h, sg_w), mask=mask, other=0).to(ACC)
-        sg = tl.sigmoid(wv)
-        dw = (sg * (1 - sg) * tl.sum(g * x, axis=0))[None, :, :]
+        hm = h0 + hr < H
+        mask = cw_mask & hm[None, :, None]
+        g, x2, sig_h, u, uhat, sg, dw = _core_dw(gp, xp, x2p, hwp, mask, cmask[:, None] & hm[None, :], sig_w,
+                                                 mean, rstd, gw, gb, a1, a2, ACC)
         s_dw += tl.sum(tl.sum(dw, axis=2), axis=1)
         s_x2 += _sum_hw(dw * x2)
         s_u += _sum_hw(tl.where(mask, dw * uhat, 0))
+        gp += BLOCK_H * sg_h
+        xp += BLOCK_H * sx_h
+        x2p += BLOCK_H * s2_h
+        hwp += BLOCK_H * sh_l
     n_pix = H * W
     da1 = s_x2
     da2 = gw * s_u + gb * s_dw
@@ -292,27 +315,33 @@ def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr,
     mdu = coef * s_u / n_pix
     # pass C
     colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
+    gp, xp, x2p, hwp = g_tile, x_tile, x2_tile, hw_rows
+    gxp = gx_ptr + _offs(c64, hr, w, sgx_c, sgx_h, sgx_w)
+    gx2p = gx2_ptr + _offs(c64, hr, w, sgx2_c, sgx2_h, sgx2_w)
+    ghwp = ghw_ptr + c64[:, None] * (H + W) + hr[None, :]
     for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        hm = h < H
-        mask, x, x2, sig_h, u, uhat, wv = _core_tile(x_ptr, x2_ptr, hw_ptr, c64, h, w, cmask, hm, wm, sig_w,
-                                                     sx_c, sx_h, sx_w, s2_c, s2_h, s2_w, sh_c, sh_l,
-                                                     mean, rstd, gw, gb, a1, a2, ACC)
-        g = tl.load(g_ptr + _offs(c64, h, w, sg_c, sg_h, sg_w), mask=mask, other=0).to(ACC)
-        sg = tl.sigmoid(wv)
-        dw = (sg * (1 - sg) * tl.sum(g * x, axis=0))[None, :, :]
+        hm = h0 + hr < H
+        mask = cw_mask & hm[None, :, None]
+        hmask = cmask[:, None] & hm[None, :]
+        g, x2, sig_h, u, uhat, sg, dw = _core_dw(gp, xp, x2p, hwp, mask, hmask, sig_w,
+                                                 mean, rstd, gw, gb, a1, a2, ACC)
         gx2 = a1[:, None, None] * dw + dm2[:, None, None]
-        tl.store(gx2_ptr + _offs(c64, h, w, sgx2_c, sgx2_h, sgx2_w), gx2.to(gx2_ptr.dtype.element_ty), mask=mask)
+        tl.store(gx2p, gx2.to(gx2_ptr.dtype.element_ty), mask=mask)
         du = rstd[:, None, None] * (coef[:, None, None] * dw - md[:, None, None] - uhat * mdu[:, None, None])
         gx = g * sg[None, :, :] + du * sig_h[:, :, None] * sig_w[:, None, :]
-        tl.store(gx_ptr + _offs(c64, h, w, sgx_c, sgx_h, sgx_w), gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        tl.store(gxp, gx.to(gx_ptr.dtype.element_ty), mask=mask)
         duu = tl.where(mask, du * u, 0)
-        rows = (1 - sig_h) * tl.sum(duu, axis=2)
-        tl.store(ghw_ptr + c64[:, None] * (H + W) + h[None, :], rows.to(ghw_ptr.dtype.element_ty),
-                 mask=cmask[:, None] & hm[None, :])
+        tl.store(ghwp, ((1 - sig_h) * tl.sum(duu, axis=2)).to(ghw_ptr.dtype.element_ty), mask=hmask)
         colacc += tl.sum(duu, axis=1)
+        gp += BLOCK_H * sg_h
+        xp += BLOCK_H * sx_h
+        x2p += BLOCK_H * s2_h
+        hwp += BLOCK_H * sh_l
+        gxp += BLOCK_H * sgx_h
+        gx2p += BLOCK_H * sgx2_h
+        ghwp += BLOCK_H
     tl.store(ghw_ptr + c64[:, None] * (H + W) + H + w[None, :], ((1 - sig_w) * colacc).to(ghw_ptr.dtype.element_ty),
-             mask=cmask[:, None] & wm[None, :])
+             mask=cmask[:, None] & (w < W)[None, :])
 
 
 def _core_blocks(cg: int, h: int, w: int, budget: int) -> tuple[int, int, int]:

@@ -37,14 +37,18 @@ def _hw_sum_kernel(a_ptr, b_ptr, out_ptr, C, P, p_per_split, n_split, n_cblk, di
     acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
     p_start = s * p_per_split
     p_stop = tl.minimum(P, p_start + p_per_split)
+    pr = tl.arange(0, BLOCK_P)
+    p64 = (p_start + pr).to(tl.int64)[None, :]
+    ap = a_ptr + bi * sa_b + c64 * sa_c + p64 * sa_p   # pointer tiles, advanced by BLOCK_P pixels a step
+    bp = b_ptr + bi * sb_b + c64 * sb_c + p64 * sb_p
     for p0 in range(p_start, p_stop, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        mask = cmask[:, None] & (p < p_stop)[None, :]
-        p64 = p.to(tl.int64)[None, :]
-        v = tl.load(a_ptr + bi * sa_b + c64 * sa_c + p64 * sa_p, mask=mask, other=0).to(ACC)
+        mask = cmask[:, None] & (p0 + pr < p_stop)[None, :]
+        v = tl.load(ap, mask=mask, other=0).to(ACC)
         if HAS_B:
-            v = v * tl.load(b_ptr + bi * sb_b + c64 * sb_c + p64 * sb_p, mask=mask, other=0).to(ACC)
+            v = v * tl.load(bp, mask=mask, other=0).to(ACC)
         acc += v
+        ap += BLOCK_P * sa_p
+        bp += BLOCK_P * sb_p
     tl.store(out_ptr + (bi * n_split + s) * C + c, tl.sum(acc, axis=1) / div, mask=cmask)
 
 
