@@ -108,6 +108,16 @@ def split(n_other: int, n_blocks: int, device: torch.device) -> tuple[int, int]:
     return per, cdiv(n_blocks, per)
 
 
+def channel_chunks(b: int, c: int, p: int, c_fast: bool, device: torch.device) -> tuple[int, int, int, int, int]:
+    """Geometry of a kernel whose programs each own a pixel tile and loop over a chunk of channels:
+    (BLOCK_C, BLOCK_P, pixel tiles, channels per chunk, chunks); one chunk (all C) unless B x pixel tiles
+    is too few to fill the device. Grid: B x chunks x pixel tiles."""
+    bc, bp = tile_cp(c, p, c_fast)
+    n_pblk = cdiv(p, bp)
+    blocks_per_chunk, n_chunk = split(b * n_pblk, cdiv(c, bc), device)
+    return bc, bp, n_pblk, blocks_per_chunk * bc, n_chunk
+
+
 def kernel(key: list[str]):
     """@triton.jit, plus an autotune over num_warps (4, 8) keyed on `key` when running on a GPU."""
     def wrap(fn):
@@ -123,6 +133,13 @@ def device_fn(fn):
     triton.language on every call of a jit function (~1.6 ms each: most of an interpreted program's time).
     The body is the same Python either way."""
     return fn if interpreting() else triton.jit(fn)
+
+
+@device_fn
+def program_coords(n_inner, n_mid):
+    """(b as int64, middle index, inner index) of this program in a 1-D grid of B x n_mid x n_inner programs."""
+    pid = tl.program_id(0)
+    return (pid // (n_inner * n_mid)).to(tl.int64), (pid // n_inner) % n_mid, pid % n_inner
 
 
 @device_fn
@@ -146,10 +163,7 @@ def _gate_kernel(out_ptr, y_ptr, ch_ptr, sp_ptr, res_ptr, shift_ptr, C, P, shift
     Every term optional (constexpr flags); ch, shift are contiguous [B, C], sp is contiguous [B, P].
     One [BLOCK_C, BLOCK_P] tile per program, computed in ACC, stored in out's dtype.
     """
-    pid = tl.program_id(0)
-    pb = pid % n_pblk
-    cb = (pid // n_pblk) % n_cblk
-    b = (pid // (n_pblk * n_cblk)).to(tl.int64)
+    b, cb, pb = program_coords(n_pblk, n_cblk)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
     cm = c < C
@@ -157,7 +171,7 @@ def _gate_kernel(out_ptr, y_ptr, ch_ptr, sp_ptr, res_ptr, shift_ptr, C, P, shift
     mask = cm[:, None] & pm[None, :]
     c64 = c.to(tl.int64)[:, None]
     p64 = p.to(tl.int64)[None, :]
-    val = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    val = tl.full([BLOCK_C, BLOCK_P], 0, ACC)
     if HAS_Y:
         val = tl.load(y_ptr + b * sy_b + c64 * sy_c + p64 * sy_p, mask=mask, other=0).to(ACC)
         if HAS_CH:

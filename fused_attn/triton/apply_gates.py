@@ -36,17 +36,14 @@ def _apply_gates_bwd_kernel(g_ptr, y_ptr, ch_ptr, sp_ptr, gy_ptr, gch_ptr, gsp_p
                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (b, channel chunk k, pixel tile t), looping over the chunk's channel blocks:
     grad_y = g * ch * sp (stored), gch[b, t, c] = sum_{p in t} g y sp, gsp[b, k, p] = sum_{c in k} g y ch."""
-    pid = tl.program_id(0)
-    t = pid % n_pblk
-    k = (pid // n_pblk) % n_chunk
-    b = (pid // (n_pblk * n_chunk)).to(tl.int64)
+    b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
     p64 = p.to(tl.int64)[None, :]
     sp = tl.full([BLOCK_P], 1, ACC)
     if HAS_SP:
         sp = tl.load(sp_ptr + b * P + p, mask=pm, other=0).to(ACC)
-    gsp = tl.zeros([BLOCK_P], ACC)
+    gsp = tl.full([BLOCK_P], 0, ACC)
     c_start = k * c_per_chunk
     c_stop = tl.minimum(C, c_start + c_per_chunk)
     cr = tl.arange(0, BLOCK_C)
@@ -101,9 +98,7 @@ def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optio
     y, sy = cm.pixel_view(y)
     g, sg = cm.pixel_view(grad_out)
     _, so = cm.pixel_view(grad_y)
-    bc, bp = cm.tile_cp(c, p, cm.channels_fast(sy))
-    n_pblk = cm.cdiv(p, bp)
-    blocks_per_chunk, n_chunk = cm.split(b * n_pblk, cm.cdiv(c, bc), y.device)
+    bc, bp, n_pblk, c_per_chunk, n_chunk = cm.channel_chunks(b, c, p, cm.channels_fast(sy), y.device)
     acc = acc_dtype(y.dtype)
     gch = torch.empty((b, n_pblk, c), dtype=acc, device=y.device) if channel is not None else grad_y
     gsp = torch.empty((b, n_chunk, p), dtype=acc, device=y.device) if spatial is not None else grad_y
@@ -111,7 +106,7 @@ def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optio
     sp = spatial.reshape(b, p).contiguous() if spatial is not None else y
     _apply_gates_bwd_kernel[cm.grid1(b * n_chunk * n_pblk)](
         g, y, ch, sp, grad_y, gch, gsp,
-        c, p, blocks_per_chunk * bc, n_chunk, n_pblk, *sg, *sy, *so,
+        c, p, c_per_chunk, n_chunk, n_pblk, *sg, *sy, *so,
         HAS_CH=channel is not None, HAS_SP=spatial is not None, ACC=cm.acc_tl(y.dtype), BLOCK_C=bc, BLOCK_P=bp)
     # distinct empty tensors for absent gates: custom-op outputs must not alias each other
     grad_channel = _finish(gch, channel.dtype, (b, c)) if channel is not None else y.new_empty((0,))

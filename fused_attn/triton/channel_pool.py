@@ -4,10 +4,10 @@ Forward: one program per (b, pixel tile) loops over channel blocks, reading x ex
   running max + first argmax (NaN counts as the maximum, as torch.argmax), and per-pixel mean / M2
   merged block by block with Chan's parallel update (each block's own mean and M2 computed two-pass in
   registers), so the variance never comes from E[x^2] - E[x]^2.
-Backward: one program per (b, channel block, pixel tile), pointwise:
+Backward: one program per (b, pixel tile, channel chunk), pointwise over the chunk's channel blocks:
   grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)   (0 where std == 0)
-reading grad_out, the saved argmax / moments (per pixel, reused across the channel block) and x only when
-std is asked.
+reading grad_out, the saved argmax / moments (per pixel, loaded once per program) and x only when std is
+asked. One chunk (all C) unless B x pixel tiles is too few to fill the GPU.
 """
 from __future__ import annotations
 
@@ -28,17 +28,15 @@ def _channel_pool_fwd_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pblk,
                              BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """out[b, K_*, p] = max / mean / std over c of x[b, c, p] (K_* = -1: not asked);
     argmax[b, p] (int32) with max; moments[b, (0, 1), p] = (mean, std) with std."""
-    pid = tl.program_id(0)
-    t = pid % n_pblk
-    b = (pid // n_pblk).to(tl.int64)
+    b, _, t = cm.program_coords(n_pblk, 1)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
     p64 = p.to(tl.int64)[None, :]
     best = tl.full([BLOCK_P], float("-inf"), ACC)
-    best_i = tl.zeros([BLOCK_P], tl.int32)
-    mean = tl.zeros([BLOCK_P], ACC)
-    m2 = tl.zeros([BLOCK_P], ACC)
-    n = tl.zeros([BLOCK_P], ACC)
+    best_i = tl.full([BLOCK_P], 0, tl.int32)
+    mean = tl.full([BLOCK_P], 0, ACC)
+    m2 = tl.full([BLOCK_P], 0, ACC)
+    n = tl.full([BLOCK_P], 0, ACC)
     cr = tl.arange(0, BLOCK_C)
     xp = x_ptr + b * sx_b + cr.to(tl.int64)[:, None] * sx_c + p64 * sx_p   # advanced by BLOCK_C channels a step
     for c0 in range(0, C, BLOCK_C):
@@ -82,37 +80,47 @@ def _channel_pool_fwd_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pblk,
 
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
-def _channel_pool_bwd_kernel(g_ptr, x_ptr, argmax_ptr, mom_ptr, gx_ptr, C, P, n_cblk, n_pblk,
+def _channel_pool_bwd_kernel(g_ptr, x_ptr, argmax_ptr, mom_ptr, gx_ptr, C, P, c_per_chunk, n_chunk, n_pblk,
                              sg_b, sg_k, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
                              K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
                              BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """grad_x[b, c, p] = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)."""
-    pid = tl.program_id(0)
-    t = pid % n_pblk
-    cb = (pid // n_pblk) % n_cblk
-    b = (pid // (n_pblk * n_cblk)).to(tl.int64)
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    """grad_x[b, c, p] = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std).
+    Program (b, channel chunk k, pixel tile t): the per-pixel terms are loaded once, then the chunk's
+    channel blocks are written (x is read only for std)."""
+    b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
-    mask = (c < C)[:, None] & pm[None, :]
-    c64 = c.to(tl.int64)[:, None]
     p64 = p.to(tl.int64)
     g_base = g_ptr + b * sg_b + p64 * sg_p
-    grad = tl.zeros([BLOCK_C, BLOCK_P], ACC)
     if K_MAX >= 0:
         g_max = tl.load(g_base + K_MAX * sg_k, mask=pm, other=0).to(ACC)
         am = tl.load(argmax_ptr + b * P + p, mask=pm, other=-1)
-        grad += tl.where(c[:, None] == am[None, :], g_max[None, :], 0)
     if K_MEAN >= 0:
-        grad += (tl.load(g_base + K_MEAN * sg_k, mask=pm, other=0).to(ACC) / C)[None, :]
+        g_mean = tl.load(g_base + K_MEAN * sg_k, mask=pm, other=0).to(ACC) / C
     if K_STD >= 0:
         g_std = tl.load(g_base + K_STD * sg_k, mask=pm, other=0).to(ACC)
         mean = tl.load(mom_ptr + b * 2 * P + p, mask=pm, other=0)
         std = tl.load(mom_ptr + (b * 2 + 1) * P + p, mask=pm, other=1)
-        coef = tl.where(std == 0, 0, g_std / ((C - 1) * std))
-        x = tl.load(x_ptr + b * sx_b + c64 * sx_c + p64[None, :] * sx_p, mask=mask, other=0).to(ACC)
-        grad += coef[None, :] * (x - mean[None, :])
-    tl.store(gx_ptr + b * so_b + c64 * so_c + p64[None, :] * so_p, grad.to(gx_ptr.dtype.element_ty), mask=mask)
+        coef = tl.where(std == 0, 0, g_std / ((C - 1) * tl.where(std == 0, 1, std)))
+    c_start = k * c_per_chunk
+    c_stop = tl.minimum(C, c_start + c_per_chunk)
+    cr = tl.arange(0, BLOCK_C)
+    c64 = (c_start + cr).to(tl.int64)[:, None]
+    xp = x_ptr + b * sx_b + c64 * sx_c + p64[None, :] * sx_p   # advanced by BLOCK_C channels a step
+    op = gx_ptr + b * so_b + c64 * so_c + p64[None, :] * so_p
+    for c0 in range(c_start, c_stop, BLOCK_C):
+        c = c0 + cr
+        mask = (c < c_stop)[:, None] & pm[None, :]
+        grad = tl.full([BLOCK_C, BLOCK_P], 0, ACC)
+        if K_MAX >= 0:
+            grad += tl.where(c[:, None] == am[None, :], g_max[None, :], 0)
+        if K_MEAN >= 0:
+            grad += g_mean[None, :]
+        if K_STD >= 0:
+            grad += coef[None, :] * (tl.load(xp, mask=mask, other=0).to(ACC) - mean[None, :])
+        tl.store(op, grad.to(gx_ptr.dtype.element_ty), mask=mask)
+        xp += BLOCK_C * sx_c
+        op += BLOCK_C * so_c
 
 
 def _slots(stats: tuple[str, ...]) -> dict:
@@ -131,10 +139,13 @@ def channel_pool_forward(x: torch.Tensor, stats: tuple[str, ...]):
         return out, argmax, moments
     x, sx = cm.pixel_view(x)
     _, so = cm.pixel_view(out)
-    bc, bp = cm.tile_cp(c, p, cm.channels_fast(sx))
-    # fewer pixels per program (down to 32) until the grid fills the device
+    c_fast = cm.channels_fast(sx)
+    bc, bp = cm.tile_cp(c, p, c_fast)
+    # each program reduces all C for its pixels: fewer pixels per program (down to 32) until the grid
+    # fills the device, keeping the tile size
     while bp > 32 and b * cm.cdiv(p, bp) < cm.target_programs(x.device):
         bp //= 2
+        bc = bc if c_fast else min(cm.pow2(c), max(1, cm.tile_elems() // bp))
     n_pblk = cm.cdiv(p, bp)
     _channel_pool_fwd_kernel[cm.grid1(b * n_pblk)](
         x, out, argmax, moments, c, p, n_pblk, *sx, *so, **_slots(stats), ACC=cm.acc_tl(x.dtype),
@@ -153,10 +164,9 @@ def channel_pool_backward(grad_out: torch.Tensor, x: torch.Tensor, argmax: torch
     x, sx = cm.pixel_view(x)
     g, sg = cm.pixel_view(grad_out)
     _, so = cm.pixel_view(grad_x)
-    bc, bp = cm.tile_cp(c, p, cm.channels_fast(so))
-    n_cblk, n_pblk = cm.cdiv(c, bc), cm.cdiv(p, bp)
-    _channel_pool_bwd_kernel[cm.grid1(b * n_cblk * n_pblk)](
+    bc, bp, n_pblk, c_per_chunk, n_chunk = cm.channel_chunks(b, c, p, cm.channels_fast(so), x.device)
+    _channel_pool_bwd_kernel[cm.grid1(b * n_chunk * n_pblk)](
         g, x, argmax.contiguous() if "max" in stats else x, moments.contiguous() if "std" in stats else x,
-        grad_x, c, p, n_cblk, n_pblk, *sg, *sx, *so, **_slots(stats), ACC=cm.acc_tl(x.dtype),
-        BLOCK_C=bc, BLOCK_P=bp)
+        grad_x, c, p, c_per_chunk, n_chunk, n_pblk, *sg, *sx, *so, **_slots(stats),
+        ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_P=bp)
     return grad_x

@@ -33,16 +33,13 @@ def _strip_pool_fwd_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chunk, n_c
                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Program (b, channel block, row chunk k): out[b, c, h] = mean_w x[b, c, h, :] for the chunk's rows,
     col[b, k, c, w] = sum_{h in chunk} x[b, c, h, w] / col_div (out[:, :, H:] itself when one chunk)."""
-    pid = tl.program_id(0)
-    k = pid % n_chunk
-    cb = (pid // n_chunk) % n_cblk
-    b = (pid // (n_chunk * n_cblk)).to(tl.int64)
+    b, cb, k = cm.program_coords(n_chunk, n_cblk)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     c64 = c.to(tl.int64)
     w = tl.arange(0, BLOCK_W)
     wm = w < W
-    colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
+    colacc = tl.full([BLOCK_C, BLOCK_W], 0, ACC)
     h_start = k * rows_per_chunk
     h_stop = tl.minimum(H, h_start + rows_per_chunk)
     hr = tl.arange(0, BLOCK_H)
@@ -64,10 +61,7 @@ def _strip_pool_fwd_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chunk, n_c
 def _strip_pool_bwd_kernel(g_ptr, gx_ptr, C, H, W, n_cblk, n_pblk, so_b, so_c, so_p,
                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """grad_x[b, c, i, j] = g[b, c, i] / W + g[b, c, H + j] / H   (g contiguous [B, C, H + W])."""
-    pid = tl.program_id(0)
-    t = pid % n_pblk
-    cb = (pid // n_pblk) % n_cblk
-    b = (pid // (n_pblk * n_cblk)).to(tl.int64)
+    b, cb, t = cm.program_coords(n_pblk, n_cblk)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     mask = (c < C)[:, None] & (p < H * W)[None, :]
@@ -98,7 +92,12 @@ def ema_strip_pool_forward(x: torch.Tensor) -> torch.Tensor:
         return out
     if h == 0 or w == 0:
         return out.fill_(float("nan"))
-    bc, bh, bw = _tile_chw(c, h, w, cm.channels_fast(cm.pixel_view(x)[1]), cm.tile_elems())
+    c_fast, budget = cm.channels_fast(cm.pixel_view(x)[1]), cm.tile_elems()
+    bc, bh, bw = _tile_chw(c, h, w, c_fast, budget)
+    # channels_last: narrower channel blocks (down to 16) before splitting rows into chunks with partials
+    while c_fast and bc > 16 and b * cm.cdiv(c, bc) < cm.target_programs(x.device):
+        bc //= 2
+        bh = min(cm.pow2(h), max(1, budget // (bc * bw)))
     n_cblk = cm.cdiv(c, bc)
     blocks_per_chunk, n_chunk = cm.split(b * n_cblk, cm.cdiv(h, bh), x.device)
     if n_chunk == 1:   # the column means go straight into out[:, :, H:]
@@ -190,7 +189,7 @@ def _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, CG, H, W, sh_c, sh_l, s2_c, s2_h
                                mask=cmask[:, None] & (w < W)[None, :], other=0).to(ACC))
     gw = tl.load(gw_ptr + c, mask=cmask, other=0).to(ACC)
     gb = tl.load(gb_ptr + c, mask=cmask, other=0).to(ACC)
-    s2 = tl.zeros([BLOCK_C], ACC)
+    s2 = tl.full([BLOCK_C], 0, ACC)
     x2p = x2_ptr + _offs(c64, hr, w, s2_c, s2_h, s2_w)
     for h0 in range(0, H, BLOCK_H):
         mask = cw_mask & (h0 + hr < H)[None, :, None]
@@ -206,9 +205,8 @@ def _ema_core_fwd_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_pt
                          ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Program (b, group): mean/rstd of u per channel (pass 1, Chan-merged per tile), then
     out = x * sigmoid(sum_c a1 x2 + a2 x1) (pass 2); stores out and mean, rstd [B, C]."""
-    pid = tl.program_id(0)
-    b = (pid // G).to(tl.int64)
-    ch0 = (pid % G).to(tl.int64) * CG   # first channel of the group
+    b, _, grp = cm.program_coords(G, 1)
+    ch0 = grp.to(tl.int64) * CG   # first channel of the group
     x_ptr += b * sx_b + ch0 * sx_c
     x2_ptr += b * s2_b + ch0 * s2_c
     out_ptr += b * so_b + ch0 * so_c
@@ -218,9 +216,9 @@ def _ema_core_fwd_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_pt
     x_tile = x_ptr + _offs(c64, hr, w, sx_c, sx_h, sx_w)      # pointer tiles of rows [0, BLOCK_H)
     hw_rows = hw_ptr + c64[:, None] * sh_c + hr[None, :] * sh_l
     # pass 1: GroupNorm statistics of u, tile by tile (tile mean and M2 two-pass, merged with Chan's update)
-    mean = tl.zeros([BLOCK_C], ACC)
-    m2 = tl.zeros([BLOCK_C], ACC)
-    n = tl.zeros([BLOCK_C], ACC)
+    mean = tl.full([BLOCK_C], 0, ACC)
+    m2 = tl.full([BLOCK_C], 0, ACC)
+    n = tl.full([BLOCK_C], 0, ACC)
     xp, hwp = x_tile, hw_rows
     for h0 in range(0, H, BLOCK_H):
         hm = h0 + hr < H
@@ -268,9 +266,8 @@ def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr,
     S = sum_p dw, Sx2[c] = sum_p dw x2, Su[c] = sum_p dw uhat;  C: grad_x2 = a1 dw + a2 (da2 - <a2, da2>) / N,
     du = rstd (d - mean_p d - uhat mean_p(d uhat)) with d = a2 gn_w dw, grad_x = g sig(w) + du sig_h sig_w,
     grad_hw rows / columns = (1 - sig) * strip sums of du u. Also per-slab gn_w / gn_b gradient partials."""
-    pid = tl.program_id(0)
-    b = (pid // G).to(tl.int64)
-    ch0 = (pid % G).to(tl.int64) * CG
+    b, _, grp = cm.program_coords(G, 1)
+    ch0 = grp.to(tl.int64) * CG
     g_ptr += b * sg_b + ch0 * sg_c
     x_ptr += b * sx_b + ch0 * sx_c
     x2_ptr += b * s2_b + ch0 * s2_c
@@ -288,9 +285,9 @@ def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr,
     x2_tile = x2_ptr + _offs(c64, hr, w, s2_c, s2_h, s2_w)
     hw_rows = hw_ptr + c64[:, None] * sh_c + hr[None, :] * sh_l
     # pass B
-    s_dw = tl.zeros([BLOCK_C], ACC)   # every lane holds the same sum_p dw
-    s_x2 = tl.zeros([BLOCK_C], ACC)
-    s_u = tl.zeros([BLOCK_C], ACC)
+    s_dw = tl.full([BLOCK_C], 0, ACC)   # every lane holds the same sum_p dw
+    s_x2 = tl.full([BLOCK_C], 0, ACC)
+    s_u = tl.full([BLOCK_C], 0, ACC)
     gp, xp, x2p, hwp = g_tile, x_tile, x2_tile, hw_rows
     for h0 in range(0, H, BLOCK_H):
         hm = h0 + hr < H
@@ -314,7 +311,7 @@ def _ema_core_bwd_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr,
     md = coef * s_dw / n_pix
     mdu = coef * s_u / n_pix
     # pass C
-    colacc = tl.zeros([BLOCK_C, BLOCK_W], ACC)
+    colacc = tl.full([BLOCK_C, BLOCK_W], 0, ACC)
     gp, xp, x2p, hwp = g_tile, x_tile, x2_tile, hw_rows
     gxp = gx_ptr + _offs(c64, hr, w, sgx_c, sgx_h, sgx_w)
     gx2p = gx2_ptr + _offs(c64, hr, w, sgx2_c, sgx2_h, sgx2_w)

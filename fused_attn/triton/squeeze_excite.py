@@ -27,14 +27,11 @@ def _hw_sum_kernel(a_ptr, b_ptr, out_ptr, C, P, p_per_split, n_split, n_cblk, di
                    sa_b, sa_c, sa_p, sb_b, sb_c, sb_p,
                    HAS_B: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """out[b, s, c] = sum_{p in split s} a[b, c, p] * b[b, c, p] / div   (b optional; out [B, n_split, C])."""
-    pid = tl.program_id(0)
-    s = pid % n_split
-    cb = (pid // n_split) % n_cblk
-    bi = (pid // (n_split * n_cblk)).to(tl.int64)
+    bi, cb, s = cm.program_coords(n_split, n_cblk)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     c64 = c.to(tl.int64)[:, None]
-    acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    acc = tl.full([BLOCK_C, BLOCK_P], 0, ACC)
     p_start = s * p_per_split
     p_stop = tl.minimum(P, p_start + p_per_split)
     pr = tl.arange(0, BLOCK_P)
