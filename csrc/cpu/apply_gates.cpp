@@ -6,6 +6,7 @@
 //     grad_channel = sum_p (g * y) * spatial                        [B, C]
 //     grad_spatial = sum_c (g * y) * channel                        [B, H, W]
 //   (grad_residual = g needs no kernel.)
+// The forward is the shared elementwise pass (gate_map.h).
 #include "common.h"
 #include "gate_map.h"
 
@@ -19,45 +20,56 @@ Tensor apply_gates_forward(const Tensor& y, const c10::optional<Tensor>& channel
                   Tensor());
 }
 
+// One NCHW row (b, c) of the backward: grad_y = (g cv) sp, returns sum_p (g y) sp (grad_channel[b, c]) and adds
+// (g y) cv to the unit's grad_spatial partial row. Out of line (FUSED_ATTN_ROW: the caller loops over c).
+template <typename T, bool HC, bool HS>
+FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __restrict__ y, acc_t<T> cv,
+                                           const acc_t<T>* __restrict__ sp, T* __restrict__ gy,
+                                           acc_t<T>* __restrict__ gs_part, int64_t n) {
+  using A = acc_t<T>;
+  A lanes[kLanes<A>] = {};
+  lane_for<A>(n, [&](int64_t i, int64_t l) {
+    const A gv = A(g[i]), sv = sp[i];
+    gy[i] = static_cast<T>((gv * cv) * sv);
+    const A gyv = gv * A(y[i]);
+    if (HC) lanes[l] += gyv * sv;
+    if (HS) gs_part[i] += gyv * cv;
+  });
+  return HC ? lanes_total(lanes) : A(0);
+}
+
 // ch [B, C] and sp [B, N] are always given (ones when the gate is absent); HC / HS say which gradients to
-// reduce. gc_part [B, blocks, C]: per-unit partial sums of grad_channel; gs [B, N]: grad_spatial.
-//  NCHW: unit = (b, block of kBlock pixels); channels in the outer loop, grad_spatial accumulated per pixel in
-//        a block-sized buffer, grad_channel per (block, c) over the contiguous pixel row.
-//  channels_last: unit = (b, block of kBlock pixels); per pixel a row of C channels: grad_spatial is that
-//        row's sum, grad_channel accumulates into the unit's partial row.
+// reduce. Both layouts stream their rows in memory order:
+//  NCHW: unit = (b, chunk of kChunk channels), a contiguous slab; grad_channel is each row's sum (final, into
+//        gc [B, C]); grad_spatial accumulates into the unit's partial row, gs [B, chunks, N].
+//  channels_last: unit = (b, block of kPixels pixels); grad_spatial is each pixel row's sum (final, into
+//        gs [B, N]); grad_channel accumulates into the unit's partial row, gc [B, blocks, C].
+// Partials are added in unit order afterwards (sum_partials): deterministic.
+constexpr int64_t kChunk = 16, kPixels = 64;
+
 template <typename T, bool HC, bool HS>
 void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, const acc_t<T>* __restrict__ ch,
-                           const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc_part,
-                           acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, int64_t block,
-                           bool channels_last) {
+                           const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc,
+                           acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, bool channels_last) {
   using A = acc_t<T>;
-  const int64_t blocks = (N + block - 1) / block;
   if (!channels_last) {
-    parallel_units(B * blocks, [&](int64_t u) {
-      const int64_t b = u / blocks, p0 = (u % blocks) * block, n = std::min(N, p0 + block) - p0;
-      std::vector<A> gs_acc(HS ? static_cast<size_t>(n) : 0, A(0));
-      A* __restrict__ gsa = gs_acc.data();
-      const A* __restrict__ spb = sp + b * N + p0;
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t off = (b * C + c) * N + p0;
-        const A cv = ch[b * C + c];
-        A lanes[kLanes<A>] = {};
-        lane_for<A>(n, [&](int64_t i, int64_t l) {
-          const A gv = A(g[off + i]), sv = spb[i];
-          gy[off + i] = static_cast<T>((gv * cv) * sv);
-          const A gyv = gv * A(y[off + i]);
-          if (HC) lanes[l] += gyv * sv;
-          if (HS) gsa[i] += gyv * cv;
-        });
-        if (HC) gc_part[u * C + c] = lanes_total(lanes);
+    const int64_t chunks = (C + kChunk - 1) / kChunk;
+    parallel_units(B * chunks, [&](int64_t u) {
+      const int64_t b = u / chunks, c0 = (u % chunks) * kChunk, c1 = std::min(C, c0 + kChunk);
+      A* __restrict__ gsp = HS ? gs + u * N : nullptr;
+      if (HS) std::fill(gsp, gsp + N, A(0));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t off = (b * C + c) * N;
+        const A total = gates_backward_row<T, HC, HS>(g + off, y + off, ch[b * C + c], sp + b * N, gy + off, gsp, N);
+        if (HC) gc[b * C + c] = total;
       }
-      if (HS) std::copy(gsa, gsa + n, gs + b * N + p0);
     });
     return;
   }
+  const int64_t blocks = (N + kPixels - 1) / kPixels;
   parallel_units(B * blocks, [&](int64_t u) {
-    const int64_t b = u / blocks, p0 = (u % blocks) * block, p1 = std::min(N, p0 + block);
-    A* __restrict__ part = gc_part + u * C;
+    const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
+    A* __restrict__ part = HC ? gc + u * C : nullptr;
     if (HC) std::fill(part, part + C, A(0));
     const A* __restrict__ chb = ch + b * C;
     for (int64_t p = p0; p < p1; ++p) {
@@ -87,26 +99,28 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   const int64_t B = y.size(0), C = y.size(1), N = y.size(2) * y.size(3);
   const bool hc = channel.has_value() && channel->defined();
   const bool hs = spatial.has_value() && spatial->defined();
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const Tensor yd = dense(y, fmt, dt);
   const Tensor gd = dense(grad_out, fmt, dt);
   const Tensor ch = hc ? small_acc(*channel, dt) : at::ones({B, C}, y.options().dtype(acc));
   const Tensor sp = hs ? small_acc(*spatial, dt) : at::ones({B, N}, y.options().dtype(acc));
   TORCH_CHECK(ch.numel() == B * C, "fused_attn (cpu): channel must be [B, C]");
   TORCH_CHECK(sp.numel() == B * N, "fused_attn (cpu): spatial must be [B, H, W]");
-  constexpr int64_t kBlock = 256;
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  // partial sums: NCHW reduces grad_spatial over channel chunks, channels_last grad_channel over pixel blocks
+  const int64_t parts = cl ? (N + kPixels - 1) / kPixels : (C + kChunk - 1) / kChunk;
   Tensor grad_y = empty_4d(y.sizes(), y, fmt, dt);
-  Tensor gc_part = at::empty({hc ? B * blocks * C : 0}, y.options().dtype(acc));
-  Tensor gs = at::empty({hs ? B * N : 0}, y.options().dtype(acc));
+  Tensor gc = at::empty({hc ? B * (cl ? parts : 1) * C : 0}, y.options().dtype(acc));
+  Tensor gs = at::empty({hs ? B * (cl ? 1 : parts) * N : 0}, y.options().dtype(acc));
   Tensor grad_channel = hc ? at::empty({B, C}, y.options().dtype(channel->scalar_type())) : y.new_empty({0});
-  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  Tensor grad_spatial =
+      hs ? at::empty({B, y.size(2), y.size(3)}, y.options().dtype(spatial->scalar_type())) : y.new_empty({0});
   FUSED_ATTN_DISPATCH(dt, "fused_attn_apply_gates_backward", [&] {
     using A = acc_t<scalar_t>;
     auto run = [&](auto hc_tag, auto hs_tag) {
       gates_backward_kernel<scalar_t, decltype(hc_tag)::value, decltype(hs_tag)::value>(
           gd.const_data_ptr<scalar_t>(), yd.const_data_ptr<scalar_t>(), ch.const_data_ptr<A>(),
-          sp.const_data_ptr<A>(), grad_y.mutable_data_ptr<scalar_t>(), gc_part.mutable_data_ptr<A>(),
-          gs.mutable_data_ptr<A>(), B, C, N, kBlock, cl);
+          sp.const_data_ptr<A>(), grad_y.mutable_data_ptr<scalar_t>(), gc.mutable_data_ptr<A>(),
+          gs.mutable_data_ptr<A>(), B, C, N, cl);
     };
     using T_ = std::true_type;
     using F_ = std::false_type;
@@ -114,13 +128,20 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
     else if (hc) run(T_{}, F_{});
     else if (hs) run(F_{}, T_{});
     else run(F_{}, F_{});
+    // merge the partials (or cast the finished sums) into the gates' dtype
+    const A* gcp = gc.const_data_ptr<A>();
+    const A* gsp = gs.const_data_ptr<A>();
     if (hc) {
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_channel.scalar_type(), "grad_channel", [&] {
-        sum_partials(gc_part.const_data_ptr<A>(), grad_channel.mutable_data_ptr<scalar_t>(), B, blocks, C);
+      FUSED_ATTN_DISPATCH(grad_channel.scalar_type(), "grad_channel", [&] {
+        sum_partials(gcp, grad_channel.mutable_data_ptr<scalar_t>(), B, cl ? parts : 1, C);
+      });
+    }
+    if (hs) {
+      FUSED_ATTN_DISPATCH(grad_spatial.scalar_type(), "grad_spatial", [&] {
+        sum_partials(gsp, grad_spatial.mutable_data_ptr<scalar_t>(), B, cl ? 1 : parts, N);
       });
     }
   });
-  Tensor grad_spatial = hs ? gs.view({B, y.size(2), y.size(3)}).to(spatial->scalar_type()) : y.new_empty({0});
   return {grad_y, grad_channel, grad_spatial};
 }
 

@@ -69,13 +69,36 @@ inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int
   }
 }
 
+// One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax, and the sum
+// (MOM 1) or the Welford mean/M2 (MOM 2; inv = 1 / (c + 1)). Out of line on purpose (FUSED_ATTN_ROW).
+template <typename T, bool MAX, int MOM>
+FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
+                             acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am,
+                             acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A v = A(row[i]);
+    if (MAX) {
+      const bool gt = takes_max(v, mx[i]);
+      mx[i] = gt ? v : mx[i];
+      am[i] = gt ? ci : am[i];
+    }
+    if (MOM == 1) mu[i] += v;
+    if (MOM == 2) {
+      const A d = v - mu[i];
+      mu[i] += d * inv;
+      m2[i] += d * (v - mu[i]);
+    }
+  }
+}
+
 // MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (Welford).
 template <typename T, bool MAX, int MOM>
 void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
                        int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   using I = index_t<A>;
-  constexpr int64_t kBlock = 512;
+  constexpr int64_t kBlock = 1024;  // pixels per unit: each channel row read is 4 KB (fp32) of contiguous memory
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   parallel_units(B * blocks, [&](int64_t u) {
     const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
@@ -89,25 +112,8 @@ void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T
       mu[i] = v;
       m2[i] = 0;
     }
-    for (int64_t c = 1; c < C; ++c) {
-      const T* __restrict__ row = xb + c * N;
-      const A inv = A(1) / A(c + 1);
-      const I ci = static_cast<I>(c);
-      for (int64_t i = 0; i < n; ++i) {
-        const A v = A(row[i]);
-        if (MAX) {
-          const bool gt = takes_max(v, mx[i]);
-          mx[i] = gt ? v : mx[i];
-          am[i] = gt ? ci : am[i];
-        }
-        if (MOM == 1) mu[i] += v;
-        if (MOM == 2) {
-          const A d = v - mu[i];
-          mu[i] += d * inv;
-          m2[i] += d * (v - mu[i]);
-        }
-      }
-    }
+    for (int64_t c = 1; c < C; ++c)
+      pool_row<T, MAX, MOM>(xb + c * N, n, static_cast<I>(c), A(1) / A(c + 1), mx, am, mu, m2);
     for (int64_t i = 0; i < n; ++i) {
       const A mean = MOM == 1 ? mu[i] / A(C) : mu[i];
       const A std = MOM == 2 ? std::sqrt(m2[i] / A(C - 1)) : A(0);
@@ -116,6 +122,10 @@ void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T
   });
 }
 
+// channels_last, per pixel: one lane-parallel pass for the sum and the max (the compiler's max instruction:
+// NaN never enters a lane), the argmax as the first channel equal to the max (found a chunk at a time), the
+// squared deviations from the exact mean in a second pass over the cached row. A NaN anywhere makes the sum
+// NaN; such rows (and rows mixing +inf and -inf) take an exact scalar max/argmax with torch's NaN rule.
 template <typename T, bool MAX, int MOM>
 void pool_forward_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
                      int64_t B, int64_t C, int64_t N) {
@@ -131,21 +141,31 @@ void pool_forward_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>*
       std::fill(ml, ml + L, -std::numeric_limits<A>::infinity());
       lane_for<A>(C, [&](int64_t c, int64_t l) {
         const A v = A(row[c]);
-        if (MOM) sl[l] += v;
-        if (MAX) ml[l] = takes_max(v, ml[l]) ? v : ml[l];
+        sl[l] += v;
+        if (MAX) ml[l] = v > ml[l] ? v : ml[l];
       });
+      const A total = lanes_total(sl);
       A mx = 0;
       int64_t am = 0;
       if (MAX) {
-        mx = ml[0];
-        for (int64_t l = 1; l < L; ++l) mx = takes_max(ml[l], mx) ? ml[l] : mx;
-        if (mx != mx) {
-          while (A(row[am]) == A(row[am])) ++am;  // the first NaN
+        if (total != total) {  // exact path: a NaN (or +inf and -inf) in this row
+          mx = A(row[0]);
+          for (int64_t c = 1; c < C; ++c) {
+            const A v = A(row[c]);
+            if (takes_max(v, mx)) mx = v, am = c;
+          }
         } else {
-          while (A(row[am]) != mx) ++am;  // the first channel equal to the maximum
+          mx = ml[0];
+          for (int64_t l = 1; l < L; ++l) mx = ml[l] > mx ? ml[l] : mx;
+          for (;; am += L) {  // the chunk holding the first channel equal to the max, then the channel
+            int hits = 0;
+            for (int64_t l = 0; l < L && am + l < C; ++l) hits += A(row[am + l]) == mx;
+            if (hits) break;
+          }
+          while (A(row[am]) != mx) ++am;
         }
       }
-      const A mean = MOM ? lanes_total(sl) / A(C) : A(0);
+      const A mean = total / A(C);
       A std = 0;
       if (MOM == 2) {
         const A ss = lane_sum<A>(C, [&](int64_t c) {
@@ -198,23 +218,25 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
 }
 
 // grad_x[c] = g_mean / C + g_std (x_c - mean) / ((C - 1) std) + [c == argmax] g_max, added in that order in both
-// layouts. NCHW: unit = (b, block of pixels), per-pixel coefficients hoisted, channels outer; channels_last:
-// unit = (b, block of pixels), one row of C channels per pixel.
+// layouts, from per-pixel coefficients base = g_mean / C, coef = g_std / ((C - 1) std) (0 where std == 0).
+//  NCHW: the coefficients of every pixel are computed first ([B, N] arrays), then each unit (b, chunk of
+//        kChunk channels) streams its contiguous rows of x and grad_x.
+//  channels_last: unit = (b, block of kPixels pixels), coefficients per pixel, one row of C channels each.
 template <typename T, bool MAX, bool STD>
 void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
                           const acc_t<T>* __restrict__ moments, T* __restrict__ gx, const Stats& s, int64_t B,
                           int64_t C, int64_t N, bool cl) {
   using A = acc_t<T>;
   using I = index_t<A>;
-  constexpr int64_t kBlock = 512;
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  constexpr int64_t kChunk = 16, kPixels = 64;
   const A c_a = A(C), c1 = A(C - 1);
   auto grad = [&](int64_t b, int64_t k, int64_t p) -> A {
     return A(cl ? g[(b * N + p) * s.k + k] : g[(b * s.k + k) * N + p]);
   };
-  // Per-pixel coefficients: base = g_mean / C, coef = g_std / ((C - 1) std) (0 where std == 0).
   auto coefficients = [&](int64_t b, int64_t p, A& base, A& coef, A& mean, A& gmax, I& am) {
     base = s.mean >= 0 ? grad(b, s.mean, p) / c_a : A(0);
+    coef = mean = gmax = A(0);
+    am = 0;
     if (STD) {
       mean = moments[(b * 2) * N + p];
       const A std = moments[(b * 2 + 1) * N + p];
@@ -225,12 +247,13 @@ void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, cons
       am = static_cast<I>(argmax[b * N + p]);
     }
   };
-  parallel_units(B * blocks, [&](int64_t u) {
-    const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
-    if (cl) {
-      for (int64_t p = p0; p < p0 + n; ++p) {
-        A base, coef = 0, mean = 0, gmax = 0;
-        I am = 0;
+  const int64_t blocks = (N + kPixels - 1) / kPixels;
+  if (cl) {
+    parallel_units(B * blocks, [&](int64_t u) {
+      const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
+      for (int64_t p = p0; p < p1; ++p) {
+        A base, coef, mean, gmax;
+        I am;
         coefficients(b, p, base, coef, mean, gmax, am);
         const int64_t off = (b * N + p) * C;
         for (int64_t c = 0; c < C; ++c) {
@@ -240,19 +263,32 @@ void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, cons
           gx[off + c] = static_cast<T>(v);
         }
       }
-      return;
-    }
-    A base[kBlock], coef[kBlock], mean[kBlock], gmax[kBlock];
-    I am[kBlock];
-    for (int64_t i = 0; i < n; ++i) coefficients(b, p0 + i, base[i], coef[i], mean[i], gmax[i], am[i]);
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = (b * C + c) * N + p0;
+    });
+    return;
+  }
+  std::vector<A> coeffs(static_cast<size_t>(4 * B * N));
+  std::vector<I> ams(static_cast<size_t>(B * N));
+  A *base = coeffs.data(), *coef = base + B * N, *mean = coef + B * N, *gmax = mean + B * N;
+  parallel_units(B * blocks, [&](int64_t u) {
+    const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
+    for (int64_t p = b * N + p0; p < b * N + p1; ++p)
+      coefficients(b, p - b * N, base[p], coef[p], mean[p], gmax[p], ams[p]);
+  });
+  const int64_t chunks = (C + kChunk - 1) / kChunk;
+  parallel_units(B * chunks, [&](int64_t u) {
+    const int64_t b = u / chunks, c0 = (u % chunks) * kChunk, c1 = std::min(C, c0 + kChunk);
+    const A *__restrict__ bs = base + b * N, *__restrict__ cf = coef + b * N, *__restrict__ mu = mean + b * N,
+            *__restrict__ gm = gmax + b * N;
+    const I* __restrict__ am = ams.data() + b * N;
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* __restrict__ xr = x + (b * C + c) * N;
+      T* __restrict__ o = gx + (b * C + c) * N;
       const I ci = static_cast<I>(c);
-      for (int64_t i = 0; i < n; ++i) {
-        A v = base[i];
-        if (STD) v += coef[i] * (A(x[off + i]) - mean[i]);
-        if (MAX) v += am[i] == ci ? gmax[i] : A(0);
-        gx[off + i] = static_cast<T>(v);
+      for (int64_t i = 0; i < N; ++i) {
+        A v = bs[i];
+        if (STD) v += cf[i] * (A(xr[i]) - mu[i]);
+        if (MAX) v += am[i] == ci ? gm[i] : A(0);
+        o[i] = static_cast<T>(v);
       }
     }
   });

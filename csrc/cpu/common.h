@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -69,6 +70,15 @@ inline void check_4d(const Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "fused_attn (cpu): ", name, " must be a CPU tensor");
 }
 
+// Marks a function that folds one row into per-element accumulators (for c: row(c) updates acc[0..n)). Kept
+// out of line: inlined into its caller's channel loop, GCC -O3 unroll-and-jams the pair into scalar code
+// (measured 4x slower for channel_pool's Welford update).
+#if defined(__GNUC__)
+#define FUSED_ATTN_ROW __attribute__((noinline))
+#else
+#define FUSED_ATTN_ROW
+#endif
+
 // Independent partial sums per reduction: 64 bytes (16 floats, 8 doubles): one AVX-512 or four SSE registers.
 template <typename A>
 constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(A));
@@ -109,18 +119,41 @@ inline void parallel_units(int64_t n, F&& f) {
   });
 }
 
-// out[b, c] = sum_k partial[b, k, c] for k = 0..K-1 in order (deterministic merge of per-unit partial sums).
+// out[b, c] = sum_k partial[b, k, c], k = 0..K-1 added in order (the deterministic merge of per-unit partial
+// sums); rows of C are added whole, so the loop over c vectorises.
 template <typename A, typename T>
 inline void sum_partials(const A* partial, T* out, int64_t B, int64_t K, int64_t C) {
+  std::vector<A> acc(static_cast<size_t>(C));
   for (int64_t b = 0; b < B; ++b) {
-    T* o = out + b * C;
-    const A* p = partial + b * K * C;
-    for (int64_t c = 0; c < C; ++c) {
-      A s = 0;
-      for (int64_t k = 0; k < K; ++k) s += p[k * C + c];
-      o[c] = static_cast<T>(s);
-    }
+    const A* __restrict__ p = partial + b * K * C;
+    A* __restrict__ a = acc.data();
+    if (K > 0) std::copy(p, p + C, a);
+    else std::fill(a, a + C, A(0));
+    for (int64_t k = 1; k < K; ++k)
+      for (int64_t c = 0; c < C; ++c) a[c] += p[k * C + c];
+    T* __restrict__ o = out + b * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = static_cast<T>(a[c]);
   }
+}
+
+// exp(v) in float without a libm call, so that loops over it vectorise: v = k ln2 + r with |r| <= ln2 / 2,
+// exp(r) by the Cephes expf polynomial (relative error ~1e-7), 2^k written into the exponent bits; v is
+// clamped to [-87, 88] (the normal range); NaN stays NaN.
+inline float fast_exp(float v) {
+  v = std::min(std::max(v, -87.0f), 88.0f);
+  const float k = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const float r = (v - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
 }
 
 template <typename A>
