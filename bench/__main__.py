@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="one size per row, fewer timed runs")
+    size.add_argument("--quick", action="store_true", help="fewer sizes and timed calls")
     size.add_argument("--full", action="store_true", help="size sweeps (more batch sizes and module sizes)")
     ap.add_argument("--op", action="append", metavar="NAME",
                     help="op rows to run (name, name without its variant, or op; repeatable); with --module only, "
@@ -58,8 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--shape", action="append", type=parse_shape, metavar="BxCxHxW",
                     help="sizes for op and module rows instead of the suite's (repeatable)")
     ap.add_argument("--repeat", type=int, default=None,
-                    help="CPU: timed runs per measurement (default 7, quick 5); CUDA: do_bench's repetition "
-                         "window becomes 15*N ms (default 100 ms)")
+                    help="CPU: timed calls per measurement (default 7, quick 5); CUDA: do_bench's repetition "
+                         "window becomes 15*N ms (default 100 ms), and at least N calls (default 10)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="skip the rows that would start after this many seconds (reported as skipped)")
@@ -82,20 +82,24 @@ def plan(args, device: torch.device) -> list:
     """[(kind, case, dims, dtype, mode)] in run order: per dtype, every case at its first size (the vgg16_se
     step included), then every case at its second size, and so on; so a --time-limit cuts sweeps, not cases.
     The report lists rows grouped by case (see `report_order`)."""
-    suite = "quick" if args.quick else "full" if args.full else "default"
-    op_shapes, module_shapes, vgg_shape = cases.suite_shapes(suite, device.type)
-    if args.shape:
-        op_shapes = module_shapes = args.shape
+    suite = cases.suite_for(suite_name(args), device.type)
+    op_shapes, module_shapes = (args.shape, args.shape) if args.shape else (suite.ops, suite.modules)
     only_modules = args.module is not None and args.op is None
     only_ops = args.op is not None and args.module is None
-    chosen = [("op", c, op_shapes) for c in ([] if only_modules else cases.select(cases.OP_CASES, args.op, "op"))]
-    chosen += [("module", c, [vgg_shape] if c.model else module_shapes)
-               for c in ([] if only_ops else cases.select(cases.MODULE_CASES, args.module, "module"))]
     modes = args.mode or list(cases.MODES)
-    rounds = max((len(shapes) for _, _, shapes in chosen), default=0)
+    chosen = [("op", c, op_shapes, modes)
+              for c in ([] if only_modules else cases.select(cases.OP_CASES, args.op, "op"))]
+    for c in [] if only_ops else cases.select(cases.MODULE_CASES, args.module, "module"):
+        vgg_modes = [m for m in modes if m in suite.vgg_modes or args.mode]
+        chosen.append(("module", c, [suite.vgg], vgg_modes) if c.model else ("module", c, module_shapes, modes))
+    rounds = max((len(shapes) for _, _, shapes, _ in chosen), default=0)
     return [(kind, case, shapes[i], getattr(torch, dtype), mode)
-            for dtype in args.dtypes for i in range(rounds) for kind, case, shapes in chosen if i < len(shapes)
-            for mode in modes]
+            for dtype in args.dtypes for i in range(rounds) for kind, case, shapes, case_modes in chosen
+            if i < len(shapes) for mode in case_modes]
+
+
+def suite_name(args) -> str:
+    return "quick" if args.quick else "full" if args.full else "default"
 
 
 def report_order(rows: list, rows_plan: list) -> list:
@@ -113,7 +117,7 @@ def make_timer(args, device: torch.device) -> Timer:
         warmup_ms, rep_ms = (10, 30) if args.quick else (25, 100)
         if args.repeat:
             rep_ms = 15 * args.repeat
-        return Timer(device, warmup_ms=warmup_ms, rep_ms=rep_ms)
+        return Timer(device, repeat=args.repeat or 10, warmup_ms=warmup_ms, rep_ms=rep_ms)
     repeat = args.repeat or (5 if args.quick else 7)
     # the checked first call of every provider already ran it once: one more warm-up call is enough
     return Timer(device, repeat=repeat, warmup=1, min_time_s=0.0 if args.repeat == 1 else 0.1)
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
     timer = make_timer(args, device)
     cfg = runner.Config(device, timer, args.backends, args.time_limit)
     meta = env.metadata(device)
-    meta.update(suite="quick" if args.quick else "full" if args.full else "default", dtypes=args.dtypes,
+    meta.update(suite=suite_name(args), dtypes=args.dtypes,
                 timer=timer.describe(), seed_modules=str(runner.seed_path()),
                 seed_modules_sha256=env.file_digest(runner.seed_path()))
     paths = output_paths(args, meta)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
-import importlib.util
 import math
 import os
 import time
@@ -51,10 +50,7 @@ def seed_modules():
     path = seed_path()
     if path is None:
         return None
-    spec = importlib.util.spec_from_file_location("fused_attn_bench_seed_modules", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cases.load_module("fused_attn_bench_seed_modules", path)
 
 
 def fused_namespace(case: cases.ModuleCase):
@@ -168,11 +164,11 @@ class ModuleRow:
         module = self.case.build(fused_namespace(self.case), backend, self.dims[1])
         try:
             module.load_state_dict(self.state, strict=True)
-            params, note = None, None
+            note = None
         except RuntimeError as exc:
-            params, note = list(module.parameters()), f"seed weights not loadable, error not checked: {exc}"
+            note = f"eager weights not loadable, error not checked: {str(exc).splitlines()[0]}"
         module = _prepare(module, self.cfg.device, self.dtype)
-        params = _aligned_params(module, self.names) if params is None else list(module.parameters())
+        params = list(module.parameters()) if note else _aligned_params(module, self.names)
         return self.call(module, {}), params, note
 
     def providers(self) -> list:
@@ -228,7 +224,10 @@ class Workload:
         if self.mode == "fwd":
             with torch.no_grad():
                 return [fn(*args)]
-        out = fn(*args)
+        return self.backward(fn(*args), params, args, grad_out)
+
+    def backward(self, out, params, args, grad_out):
+        """[out, gradients of the chosen inputs and of params] (None where unused)."""
         targets = [args[i] for i in self.grad_idx] + list(params)
         root, grad = (self.loss(out), None) if self.loss else (out, grad_out)
         return [out, *torch.autograd.grad(root, targets, grad, allow_unused=True)]
@@ -243,11 +242,14 @@ def run_row(row: dict, providers: list, workload: Workload, first_args: list, re
     for i, a in enumerate(first_args):
         a.requires_grad_(training and i in workload.grad_idx)
     ref_args = _as_float64(first_args)
-    with torch.no_grad():
-        out_shape = ref_fn(*ref_args).shape
-    grad_out = torch.randn(out_shape, device=device, dtype=torch.float32).to(first_args[0].dtype) \
-        if training and workload.loss is None else None
-    refs = workload.step(ref_fn, ref_params, ref_args, None if grad_out is None else grad_out.double())
+    grad_out = None
+    if training:
+        ref_out = ref_fn(*ref_args)
+        if workload.loss is None:
+            grad_out = torch.randn(ref_out.shape, device=device, dtype=torch.float32).to(first_args[0].dtype)
+        refs = workload.backward(ref_out, ref_params, ref_args, None if grad_out is None else grad_out.double())
+    else:
+        refs = workload.step(ref_fn, ref_params, ref_args, None)
     set_bytes = sum(a.numel() * a.element_size() for a in first_args) + \
         (grad_out.numel() * grad_out.element_size() if grad_out is not None else 0)
     n_sets = rotation_count(set_bytes, device)

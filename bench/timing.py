@@ -2,8 +2,8 @@
 
 CPU: `warmup` calls, then at least `repeat` timed calls (more, up to 50 x repeat, until `min_time_s` is spent),
 each timed with time.perf_counter; median and 20th / 80th percentiles.
-CUDA: do_bench (CUDA events; it clears the L2 cache before each call) with `warmup_ms` / `rep_ms` windows;
-median and 20th / 80th percentiles from its quantiles.
+CUDA: do_bench (CUDA events; it clears the L2 cache before each call) with `warmup_ms` / `rep_ms` windows,
+widened for slow calls to hold at least `repeat` calls; median and 20th / 80th percentiles from its quantiles.
 Inputs rotate over several copies (see `rotation_count`) so that consecutive calls do not find their
 inputs in the last-level cache.
 """
@@ -45,9 +45,9 @@ class Timer:
 
     def describe(self) -> str:
         if self.device.type == "cuda":
-            return (f"triton.testing.do_bench(warmup={self.warmup_ms} ms, rep={self.rep_ms} ms), CUDA events, "
-                    f"L2 cleared before each call; median, p20, p80")
-        return (f"time.perf_counter wall clock: {self.warmup} warm-up calls, then >= {self.repeat} timed calls "
+            return (f"triton.testing.do_bench(warmup={self.warmup_ms} ms, rep={self.rep_ms} ms, widened to >= "
+                    f"{self.repeat} calls), CUDA events, L2 cleared before each call; median, p20, p80")
+        return (f"time.perf_counter wall clock: {self.warmup} warm-up call(s), then >= {self.repeat} timed calls "
                 f"(and >= {self.min_time_s} s, at most {50 * self.repeat} calls); median, p20, p80")
 
     def __call__(self, fn: Callable[[], object]) -> Timing:
@@ -69,7 +69,14 @@ class Timer:
     def _cuda(self, fn) -> Timing:
         from triton.testing import do_bench
         torch.cuda.synchronize(self.device)
-        med, p20, p80 = do_bench(fn, warmup=self.warmup_ms, rep=self.rep_ms, quantiles=[0.5, 0.2, 0.8])
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize(self.device)
+        estimate_ms = (time.perf_counter() - start) * 1e3
+        # do_bench picks its call count from the windows: widen them so that slow calls get >= repeat of each
+        rep_ms = max(self.rep_ms, self.repeat * estimate_ms)
+        warmup_ms = max(self.warmup_ms, 2 * estimate_ms)
+        med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
         return Timing(med, p20, p80, None)
 
 

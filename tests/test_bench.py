@@ -77,7 +77,7 @@ def _finite_numbers(value, where=""):
 
 def test_smoke_run(tmp_path):
     """`python -m bench` on tiny sizes: one op, one module, both modes; the JSON and Markdown are well formed."""
-    cmd = [sys.executable, "-m", "bench", "--quick", "--repeat", "1", "--op", "channel_squeeze", "--module",
+    cmd = [sys.executable, "-m", "bench", "--quick", "--repeat", "1", "--op", "channel_pool(max,mean)", "--module",
            "SEBlock", "--shape", "2x32x8x8", "--device", "cpu", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
