@@ -143,6 +143,37 @@ def output_paths(args, meta: dict) -> dict:
     return {ext: out / f"{stem}.{ext}" for ext in ("json", "md", "png")}
 
 
+def shapes_of(rows_plan: list) -> dict:
+    """The sizes a run covers, per kind of row."""
+    shapes: dict = {"op": [], "module": []}
+    for kind, case, dims, _, _ in rows_plan:
+        key = "vgg16_se" if getattr(case, "model", False) else kind
+        if list(dims) not in shapes.setdefault(key, []):
+            shapes[key].append(list(dims))
+    return shapes
+
+
+def run_rows(rows_plan: list, cfg: runner.Config, out: report.Progress, json_path: Path, meta: dict) -> list:
+    """Run every planned row (or mark it skipped past the time limit), rewriting the JSON after each."""
+    rows: list = []
+    for i, (kind, case, dims, dtype, mode) in enumerate(rows_plan, 1):
+        start = time.perf_counter()
+        if cfg.over_time():
+            row = runner.new_row(kind, case, dims, dtype, mode)
+            row.update(status="skipped", reason=f"time limit of {cfg.time_limit_s:.0f} s reached")
+        else:
+            row_fn = runner.op_row if kind == "op" else runner.module_row
+            row = row_fn(case, dims, dtype, mode, cfg, RowProgress(out, i, len(rows_plan), cfg.started))
+            if row["status"] != "ok":
+                out.print(report.row_header(row, i, len(rows_plan), start - cfg.started)
+                          + f"  {row['status']}: {row['reason']}")
+        row["wall_s"] = time.perf_counter() - start
+        rows.append(row)
+        meta["wall_s"] = time.perf_counter() - cfg.started
+        report.write_json(json_path, meta, rows)
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -154,8 +185,8 @@ def main(argv=None) -> int:
     timer = make_timer(args, device)
     cfg = runner.Config(device, timer, args.backends, args.time_limit)
     meta = env.metadata(device)
-    meta.update(suite=suite_name(args), dtypes=args.dtypes,
-                timer=timer.describe(), seed_modules=str(runner.seed_path()),
+    meta.update(suite=suite_name(args), dtypes=args.dtypes, shapes=shapes_of(rows_plan),
+                providers_legend=runner.LEGEND, timer=timer.describe(), seed_modules=str(runner.seed_path()),
                 seed_modules_sha256=env.file_digest(runner.seed_path()))
     paths = output_paths(args, meta)
     out = report.Progress()
@@ -164,42 +195,26 @@ def main(argv=None) -> int:
               f"{', '.join(meta['available_backends'])}")
     out.print(f"timer: {meta['timer']}")
     out.print(f"seed modules (module rows' eager): {meta['seed_modules']}")
-    out.print(f"writing {paths['json']} (+ .md, .png)")
-    out.print()
+    out.print(f"providers: {runner.LEGEND}")
+    out.print(f"writing {paths['json']} (+ .md, .png)\n")
     out.print(report.COLUMNS)
-    rows: list = []
-    for i, (kind, case, dims, dtype, mode) in enumerate(rows_plan, 1):
-        if cfg.over_time():
-            row = runner.new_row(kind, case, dims, dtype, mode)
-            row.update(status="skipped", reason=f"time limit of {args.time_limit:.0f} s reached")
-            rows.append(row)
-            continue
-        row_fn = runner.op_row if kind == "op" else runner.module_row
-        row_start = time.perf_counter()
-        row = row_fn(case, dims, dtype, mode, cfg, RowProgress(out, i, len(rows_plan), cfg.started))
-        row["wall_s"] = time.perf_counter() - row_start
-        if row["status"] != "ok":
-            out.print(report.row_header(row, i, len(rows_plan), time.perf_counter() - cfg.started)
-                      + f"  {row['status']}: {row['reason']}")
-        rows.append(row)
-        meta["wall_s"] = time.perf_counter() - cfg.started
-        report.write_json(paths["json"], meta, rows)
+
+    rows = report_order(run_rows(rows_plan, cfg, out, paths["json"], meta), rows_plan)
     skipped = sum(r["status"] == "skipped" for r in rows)
     if skipped:
         out.print(f"\n{skipped} rows skipped: time limit of {args.time_limit:.0f} s reached")
     meta["wall_s"] = time.perf_counter() - cfg.started
-    rows = report_order(rows, rows_plan)
-    out.print()
-    out.print(report.summary(rows))
+    out.print("\n" + report.summary(rows))
     report.write_json(paths["json"], meta, rows)
     paths["md"].write_text(report.markdown(meta, rows))
     why_not = report.write_png(paths["png"], meta, rows)
+    if why_not:
+        paths["png"].unlink(missing_ok=True)  # not a stale plot of an earlier run
     written = [paths["json"], paths["md"]] + ([] if why_not else [paths["png"]])
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         written += [Path(shutil.copy2(p, args.save / p.name)) for p in list(written)]
-    out.print()
-    out.print(f"done in {meta['wall_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
+    out.print(f"\ndone in {meta['wall_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
     if why_not:
         out.print(why_not)
     return 0

@@ -57,13 +57,13 @@ def provider_line(p: dict) -> str:
 
 
 class Progress:
-    """Prints each row's header as it starts and each provider's line as it finishes."""
+    """Prints each row's header as it starts and each provider's line as it finishes (to sys.stdout by default)."""
 
-    def __init__(self, stream=sys.stdout):
+    def __init__(self, stream=None):
         self.stream = stream
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.stream, flush=True)
+        print(text, file=self.stream or sys.stdout, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -149,6 +149,7 @@ def markdown(meta: dict, rows: list) -> str:
              f"- suite `{meta['suite']}`, dtypes {', '.join(meta['dtypes'])}, command `python -m bench "
              f"{' '.join(meta['argv'])}`",
              f"- timer: {meta['timer']}",
+             f"- providers: {meta['providers_legend']}",
              f"- wall time {meta.get('wall_s', 0):.0f} s; compile times are excluded from the medians", "",
              "GB/s = minimal bytes (see byte formulas below) / median time; % copy = that over the GB/s of a "
              "device-to-device copy (x.clone()) of a tensor of x's size in the same run. x eager, x compile: "
@@ -191,6 +192,8 @@ def write_png(path: Path, meta: dict, rows: list) -> Optional[str]:
     names = [n for n in provider_names(rows) if n != "eager"]
     modes = [m for m in cases.MODES if any(r["mode"] == m for r in rows)]
     ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return "no PNG: no row was timed"
     keys = list(dict.fromkeys((r["kind"], r["name"], shape_str(r["shape"]), r["dtype"]) for r in ok))
     by_key = {((r["kind"], r["name"], shape_str(r["shape"]), r["dtype"]), r["mode"]): r for r in ok}
     fig, axes = plt.subplots(1, max(1, len(modes)), sharex=True, sharey=True, squeeze=False,

@@ -27,6 +27,9 @@ from .timing import Rotation, Timer, measure_copy, rotation_count, sync
 EAGER, COMPILE, REFERENCE, AUTO = "eager", "compile", "reference", "auto"
 KERNEL_BACKENDS = ("cpu", "cuda", "triton")
 PROVIDERS = (EAGER, COMPILE, REFERENCE) + KERNEL_BACKENDS + (AUTO,)
+LEGEND = ("eager = seed-style PyTorch (op rows) or the seed module; torch.compile = torch.compile(eager), "
+          "default mode; fused_attn[b] = fused_attn's custom op (op rows) or module served by backend b "
+          "(reference: the pure-PyTorch oracle behind the custom op; auto: fused_attn's own choice per op)")
 
 
 class NotAvailable(Exception):

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import cases, runner, timing  # noqa: E402
+from bench.__main__ import main, parse_args, plan, report_order  # noqa: E402
 
 META_KEYS = ("device", "device_name", "date", "git", "torch", "cuda", "triton", "threads", "dtypes", "suite",
              "timer", "argv", "wall_s")
@@ -60,6 +61,29 @@ def test_helpers():
     assert 1 <= timing.rotation_count(2**40, "cpu") <= timing.rotation_count(1, "cpu") <= timing.MAX_SETS
     with pytest.raises(SystemExit, match="unknown op"):
         cases.select(cases.OP_CASES, ["no_such_op"], "op")
+
+
+def test_plan_runs_size_by_size_and_reports_by_case():
+    args = parse_args(["--op", "channel_squeeze", "--op", "ema_core", "--module", "SEBlock", "--shape", "2x32x4x4",
+                       "--shape", "2x64x4x4", "--mode", "fwd"])
+    rows = plan(args, torch.device("cpu"))
+    assert [(c.name, d[1]) for _, c, d, _, _ in rows] == [
+        ("channel_squeeze", 32), ("ema_core", 32), ("SEBlock", 32),
+        ("channel_squeeze", 64), ("ema_core", 64), ("SEBlock", 64)]
+    fake = [{"n": i} for i in range(len(rows))]
+    assert [r["n"] for r in report_order(fake, rows)] == [0, 3, 1, 4, 2, 5]
+    default = plan(parse_args([]), torch.device("cpu"))
+    assert {c.name for _, c, _, _, _ in default} == {c.name for c in cases.OP_CASES + cases.MODULE_CASES}
+
+
+def test_time_limit_skips_rows_and_still_writes_files(tmp_path, capsys):
+    assert main(["--quick", "--op", "channel_squeeze", "--module", "SEBlock", "--time-limit", "0",
+                 "--device", "cpu", "--out", str(tmp_path), "--save", str(tmp_path / "saved")]) == 0
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert sorted(p.suffix for p in (tmp_path / "saved").iterdir()) == [".json", ".md"]  # no PNG: nothing timed
+    assert doc["rows"] and all(r["status"] == "skipped" and r["providers"] == [] for r in doc["rows"])
+    assert "skipped" in next(tmp_path.glob("*.md")).read_text()
+    assert "rows skipped" in capsys.readouterr().out
 
 
 def _finite_numbers(value, where=""):
