@@ -59,16 +59,20 @@ def check(actual, expected, dtype, what, like=None):
         assert actual.is_contiguous(memory_format=memory_format(like)), f"{what}: layout of {tuple(actual.stride())}"
 
 
+def kernel_grid(test):
+    """Every dtype x layout x odd shape (needs the cpu backend)."""
+    for name, values in (("dtype", DTYPES), ("layout", LAYOUTS), ("shape", SHAPES)):
+        test = pytest.mark.parametrize(name, values)(test)
+    return needs_cpu(test)
+
+
 def groups_for(c):
     return 4 if c % 4 == 0 else (c if c > 3 else 1)
 
 
 # --------------------------------------------------------------------------------------- kernels vs reference
-@needs_cpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("stats", STATS, ids=",".join)
+@kernel_grid
 def test_channel_pool(stats, shape, layout, dtype):
     x = rand(shape, dtype, layout)
     out, argmax, moments = cpp_pool.channel_pool_forward(x, stats)
@@ -103,10 +107,7 @@ def test_channel_pool_ties_and_nan():
         torch.testing.assert_close(out, rout, equal_nan=True)
 
 
-@needs_cpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", SHAPES)
+@kernel_grid
 def test_squeeze_excite(shape, layout, dtype):
     x = rand(shape, dtype, layout)
     b, c = shape[:2]
@@ -154,10 +155,7 @@ def test_apply_gates(parts, layout, dtype):
             check(got, want, dtype, name)
 
 
-@needs_cpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", SHAPES)
+@kernel_grid
 def test_ema_strip_pool(shape, layout, dtype):
     x = rand(shape, dtype, layout)
     pooled = cpp_ema.ema_strip_pool_forward(x)

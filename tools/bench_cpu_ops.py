@@ -13,6 +13,7 @@ auxiliary outputs included); "%copy" compares with x.clone() of the same tensor 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -106,15 +107,19 @@ def inputs(op, shape, dtype, channels_last):
     raise ValueError(op)
 
 
-def median_ms(fn, args, warmup, repeat):
-    for _ in range(warmup):
-        fn(*args)
-    times = []
+def median_ms(fns, args, warmup, repeat):
+    """Median wall time (ms) of each function of `fns` on `args`; the runs are interleaved (fn0, fn1, ..., fn0,
+    ...) so that a load change on a shared machine hits every contender alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn(*args)
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn(*args)
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) * 1e3 for ts in times]
 
 
 def seed_channel_pool(x):
@@ -135,6 +140,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.repeat} after {args.warmup} warm-up")
     head = (f"{'op':<16}{'pass':<5}{'shape':<14}{'cpu ms':>9}{'ref ms':>9}{'compile':>9}{'cpu GB/s':>10}"
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
     for shape_text in args.shapes.split(","):
         shape = tuple(int(v) for v in shape_text.split("x"))
         x = torch.randn(shape, dtype=dtype)
-        copy_ms = median_ms(lambda t: t.clone(), (x,), args.warmup, args.repeat)
+        copy_ms, = median_ms([lambda t: t.clone()], (x,), args.warmup, args.repeat)
         copy_gbs = 2 * x.numel() * x.element_size() / copy_ms / 1e6
         print(f"\n{shape_text}: copy (x.clone()) {copy_ms:.2f} ms = {copy_gbs:.1f} GB/s")
         print(head)
@@ -152,24 +158,20 @@ def main(argv=None) -> int:
             fwd_in, bwd_in, fwd_bytes, bwd_bytes = inputs(op, shape, dtype, args.channels_last)
             for name, fn, ins, nbytes in (("fwd", PASSES[op][0], fwd_in, fwd_bytes),
                                           ("bwd", PASSES[op][1], bwd_in, bwd_bytes)):
-                cpu = median_ms(lambda *a: fn(cpp_mod, *a), ins, args.warmup, args.repeat)
-                ref = comp = float("nan")
+                fns = [functools.partial(fn, cpp_mod)]
                 if not args.no_reference:
-                    ref = median_ms(lambda *a: fn(ref_mod, *a), ins, args.warmup, args.repeat)
-                    if not args.no_compile:
-                        compiled = torch.compile(lambda *a: fn(ref_mod, *a))
-                        comp = median_ms(compiled, ins, args.warmup + 1, args.repeat)
+                    fns.append(functools.partial(fn, ref_mod))
+                    if not args.no_compile:  # one compiled function per op and pass (dynamo caches per code object)
+                        fns.append(torch.compile(functools.partial(fn, ref_mod)))
+                cpu, ref, comp = (median_ms(fns, ins, args.warmup, args.repeat) + [float("nan")] * 2)[:3]
                 gbs = nbytes / cpu / 1e6
                 print(f"{op:<16}{name:<5}{shape_text:<14}{cpu:>9.2f}{ref:>9.2f}{comp:>9.2f}{gbs:>10.1f}"
                       f"{100 * gbs / copy_gbs:>6.0f}%{ref / cpu:>7.1f}{comp / cpu:>8.1f}", flush=True)
             if op == "channel_pool" and not args.no_reference:
-                x = fwd_in[0]
-                seed = median_ms(seed_channel_pool, (x,), args.warmup, args.repeat)
-                line = f"  seed-style eager torch.max/mean/std: {seed:.2f} ms"
-                if not args.no_compile:
-                    seed_c = median_ms(torch.compile(seed_channel_pool), (x,), args.warmup + 1, args.repeat)
-                    line += f", compiled {seed_c:.2f} ms"
-                print(line, flush=True)
+                fns = [seed_channel_pool] + ([] if args.no_compile else [torch.compile(seed_channel_pool)])
+                times = median_ms(fns, (fwd_in[0],), args.warmup, args.repeat)
+                print(f"  seed-style torch.max/mean/std: eager {times[0]:.2f} ms"
+                      + ("" if args.no_compile else f", compiled {times[1]:.2f} ms"), flush=True)
             del fwd_in, bwd_in
     return 0
 
