@@ -37,8 +37,8 @@ def interpreting() -> bool:
 
 
 def tile_elems() -> int:
-    """Elements in one program's tile: 4096 on a GPU (16 KB of fp32 per operand, 8-16 registers a
-    thread at 4-8 warps), 64 Ki under the interpreter, where every program costs ~5 ms."""
+    """Elements in one program's tile: 4096 on a GPU (16 KB of fp32 per operand, 32 / 16 values a thread
+    at 4 / 8 warps), 64 Ki under the interpreter, where every program costs ~5-40 ms."""
     if TILE_ELEMS is not None:
         return TILE_ELEMS
     return 1 << 16 if interpreting() else 4096
