@@ -135,10 +135,13 @@ def main(argv=None) -> int:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
     ap.add_argument("--no-reference", action="store_true", help="time the cpu backend (and copy) only")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, "

@@ -102,9 +102,12 @@ void strip_unpool_kernel(const acc_t<T>* __restrict__ grad, T* __restrict__ gx, 
     parallel_units(B * C, [&](int64_t bc) {
       const A* __restrict__ g = grad + bc * HW;
       T* __restrict__ o = gx + bc * H * W;
+      std::vector<A> col(static_cast<size_t>(W));
+      A* __restrict__ gw = col.data();
+      for (int64_t j = 0; j < W; ++j) gw[j] = g[H + j] / A(H);
       for (int64_t i = 0; i < H; ++i) {
         const A gh = g[i] / A(W);
-        for (int64_t j = 0; j < W; ++j) o[i * W + j] = static_cast<T>(gh + g[H + j] / A(H));
+        for (int64_t j = 0; j < W; ++j) o[i * W + j] = static_cast<T>(gh + gw[j]);
       }
     });
     return;
