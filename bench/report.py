@@ -171,6 +171,10 @@ def markdown(meta: dict, rows: list) -> str:
                          f"| {_md_cell(p, 'gbps', '.2f')} | {_md_cell(p, 'frac_copy', '.1f', 100)} "
                          f"| {_md_cell(p, 'speedup_vs_eager', '.2f')} | {_md_cell(p, 'speedup_vs_compile', '.2f')} "
                          f"| {_md_cell(p, 'max_err', '.1e')} | {_md_cell(p, 'compile_s', '.1f')} |")
+    copies = {(shape_str(r["shape"]), r["dtype"]): r["copy"] for r in rows if r.get("copy")}
+    lines += ["", "## Copy baselines (x.clone() of a tensor of x's size; GB/s counts read + write)", "",
+              "| shape | dtype | ms | GB/s |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| {shape} | {dtype} | {c['ms']:.3f} | {c['gbps']:.2f} |" for (shape, dtype), c in copies.items()]
     lines += ["", "## Byte formulas", "",
               "e = bytes per element, x [B, C, H, W], N = BCHW, P = BHW, Q = BC, S = BC(H+W), k stats, "
               "Cr = C/16, cg = C/groups; fwd+bwd rows count fwd + bwd.", "",
