@@ -152,7 +152,7 @@ def markdown(meta: dict, rows: list) -> str:
              f"- providers: {meta['providers_legend']}",
              f"- wall time {meta.get('wall_s', 0):.0f} s; compile times are excluded from the medians", "",
              "GB/s = minimal bytes (see byte formulas below) / median time; % copy = that over the GB/s of a "
-             "device-to-device copy (x.clone()) of a tensor of x's size in the same run. x eager, x compile: "
+             "device-to-device copy (dst.copy_(x), preallocated) of a tensor of x's size in the same run. x eager, x compile: "
              "speedup over the eager PyTorch and torch.compile medians. max err: max |out - ref| / max |ref| over "
              "the output and every gradient, ref = the float64 reference.", "",
              "| kind | row | shape | dtype | mode | provider | median ms | p20-p80 ms | GB/s | % copy | x eager "
@@ -172,7 +172,7 @@ def markdown(meta: dict, rows: list) -> str:
                          f"| {_md_cell(p, 'speedup_vs_eager', '.2f')} | {_md_cell(p, 'speedup_vs_compile', '.2f')} "
                          f"| {_md_cell(p, 'max_err', '.1e')} | {_md_cell(p, 'compile_s', '.1f')} |")
     copies = {(shape_str(r["shape"]), r["dtype"]): r["copy"] for r in rows if r.get("copy")}
-    lines += ["", "## Copy baselines (x.clone() of a tensor of x's size; GB/s counts read + write)", "",
+    lines += ["", "## Copy baselines (dst.copy_(x) of a tensor of x's size; GB/s counts read + write)", "",
               "| shape | dtype | ms | GB/s |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {shape} | {dtype} | {c['ms']:.3f} | {c['gbps']:.2f} |" for (shape, dtype), c in copies.items()]
     lines += ["", "## Byte formulas", "",

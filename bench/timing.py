@@ -134,11 +134,17 @@ class Rotation:
 
 # ---------------------------------------------------------------------------------------------- copy
 def measure_copy(numel: int, dtype: torch.dtype, device: torch.device, timer: Timer) -> dict:
-    """Device-to-device copy of a tensor of `numel` elements (x.clone()); GB/s counts bytes read + written."""
+    """Device-to-device copy of a tensor of `numel` elements into a preallocated one (dst.copy_(src)): the
+    memory-bandwidth ceiling, without allocation (on CPU a fresh allocation's page faults would dominate).
+    GB/s counts bytes read + written."""
     elem = torch.empty((), dtype=dtype).element_size()
     first = torch.randn(numel, device=device, dtype=torch.float32).to(dtype)
     n = rotation_count(numel * elem, device)
-    rot = Rotation([first] + [first.clone() for _ in range(n - 1)])
-    t = timer(lambda: rot.next().clone())
+    rot = Rotation([(first, torch.empty_like(first))] + [(first.clone(), torch.empty_like(first)) for _ in range(n - 1)])
+
+    def copy():
+        src, dst = rot.next()
+        dst.copy_(src)
+    t = timer(copy)
     moved = 2 * numel * elem
     return {"ms": t.median_ms, "gbps": moved / (t.median_ms * 1e-3) / 1e9, "bytes": moved, "sets": n}
