@@ -10,6 +10,8 @@
 
 #include <torch/library.h>
 
+#include "cpu/isa.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -51,6 +53,8 @@ static std::string build_info() {
 // fused_attn/reference/<family>.py. "acc" = float64 for float64 inputs, else float32.
 TORCH_LIBRARY(fused_attn_C, m) {
   m.def("build_info() -> str", &build_info);
+  // Instruction set of the registered CPU kernels: "avx2" (AVX2 + FMA variants) or "baseline" (csrc/cpu/isa.h).
+  m.def("cpu_isa() -> str", [] { return std::string(fused_attn::cpu::cpu_isa_name()); });
 
   // channel_pool (csrc/cpu/channel_pool.cpp). stats: comma-separated ordered subset of max, mean, std.
   //   -> (out [B, K, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] (mean, std) acc | [0])

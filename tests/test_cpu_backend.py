@@ -8,6 +8,10 @@ sliced, mixed), odd shapes, bitwise determinism across thread counts, and the ba
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -334,6 +338,30 @@ def test_bitwise_identical_across_thread_counts(layout):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------- instruction sets
+@needs_cpu
+def test_cpu_isa_reported():
+    """fused_attn_C::cpu_isa names the registered kernel variant; FUSED_ATTN_CPU_ISA=baseline forces the baseline."""
+    isa = torch.ops.fused_attn_C.cpu_isa()
+    assert isa in ("avx2", "baseline")
+    if os.environ.get("FUSED_ATTN_CPU_ISA") == "baseline":
+        assert isa == "baseline"
+
+
+@needs_cpu
+@pytest.mark.skipif(os.environ.get("FUSED_ATTN_CPU_ISA") == "baseline", reason="already the baseline run")
+def test_baseline_isa_kernels():
+    """The baseline-ISA kernels (what a CPU without AVX2 runs) pass a subset of this file in a subprocess."""
+    if torch.ops.fused_attn_C.cpu_isa() != "avx2":
+        pytest.skip("the baseline kernels are the ones this run already tests")
+    select = ("cpu_isa or public_functions or bitwise or gradient_in_another or ties_and_nan "
+              "or (float32 and (test_channel_pool or test_squeeze_excite or test_apply_gates or test_ema))")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select],
+                         env={**os.environ, "FUSED_ATTN_CPU_ISA": "baseline"}, cwd=Path(__file__).parent.parent,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 # -------------------------------------------------------------------------------------------- backend selection

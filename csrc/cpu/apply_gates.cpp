@@ -8,11 +8,14 @@
 //   (grad_residual = g needs no kernel.)
 // The forward is the shared elementwise pass (gate_map.h).
 #include "common.h"
-#include "gate_map.h"
+#include "isa.h"
 
+FUSED_ATTN_ISA_BEGIN
 namespace fused_attn {
 namespace cpu {
-namespace {
+namespace FUSED_ATTN_ISA {
+
+#include "gate_map.h"  // inside the ISA namespace and region
 
 Tensor apply_gates_forward(const Tensor& y, const c10::optional<Tensor>& channel,
                            const c10::optional<Tensor>& spatial, const c10::optional<Tensor>& residual) {
@@ -145,12 +148,17 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   return {grad_y, grad_channel, grad_spatial};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("apply_gates_forward", &apply_gates_forward);
-  m.impl("apply_gates_backward", &apply_gates_backward);
-}
-
+}  // namespace FUSED_ATTN_ISA
 }  // namespace cpu
 }  // namespace fused_attn
+FUSED_ATTN_ISA_END
+
+#if FUSED_ATTN_ISA_BASE
+FUSED_ATTN_DECLARE_AVX2(apply_gates_forward)
+FUSED_ATTN_DECLARE_AVX2(apply_gates_backward)
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
+  m.impl("apply_gates_forward", FUSED_ATTN_KERNEL(apply_gates_forward));
+  m.impl("apply_gates_backward", FUSED_ATTN_KERNEL(apply_gates_backward));
+}
+#endif

@@ -16,10 +16,12 @@
 // contiguous and stay in L1: sum and max in one lane-parallel pass, the squared deviations from the
 // exact mean in a second pass over the same cached row, argmax as the first index equal to the max.
 #include "common.h"
+#include "isa.h"
 
+FUSED_ATTN_ISA_BEGIN
 namespace fused_attn {
 namespace cpu {
-namespace {
+namespace FUSED_ATTN_ISA {
 
 // Output plane of each statistic (-1: not requested).
 struct Stats {
@@ -328,12 +330,17 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
   return gx;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("channel_pool_forward", &channel_pool_forward);
-  m.impl("channel_pool_backward", &channel_pool_backward);
-}
-
+}  // namespace FUSED_ATTN_ISA
 }  // namespace cpu
 }  // namespace fused_attn
+FUSED_ATTN_ISA_END
+
+#if FUSED_ATTN_ISA_BASE
+FUSED_ATTN_DECLARE_AVX2(channel_pool_forward)
+FUSED_ATTN_DECLARE_AVX2(channel_pool_backward)
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
+  m.impl("channel_pool_forward", FUSED_ATTN_KERNEL(channel_pool_forward));
+  m.impl("channel_pool_backward", FUSED_ATTN_KERNEL(channel_pool_backward));
+}
+#endif

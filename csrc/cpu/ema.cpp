@@ -25,10 +25,12 @@
 // Cross-tile / cross-unit sums (GroupNorm affine gradients, channels_last statistics) are added in a fixed
 // order: deterministic.
 #include "common.h"
+#include "isa.h"
 
+FUSED_ATTN_ISA_BEGIN
 namespace fused_attn {
 namespace cpu {
-namespace {
+namespace FUSED_ATTN_ISA {
 
 // ------------------------------------------------------------------------------------------- ema_strip_pool
 template <typename T>
@@ -800,14 +802,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_backward(
           grad_gw.to(gn_weight.scalar_type()), grad_gb.to(gn_bias.scalar_type())};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("ema_strip_pool_forward", &ema_strip_pool_forward);
-  m.impl("ema_strip_pool_backward", &ema_strip_pool_backward);
-  m.impl("ema_core_forward", &ema_core_forward);
-  m.impl("ema_core_backward", &ema_core_backward);
-}
-
+}  // namespace FUSED_ATTN_ISA
 }  // namespace cpu
 }  // namespace fused_attn
+FUSED_ATTN_ISA_END
+
+#if FUSED_ATTN_ISA_BASE
+FUSED_ATTN_DECLARE_AVX2(ema_strip_pool_forward)
+FUSED_ATTN_DECLARE_AVX2(ema_strip_pool_backward)
+FUSED_ATTN_DECLARE_AVX2(ema_core_forward)
+FUSED_ATTN_DECLARE_AVX2(ema_core_backward)
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
+  m.impl("ema_strip_pool_forward", FUSED_ATTN_KERNEL(ema_strip_pool_forward));
+  m.impl("ema_strip_pool_backward", FUSED_ATTN_KERNEL(ema_strip_pool_backward));
+  m.impl("ema_core_forward", FUSED_ATTN_KERNEL(ema_core_forward));
+  m.impl("ema_core_backward", FUSED_ATTN_KERNEL(ema_core_backward));
+}
+#endif

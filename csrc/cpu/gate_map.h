@@ -5,12 +5,10 @@
 // every term optional (scale 1, spatial 1, add 0, shift 0 when absent), p = h * W + w. Reads each big
 // tensor once and writes out once, in like's layout (NCHW: rows of pixels per (b, c); channels_last: rows
 // of channels per pixel, so the inner loop is always contiguous).
+//
+// Included by the family files inside their ISA namespace (see isa.h), after common.h.
 #pragma once
 
-#include "common.h"
-
-namespace fused_attn {
-namespace cpu {
 namespace detail {
 
 template <typename T, bool IN, bool SP, bool ADD>
@@ -98,5 +96,3 @@ inline Tensor gate_map(const Tensor& like, const Tensor& in, const Tensor& scale
   return out;
 }
 
-}  // namespace cpu
-}  // namespace fused_attn

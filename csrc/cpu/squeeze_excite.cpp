@@ -10,11 +10,14 @@
 // The SE MLP runs in PyTorch between the passes, so the fused backward is grad_gate (reads grad_y, x), the
 // MLP backward, then squeeze_excite_backward (reads grad_y, writes grad_x): 3 reads + 1 write of x's size.
 #include "common.h"
-#include "gate_map.h"
+#include "isa.h"
 
+FUSED_ATTN_ISA_BEGIN
 namespace fused_attn {
 namespace cpu {
-namespace {
+namespace FUSED_ATTN_ISA {
+
+#include "gate_map.h"  // inside the ISA namespace and region
 
 // sums[b, c] = sum_p a[b, c, p] (* m[b, c, p] when PROD).
 //  NCHW: one unit per (b, c) row of N contiguous pixels, reduced with lane_sum.
@@ -101,15 +104,23 @@ Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tens
   return gate_map(x, grad_y, s, Tensor(), Tensor(), shift);
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("channel_squeeze_forward", &channel_squeeze_forward);
-  m.impl("channel_squeeze_backward", &channel_squeeze_backward);
-  m.impl("squeeze_excite_forward", &squeeze_excite_forward);
-  m.impl("squeeze_excite_grad_gate", &squeeze_excite_grad_gate);
-  m.impl("squeeze_excite_backward", &squeeze_excite_backward);
-}
-
+}  // namespace FUSED_ATTN_ISA
 }  // namespace cpu
 }  // namespace fused_attn
+FUSED_ATTN_ISA_END
+
+#if FUSED_ATTN_ISA_BASE
+FUSED_ATTN_DECLARE_AVX2(channel_squeeze_forward)
+FUSED_ATTN_DECLARE_AVX2(channel_squeeze_backward)
+FUSED_ATTN_DECLARE_AVX2(squeeze_excite_forward)
+FUSED_ATTN_DECLARE_AVX2(squeeze_excite_grad_gate)
+FUSED_ATTN_DECLARE_AVX2(squeeze_excite_backward)
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
+  m.impl("channel_squeeze_forward", FUSED_ATTN_KERNEL(channel_squeeze_forward));
+  m.impl("channel_squeeze_backward", FUSED_ATTN_KERNEL(channel_squeeze_backward));
+  m.impl("squeeze_excite_forward", FUSED_ATTN_KERNEL(squeeze_excite_forward));
+  m.impl("squeeze_excite_grad_gate", FUSED_ATTN_KERNEL(squeeze_excite_grad_gate));
+  m.impl("squeeze_excite_backward", FUSED_ATTN_KERNEL(squeeze_excite_backward));
+}
+#endif
