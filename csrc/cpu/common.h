@@ -28,6 +28,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace fused_attn {
 namespace cpu {
 
@@ -60,9 +64,29 @@ inline Tensor dense(const Tensor& t, at::MemoryFormat fmt, at::ScalarType dtype)
 // of x's dtype `xt` (no copy when it already is).
 inline Tensor small_acc(const Tensor& t, at::ScalarType xt) { return t.to(acc_scalar_type(xt)).contiguous(); }
 
-// A new 4-D tensor of `shape` in memory format `fmt`, with `like`'s device and dtype `dtype`.
+// Asks Linux to back the 2 MB-aligned interior of a large, not yet written tensor with transparent huge pages
+// (what THP_MEM_ALLOC_ENABLE=1 does for every torch CPU allocation). A new output is written page by page for
+// the first time; with 4 KB pages the faults alone cost about as much as writing it (a 51 MB output: 20 ms to
+// fill, 10 ms with huge pages, 6 ms into memory already mapped, measured on the 2-core dev machine).
+inline void advise_huge_pages(const Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const size_t bytes = t.nbytes();
+  if (bytes < 2 * kHuge) return;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (p + kHuge - 1) & ~(kHuge - 1), end = (p + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only: ignore errors
+#else
+  (void)t;
+#endif
+}
+
+// A new 4-D tensor of `shape` in memory format `fmt`, with `like`'s device and dtype `dtype` (huge-page backed
+// when large, see advise_huge_pages).
 inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryFormat fmt, at::ScalarType dtype) {
-  return at::empty(shape, like.options().dtype(dtype).memory_format(fmt));
+  Tensor t = at::empty(shape, like.options().dtype(dtype).memory_format(fmt));
+  advise_huge_pages(t);
+  return t;
 }
 
 inline void check_4d(const Tensor& t, const char* name) {
