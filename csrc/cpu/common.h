@@ -11,7 +11,8 @@
 //    is split into units of fixed size (never by thread count) and cross-unit sums add per-unit partials in
 //    unit order. Results are bitwise identical for any torch.set_num_threads.
 //  * vectorisation: innermost loops run over contiguous memory (pixels for NCHW, channels for channels_last)
-//    and keep kLanes independent partial sums, which the compiler maps onto SIMD registers.
+//    and keep kLanes independent partial sums, which the compiler maps onto SIMD registers; every kernel is
+//    compiled for the baseline x86-64 ISA and for AVX2 + FMA, picked at load time (isa.h).
 #pragma once
 
 #include <ATen/ATen.h>
