@@ -72,7 +72,8 @@ TORCH_LIBRARY(fused_attn_C, m) {
   // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
   m.def("apply_gates_forward(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");
   //   -> (grad_y like y, grad_channel [B, C] | [0], grad_spatial [B, H, W] | [0])
-  m.def("apply_gates_backward(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) -> (Tensor, Tensor, Tensor)");
+  m.def("apply_gates_backward(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
+        "-> (Tensor, Tensor, Tensor)");
 
   // EMA (csrc/cpu/ema.cpp).
   m.def("ema_strip_pool_forward(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype

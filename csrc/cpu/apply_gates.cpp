@@ -154,11 +154,6 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
 FUSED_ATTN_ISA_END
 
 #if FUSED_ATTN_ISA_BASE
-FUSED_ATTN_DECLARE_AVX2(apply_gates_forward)
-FUSED_ATTN_DECLARE_AVX2(apply_gates_backward)
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("apply_gates_forward", FUSED_ATTN_KERNEL(apply_gates_forward));
-  m.impl("apply_gates_backward", FUSED_ATTN_KERNEL(apply_gates_backward));
-}
+#define APPLY_GATES_OPS(X) X(apply_gates_forward) X(apply_gates_backward)
+FUSED_ATTN_REGISTER(APPLY_GATES_OPS)
 #endif

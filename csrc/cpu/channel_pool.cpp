@@ -197,8 +197,9 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
   const Tensor x = dense(x_in, fmt, dt);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), N = H * W;
   Tensor out = empty_4d({B, s.k, H, W}, x, fmt, dt);
-  Tensor argmax = s.max >= 0 ? at::empty({B, H, W}, x.options().dtype(at::kInt)) : at::empty({0}, x.options().dtype(at::kInt));
-  Tensor moments = s.std >= 0 ? at::empty({B, 2, H, W}, x.options().dtype(acc)) : at::empty({0}, x.options().dtype(acc));
+  const auto int_opts = x.options().dtype(at::kInt), acc_opts = x.options().dtype(acc);
+  Tensor argmax = s.max >= 0 ? at::empty({B, H, W}, int_opts) : at::empty({0}, int_opts);
+  Tensor moments = s.std >= 0 ? at::empty({B, 2, H, W}, acc_opts) : at::empty({0}, acc_opts);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const int mom = s.std >= 0 ? 2 : s.mean >= 0 ? 1 : 0;
   FUSED_ATTN_DISPATCH(dt, "fused_attn_channel_pool_forward", [&] {
@@ -336,11 +337,6 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
 FUSED_ATTN_ISA_END
 
 #if FUSED_ATTN_ISA_BASE
-FUSED_ATTN_DECLARE_AVX2(channel_pool_forward)
-FUSED_ATTN_DECLARE_AVX2(channel_pool_backward)
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("channel_pool_forward", FUSED_ATTN_KERNEL(channel_pool_forward));
-  m.impl("channel_pool_backward", FUSED_ATTN_KERNEL(channel_pool_backward));
-}
+#define CHANNEL_POOL_OPS(X) X(channel_pool_forward) X(channel_pool_backward)
+FUSED_ATTN_REGISTER(CHANNEL_POOL_OPS)
 #endif

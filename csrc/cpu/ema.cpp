@@ -586,7 +586,8 @@ FUSED_ATTN_ROW void grads_cl_row(const T* __restrict__ g, const T* __restrict__ 
                                  const acc_t<T>* __restrict__ a1, T* __restrict__ gx, T* __restrict__ gx2,
                                  acc_t<T>* __restrict__ racc, acc_t<T>* __restrict__ cacc, int64_t C) {
   using A = acc_t<T>;
-  const A *__restrict__ dm2n = k, *__restrict__ kr = k + C, *__restrict__ mdw = k + 2 * C, *__restrict__ mdu = k + 3 * C;
+  const A *__restrict__ dm2n = k, *__restrict__ kr = k + C;
+  const A *__restrict__ mdw = k + 2 * C, *__restrict__ mdu = k + 3 * C;
   for (int64_t c = 0; c < C; ++c) {
     const A xv = A(x[c]), d = dwc[c];
     const A u = (xv * sh[c]) * sw[c];
@@ -608,7 +609,9 @@ void core_backward_cl(const T* g, const T* x, const T* x2, const acc_t<T>* hw, c
   const RowBlocks rb(H, W);
   const int64_t units = s.B * rb.blocks;
   const ClTables<A> tb(hw, gw, gb, a1p, s);
-  auto rows = [&](int64_t u) { return std::make_pair((u % rb.blocks) * rb.R, std::min(H, (u % rb.blocks + 1) * rb.R)); };
+  auto rows = [&](int64_t u) {  // the unit's image rows [i0, i1)
+    return std::make_pair((u % rb.blocks) * rb.R, std::min(H, (u % rb.blocks + 1) * rb.R));
+  };
   // pass 1: a2 from the sums of x2
   std::vector<A> part(static_cast<size_t>(units * 4 * C));
   parallel_units(units, [&](int64_t u) {
@@ -808,15 +811,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_backward(
 FUSED_ATTN_ISA_END
 
 #if FUSED_ATTN_ISA_BASE
-FUSED_ATTN_DECLARE_AVX2(ema_strip_pool_forward)
-FUSED_ATTN_DECLARE_AVX2(ema_strip_pool_backward)
-FUSED_ATTN_DECLARE_AVX2(ema_core_forward)
-FUSED_ATTN_DECLARE_AVX2(ema_core_backward)
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("ema_strip_pool_forward", FUSED_ATTN_KERNEL(ema_strip_pool_forward));
-  m.impl("ema_strip_pool_backward", FUSED_ATTN_KERNEL(ema_strip_pool_backward));
-  m.impl("ema_core_forward", FUSED_ATTN_KERNEL(ema_core_forward));
-  m.impl("ema_core_backward", FUSED_ATTN_KERNEL(ema_core_backward));
-}
+#define EMA_OPS(X) X(ema_strip_pool_forward) X(ema_strip_pool_backward) X(ema_core_forward) X(ema_core_backward)
+FUSED_ATTN_REGISTER(EMA_OPS)
 #endif

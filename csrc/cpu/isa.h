@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <torch/library.h>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FUSED_ATTN_HAS_AVX2 1
 #else
@@ -55,8 +57,9 @@ inline const char* cpu_isa_name() { return use_avx2() ? "avx2" : "baseline"; }
 }  // namespace cpu
 }  // namespace fused_attn
 
-// In a family's registration block: FUSED_ATTN_KERNEL(f) is the variant of f to register,
-// FUSED_ATTN_DECLARE_AVX2(f) declares the avx2 variant (defined by the family's _avx2.cpp).
+// FUSED_ATTN_REGISTER(OPS) registers a family's ops for the CPU key, OPS(X) listing X(op) for each; per op,
+// FUSED_ATTN_DECLARE_AVX2 declares the avx2 variant (defined by the family's _avx2.cpp) and FUSED_ATTN_KERNEL
+// picks the variant to register.
 #if FUSED_ATTN_HAS_AVX2
 #define FUSED_ATTN_DECLARE_AVX2(name) \
   namespace fused_attn {              \
@@ -72,3 +75,8 @@ inline const char* cpu_isa_name() { return use_avx2() ? "avx2" : "baseline"; }
 #define FUSED_ATTN_DECLARE_AVX2(name)
 #define FUSED_ATTN_KERNEL(name) (&::fused_attn::cpu::base::name)
 #endif
+
+#define FUSED_ATTN_IMPL(name) m.impl(#name, FUSED_ATTN_KERNEL(name));
+#define FUSED_ATTN_REGISTER(OPS) \
+  OPS(FUSED_ATTN_DECLARE_AVX2)   \
+  TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) { OPS(FUSED_ATTN_IMPL) }

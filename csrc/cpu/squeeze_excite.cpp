@@ -110,17 +110,8 @@ Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tens
 FUSED_ATTN_ISA_END
 
 #if FUSED_ATTN_ISA_BASE
-FUSED_ATTN_DECLARE_AVX2(channel_squeeze_forward)
-FUSED_ATTN_DECLARE_AVX2(channel_squeeze_backward)
-FUSED_ATTN_DECLARE_AVX2(squeeze_excite_forward)
-FUSED_ATTN_DECLARE_AVX2(squeeze_excite_grad_gate)
-FUSED_ATTN_DECLARE_AVX2(squeeze_excite_backward)
-
-TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) {
-  m.impl("channel_squeeze_forward", FUSED_ATTN_KERNEL(channel_squeeze_forward));
-  m.impl("channel_squeeze_backward", FUSED_ATTN_KERNEL(channel_squeeze_backward));
-  m.impl("squeeze_excite_forward", FUSED_ATTN_KERNEL(squeeze_excite_forward));
-  m.impl("squeeze_excite_grad_gate", FUSED_ATTN_KERNEL(squeeze_excite_grad_gate));
-  m.impl("squeeze_excite_backward", FUSED_ATTN_KERNEL(squeeze_excite_backward));
-}
+#define SQUEEZE_EXCITE_OPS(X)                                                                  \
+  X(channel_squeeze_forward) X(channel_squeeze_backward) X(squeeze_excite_forward) X(squeeze_excite_grad_gate) \
+  X(squeeze_excite_backward)
+FUSED_ATTN_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif
