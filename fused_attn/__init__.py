@@ -7,19 +7,18 @@
 
 Backends: auto (default), reference, cpu, cuda, triton; see fused_attn._backend.
 """
-from . import functional, ops  # noqa: F401  (ops registers the torch.library custom ops)
+from . import functional, models, nn, ops, viz  # noqa: F401  (ops registers the torch.library custom ops)
 from ._backend import (BACKENDS, CHOICES, BackendUnavailable, available_backends, current_backend, set_backend,
                        use_backend)
-from . import models, nn, viz  # noqa: F401,E402
-from .convert import ConversionReport, convert  # noqa: E402
-from .models import insert_attention, vgg16_msa, vgg16_sca, vgg16_se  # noqa: E402
-from .nn import (CBAM, EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention,  # noqa: E402
-                 SEBlock, record_attention)
+from .convert import ConversionReport, convert
+from .models import insert_attention, vgg16_msa, vgg16_sca, vgg16_se
+from .nn import (CBAM, EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock,
+                 record_attention)
 
 __version__ = "0.1.0"
 
 __all__ = ["functional", "use_backend", "set_backend", "current_backend", "available_backends",
-           "BackendUnavailable", "BACKENDS", "CHOICES", "__version__"]
-__all__ += ["nn", "models", "viz", "SEBlock", "CBAM", "MultiScaleAttention", "DualAttention", "LiteDualAttention",
-            "AttnResBlock", "EMA", "EMAX", "record_attention", "convert", "ConversionReport", "insert_attention",
-            "vgg16_se", "vgg16_msa", "vgg16_sca"]
+           "BackendUnavailable", "BACKENDS", "CHOICES", "__version__",
+           "nn", "models", "viz", "SEBlock", "CBAM", "MultiScaleAttention", "DualAttention", "LiteDualAttention",
+           "AttnResBlock", "EMA", "EMAX", "record_attention", "convert", "ConversionReport", "insert_attention",
+           "vgg16_se", "vgg16_msa", "vgg16_sca"]

@@ -3,8 +3,8 @@
 Every function takes `backend=None` ("auto", "reference", "cpu", "cuda", "triton"; None = the current
 setting, see fused_attn.use_backend). Shapes: x, y, residual [B, C, H, W]; channel gate [B, C] (or
 [B, C, 1, 1]); spatial gate [B, H, W] (or [B, 1, H, W]). Floating dtypes only; all tensors of one call on
-one device (apply_gates promotes mixed dtypes like eager PyTorch). Outputs keep the input's memory format (channels_last in,
-channels_last out).
+one device (apply_gates promotes mixed dtypes like eager PyTorch). Outputs keep the input's memory format
+(channels_last in, channels_last out).
 """
 from __future__ import annotations
 
