@@ -64,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="skip the rows that would start after this many seconds (reported as skipped)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default $OUT, else bench/out)")
+    ap.add_argument("--tag", default=None, metavar="NAME",
+                    help="name for the result files in place of the suite's (e.g. goals when --shape picks sizes)")
     ap.add_argument("--save", type=Path, default=None, metavar="DIR",
                     help="also copy the JSON, Markdown and PNG into DIR (e.g. bench/results/)")
     args = ap.parse_args(argv)
@@ -139,7 +141,7 @@ class RowProgress:
 def output_paths(args, meta: dict) -> dict:
     out = args.out or Path(os.environ.get("OUT") or env.ROOT / "bench" / "out")
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_{env.slug(meta['device_name'])}_{'-'.join(meta['dtypes'])}_{meta['suite']}"
+    stem = f"bench_{env.slug(meta['device_name'])}_{'-'.join(meta['dtypes'])}_{env.slug(args.tag or meta['suite'])}"
     return {ext: out / f"{stem}.{ext}" for ext in ("json", "md", "png")}
 
 
