@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     timer = make_timer(args, device)
     cfg = runner.Config(device, timer, args.backends, args.time_limit)
     meta = env.metadata(device)
-    meta.update(suite=suite_name(args), dtypes=args.dtypes, shapes=shapes_of(rows_plan),
+    meta.update(suite=suite_name(args), tag=args.tag, dtypes=args.dtypes, shapes=shapes_of(rows_plan),
                 providers_legend=runner.LEGEND, timer=timer.describe(), seed_modules=str(runner.seed_path()),
                 seed_modules_sha256=env.file_digest(runner.seed_path()))
     paths = output_paths(args, meta)

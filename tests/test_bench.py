@@ -77,9 +77,12 @@ def test_plan_runs_size_by_size_and_reports_by_case():
 
 
 def test_time_limit_skips_rows_and_still_writes_files(tmp_path, capsys):
-    assert main(["--quick", "--op", "channel_squeeze", "--module", "SEBlock", "--time-limit", "0",
+    assert main(["--quick", "--op", "channel_squeeze", "--module", "SEBlock", "--time-limit", "0", "--tag", "My Goals",
                  "--device", "cpu", "--out", str(tmp_path), "--save", str(tmp_path / "saved")]) == 0
-    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    (json_path,) = tmp_path.glob("*.json")
+    assert json_path.name.endswith("_float32_my-goals.json")  # --tag names the files; the suite stays recorded
+    doc = json.loads(json_path.read_text())
+    assert doc["meta"]["suite"] == "quick" and doc["meta"]["tag"] == "My Goals"
     assert sorted(p.suffix for p in (tmp_path / "saved").iterdir()) == [".json", ".md"]  # no PNG: nothing timed
     assert doc["rows"] and all(r["status"] == "skipped" and r["providers"] == [] for r in doc["rows"])
     assert "skipped" in next(tmp_path.glob("*.md")).read_text()
