@@ -24,6 +24,8 @@ def empty_4d(like: torch.Tensor, shape, dtype: torch.dtype | None = None) -> tor
 
 def as_layout_of(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """`value` (any strides) copied into a new tensor laid out as `like` dictates (see `empty_4d`)."""
+    if torch.jit.is_tracing():  # TorchScript ONNX export (dynamo=False) has no symbolic for empty + copy_
+        return value.to(dtype=dtype or like.dtype, memory_format=memory_format(like), copy=True)
     out = empty_4d(like, value.shape, dtype or like.dtype)
     out.copy_(value)
     return out
