@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TORCH = "torch==2.13.0"
 REQUIRED = {"torch": TORCH, "pytest": "pytest", "setuptools": "setuptools>=64", "wheel": "wheel"}
 OPTIONAL = {"triton": "triton>=3.6,<3.10", "numpy": "numpy", "expecttest": "expecttest", "hypothesis": "hypothesis",
-            "matplotlib": "matplotlib", "ninja": "ninja"}
+            "matplotlib": "matplotlib", "ninja": "ninja",
+            # export tests (tests/test_export.py): onnx, the default exporter's onnxscript, and ONNX Runtime
+            "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"}
 
 
 def run(cmd, check=True):
@@ -39,8 +41,11 @@ def pip_install(python, specs, required):
     code = run([python, "-m", "pip", "install", "-q", *specs], check=False)
     if code and required:
         sys.exit(f"setup: could not install required packages {specs}")
-    if code:
-        print(f"setup: warning: could not install optional packages {specs}; tests that need them are skipped")
+    if code and len(specs) > 1:  # one optional package without a wheel here must not block the others
+        for spec in specs:
+            pip_install(python, [spec], required=False)
+    elif code:
+        print(f"setup: warning: could not install optional package {specs[0]}; tests that need it are skipped")
 
 
 def sources_digest():
