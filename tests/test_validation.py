@@ -72,3 +72,30 @@ def test_apply_gates_promotes_mixed_dtypes_like_eager():
     eager = r + y * c[:, :, None, None] * s[:, None]
     assert out.dtype == eager.dtype == torch.float32
     assert torch.allclose(out, r + (y.float() * c.float()[:, :, None, None] * s.float()[:, None]), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3, 5), (2, 4, 0, 5)], ids=["B=0", "H=0"])
+def test_empty_inputs_give_empty_results_and_gradients(shape):
+    """Empty x: every op returns eager's (empty) shape on every serving backend, forward and backward (EMA's
+    3x3 conv rejects H = 0 as eager's does, so ema runs only with B = 0)."""
+    from common import serving_backends
+    c, g = shape[1], 2
+    calls = {
+        "channel_pool": (lambda x, be: FA.channel_pool(x, backend=be), (shape[0], 3, *shape[2:])),
+        "squeeze_excite": (lambda x, be: FA.squeeze_excite(x, torch.randn(2, c), None, torch.randn(c, 2), None,
+                                                           backend=be), shape),
+        "apply_gates": (lambda x, be: FA.apply_gates(x, torch.rand(shape[0], c), torch.rand(shape[0], *shape[2:]),
+                                                     x, backend=be), shape),
+        "ema_strip_pool": (lambda x, be: FA.ema_strip_pool(x, backend=be), (*shape[:2], shape[2] + shape[3])),
+        "ema_core": (lambda x, be: FA.ema(x, torch.randn(2, 2, 1, 1), None, torch.randn(2, 2, 3, 3), None,
+                                          torch.ones(2), torch.zeros(2), g, backend=be), shape),
+    }
+    for op, (call, expected) in calls.items():
+        if op == "ema_core" and shape[0]:
+            continue
+        for backend in serving_backends(op):
+            x = torch.randn(shape, requires_grad=True)
+            out = call(x, backend)
+            assert tuple(out.shape) == expected, f"{op} {backend}"
+            (grad,) = torch.autograd.grad(out.sum(), x)
+            assert grad.shape == x.shape, f"{op} {backend}"

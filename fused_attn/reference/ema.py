@@ -119,6 +119,6 @@ def ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, group
     grad_hw = torch.cat([duu.sum(dim=4) * (1 - sig_h[..., 0]), duu.sum(dim=3) * (1 - sig_w[..., 0, :])], dim=-1)
     b, c = x.shape[:2]
     return (as_layout_of(grad_x.reshape(x.shape), x),
-            grad_hw.reshape(b, c, -1).to(hw.dtype).contiguous(),
+            grad_hw.reshape(b, c, hw.shape[2]).to(hw.dtype).contiguous(),
             as_layout_of(grad_x2.reshape(x2.shape), x2),
             grad_gn_weight.to(gn_weight.dtype), grad_gn_bias.to(gn_bias.dtype))
