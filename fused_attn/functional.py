@@ -115,11 +115,19 @@ def _mlp_weights(x: Tensor, w1: Tensor, b1, w2: Tensor, b2, act: str, gate: str)
 
 def channel_gate(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
                  act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None) -> Tensor:
-    """Channel attention weights s = gate(w2 act(w1 mean_hw(x) + b1) + b2) -> [B, C] in x's dtype."""
+    """Channel attention weights s = gate(w2 act(w1 mean_hw(x) + b1) + b2) -> [B, C] in x's dtype.
+
+    Under autocast the MLP's matmuls autocast like eager's Linear / 1x1 conv and s has the autocast dtype
+    (fp16 / bf16), as the seeds' `channel_attention(x)` has; float64 x stays float64 (autocast leaves it).
+    """
     _check_x(x)
     w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
     pooled = channel_squeeze(x, backend=backend).to(acc_dtype(x.dtype))
-    return _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2].to(x.dtype)
+    device = x.device.type
+    out_dtype = x.dtype
+    if x.dtype != torch.float64 and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        out_dtype = torch.get_autocast_dtype(device)
+    return _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2].to(out_dtype)
 
 
 def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],

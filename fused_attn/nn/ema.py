@@ -170,8 +170,8 @@ class EMAX(AttentionModule):
             spatial, p = _ema(self, x, self.groups, self.backend), None
             smap = ema_attention_map(self, x, self.groups) if self.record_attention else None
         channel = self._gate(x, self.channel_gate)
-        fused = FA.apply_gates(x, channel=(self.gamma * channel).to(channel.dtype), residual=spatial,
-                               backend=self.backend)
+        # gamma * channel promotes as the seed's gamma * x * channel does (an fp32 gamma under autocast)
+        fused = FA.apply_gates(x, channel=self.gamma * channel, residual=spatial, backend=self.backend)
         out, global_weights = self._excite(fused, self.global_attn)
         if self.record_attention:
             self._record(**{"spatial": smap, "channel": channel, "global": global_weights, "groups": p})

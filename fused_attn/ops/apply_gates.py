@@ -3,6 +3,9 @@
 Backend contract (module fused_attn.<backend>.apply_gates):
   apply_gates_forward(y, channel | None, spatial | None, residual | None) -> out like y
   apply_gates_backward(grad_out, y, channel | None, spatial | None) -> (grad_y, grad_channel | [0], grad_spatial | [0])
+
+Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
+pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _autocast
 from .._layout import empty_4d
 
 
@@ -62,3 +66,4 @@ def _backward(ctx, grad_out):
 
 
 apply_gates.register_autograd(_backward, setup_context=_setup_context)
+_autocast.pass_through("fused_attn::apply_gates", "fused_attn::apply_gates_backward")

@@ -3,6 +3,9 @@
 Backend contract (module fused_attn.<backend>.channel_pool):
   channel_pool_forward(x, stats) -> (out [B, k, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] | [0])
   channel_pool_backward(grad_out, x, argmax, moments, stats) -> grad_x like x
+
+Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
+pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _autocast
 from .._layout import acc_dtype, empty_4d
 
 STATS = ("max", "mean", "std")
@@ -64,3 +68,4 @@ def _backward(ctx, grad_out, _grad_argmax, _grad_moments):
 
 
 channel_pool.register_autograd(_backward, setup_context=_setup_context)
+_autocast.pass_through("fused_attn::channel_pool", "fused_attn::channel_pool_backward")

@@ -6,6 +6,11 @@ Backend contract (module fused_attn.<backend>.ema):
   ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, eps) -> (out like x, mean [B, C], rstd [B, C])
   ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups, eps)
       -> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight, grad_gn_bias)
+
+Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
+pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
+Under autocast ema_core receives x in its own dtype and hw, x2 from bf16/fp16 convolutions: the result has
+x's dtype, as the official EMA's group_x * sigmoid(weights) promotes to it.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
+from . import _autocast
 from .._layout import acc_dtype, empty_4d
 
 
@@ -100,3 +106,5 @@ def _core_backward(ctx, grad_out, _gm, _gr):
 
 
 ema_core.register_autograd(_core_backward, setup_context=_core_setup)
+_autocast.pass_through("fused_attn::ema_strip_pool", "fused_attn::ema_strip_pool_backward", "fused_attn::ema_core",
+                       "fused_attn::ema_core_backward")

@@ -13,6 +13,9 @@ Backend contract (module fused_attn.<backend>.squeeze_excite):
   channel_scale_forward(x, s [B, C]) -> x * s like x
   squeeze_excite_grad_gate(grad_y, x) -> sum_hw grad_y * x  [B, C] (accumulation dtype)
   squeeze_excite_grad_input(grad_y, s, grad_pooled, x) -> grad_y * s + grad_pooled / HW like x
+
+Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
+pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend, _mlp
+from . import _autocast
 from .._layout import acc_dtype, empty_4d
 
 
@@ -120,3 +124,5 @@ def _se_backward(ctx, grad_y, _gp, _gz1, _gz2):
 
 
 squeeze_excite.register_autograd(_se_backward, setup_context=_se_setup)
+_autocast.pass_through("fused_attn::channel_squeeze", "fused_attn::channel_squeeze_backward",
+                       "fused_attn::squeeze_excite", "fused_attn::squeeze_excite_backward")

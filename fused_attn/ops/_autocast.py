@@ -1,0 +1,39 @@
+"""The autocast rule of every fused_attn op: run on the dtypes it receives, with autocast off inside.
+
+Why not `torch.library.register_autocast`: it casts every floating input to one dtype, which is what eager
+autocast does to its lower-precision ops (conv, linear, matmul: cast to bf16/fp16) and to its float32 ops
+(losses, some norms: cast to fp32). The seed modules compute what these ops fuse with ops autocast leaves
+alone: adaptive_avg_pool2d, max / mean / std over channels, mul, add, sigmoid. Those run in the dtype they
+receive (fp32 after an fp32 input, bf16 after an autocast conv) and promote mixed operands. The ops match that:
+
+  - no input is cast; each output has the dtype eager gives (x's; `functional.apply_gates` promotes mixed
+    operands before the op, like eager's mul and add);
+  - autocast is off inside the op, so everything it computes internally (the squeeze-excite MLP, the EMA
+    statistics) runs in the accumulation dtype its fake kernel declares (float32; float64 for float64).
+
+Without the rule autocast reached into the implementation: squeeze_excite's MLP ran in bf16 and returned
+bf16 auxiliary outputs where the fake kernel declares float32, so eager and torch.compile disagreed.
+This is `register_autocast` without the cast (the same dispatcher mechanism), for CPU and CUDA autocast.
+"""
+from __future__ import annotations
+
+import torch
+
+_LIB = torch.library.Library("fused_attn", "IMPL")   # kept alive: registrations last as long as it does
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def _kernel(qualname: str, key: "torch._C.DispatchKey"):
+    def kernel(_keyset, *args, **kwargs):
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+            return torch._library.utils.lookup_op(qualname)(*args, **kwargs)
+    return kernel
+
+
+def pass_through(*qualnames: str) -> None:
+    """Register the rule above for each op ("fused_attn::name") on every autocast device type."""
+    for qualname in qualnames:
+        name = qualname.split("::", 1)[1]
+        for device_type in DEVICE_TYPES:
+            key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+            _LIB.impl(name, _kernel(qualname, getattr(torch._C.DispatchKey, key)), key, with_keyset=True)

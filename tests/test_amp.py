@@ -1,0 +1,271 @@
+"""Automatic mixed precision: every public op and module under torch.autocast (CPU bf16; CUDA fp16 / bf16).
+
+The oracle is eager autocast itself: the seed-style formulation of each op (tests/seed_style.py) and the seed
+module of each drop-in module, run under the same autocast. Autocast lowers their convs / Linears / matmuls
+and leaves pooling, mul and add in the dtype they receive; fused_attn's ops follow the same rule (no cast,
+autocast off inside, fused_attn/ops/_autocast.py). Checked here:
+  - output and gradient dtypes equal eager's;
+  - values within a bf16 / fp16 tolerance relative to the output scale, forward and backward;
+  - the ops accumulate in fp32: an fp32-accumulated sum of 1024 bf16 ones is 1024, a bf16 one stalls at 256;
+  - inside an autocast region an op computes exactly what it computes outside (autocast does not reach in).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seed_style
+from fused_attn import functional as FA
+from fused_attn import nn as fnn
+from fused_attn.models import vgg16_se
+
+from common import assert_close, serving_backends
+from test_mod_oracles import SEED, PlainCBAM, needs_seed, perturb_
+from test_modules import SPECS, _dynamic_reference, _pair
+
+# (device, autocast dtype): CPU bf16 here; CUDA fp16 and bf16 on a GPU machine.
+AMP = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
+       pytest.param("cuda", torch.float16, id="cuda-fp16", marks=pytest.mark.cuda),
+       pytest.param("cuda", torch.bfloat16, id="cuda-bf16", marks=pytest.mark.cuda)]
+# relative to the output scale (tests/common.assert_close): one low-precision rounding of the eager path's
+# convs / gates, propagated through a product of gates; gradients also sum such products over pixels
+FWD_TOL = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
+GRAD_TOL = {torch.bfloat16: 6e-2, torch.float16: 1e-2}
+
+
+def _amp_params(op_or_ops):
+    """(device, amp dtype, backend) for every backend serving the op(s) on each AMP device."""
+    ops = (op_or_ops,) if isinstance(op_or_ops, str) else op_or_ops
+    params = []
+    for p in AMP:
+        device, dtype = p.values
+        backends = [b for b in serving_backends(ops[0], device) if all(b in serving_backends(o, device) for o in ops)]
+        for be in backends:
+            params.append(pytest.param(device, dtype, be, id=f"{p.id}-{be}", marks=p.marks))
+    return params
+
+
+# --------------------------------------------------------------------------------------------------------- ops
+def _op_case(op: str, device: str, x_dtype: torch.dtype):
+    """(inputs, fused(backend), eager) for one public function; x in x_dtype, small tensors / weights in fp32."""
+    b, c, h, w, g = 2, 8, 5, 6, 2
+    cg = c // g
+
+    def r(*shape, dtype=torch.float32, positive=False):
+        t = torch.rand(*shape, device=device) + 0.2 if positive else torch.randn(*shape, device=device)
+        return t.to(dtype)
+    x = r(b, c, h, w, dtype=x_dtype)
+    if op == "channel_pool":
+        return [x], lambda be, x: FA.channel_pool(x, backend=be), seed_style.channel_pool
+    if op == "channel_squeeze":
+        return [x], lambda be, x: FA.channel_squeeze(x, backend=be), lambda x: x.mean(dim=(2, 3))
+    if op == "channel_gate":
+        return ([x, r(2, c), r(2), r(c, 2), r(c)], lambda be, *a: FA.channel_gate(*a, backend=be),
+                lambda *a: seed_style.channel_gate(*a).flatten(1))
+    if op == "squeeze_excite":
+        return ([x, r(2, c), r(2), r(c, 2), r(c)], lambda be, *a: FA.squeeze_excite(*a, act="silu", backend=be),
+                lambda *a: seed_style.squeeze_excite(*a, act="silu"))
+    if op == "apply_gates":      # a residual in fp32 while the branch is in x's dtype: eager promotes
+        return ([x, r(b, c, positive=True), r(b, h, w, positive=True), r(b, c, h, w)],
+                lambda be, *a: FA.apply_gates(*a, backend=be), seed_style.apply_gates)
+    if op == "ema_strip_pool":
+        return [x], lambda be, x: FA.ema_strip_pool(x, backend=be), seed_style.ema_strip_pool
+    if op == "ema_core":
+        return ([x, r(b, c, h + w), r(b, c, h, w, dtype=x_dtype), r(cg, positive=True), r(cg)],
+                lambda be, *a: FA.ema_core(*a, groups=g, backend=be), lambda *a: seed_style.ema_core(*a, groups=g))
+    if op == "ema":
+        return ([x, r(cg, cg, 1, 1) * 0.5, r(cg), r(cg, cg, 3, 3) * 0.3, r(cg), r(cg, positive=True), r(cg)],
+                lambda be, *a: FA.ema(*a, groups=g, backend=be), lambda *a: seed_style.ema(*a, groups=g))
+    raise ValueError(op)
+
+
+PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "ema_strip_pool",
+          "ema_core", "ema"]
+OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
+
+
+def _grads(out, inputs, g):
+    return torch.autograd.grad(out, inputs, g)
+
+
+@pytest.mark.parametrize("x_amp", [False, True], ids=["x-fp32", "x-amp"])
+@pytest.mark.parametrize("op,device,amp_dtype,backend",
+                         [pytest.param(op, *p.values, id=f"{op}-{p.id}", marks=p.marks)
+                          for op in PUBLIC for p in _amp_params(OP_OF.get(op, op))])
+def test_op_matches_eager_autocast(op, device, amp_dtype, backend, x_amp):
+    """Forward and backward of each public function under autocast vs its seed-style formulation under the same
+    autocast: equal output and gradient dtypes, values within the low-precision tolerance. x in fp32, or in the
+    autocast dtype (x_amp: what an earlier autocast conv hands on)."""
+    inputs, fused, eager = _op_case(op, device, amp_dtype if x_amp else torch.float32)
+    ours_in = [t.detach().clone().requires_grad_() for t in inputs]
+    eager_in = [t.detach().clone().requires_grad_() for t in inputs]
+    with torch.autocast(device, dtype=amp_dtype):
+        out = fused(backend, *ours_in)
+        expected = eager(*eager_in)
+    assert out.dtype == expected.dtype, f"output dtype {out.dtype}, eager autocast gives {expected.dtype}"
+    assert_close(out, expected, tol=FWD_TOL[amp_dtype], what="forward")
+    g = torch.randn_like(expected)
+    for i, (a, e) in enumerate(zip(_grads(out, ours_in, g), _grads(expected, eager_in, g))):
+        assert a.dtype == e.dtype == inputs[i].dtype, f"grad {i}: {a.dtype}, eager {e.dtype}"
+        assert_close(a, e, tol=GRAD_TOL[amp_dtype], what=f"grad of input {i}")
+
+
+RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region must not change any output)
+    "channel_pool": lambda x, be: (x, "max,mean,std", be),
+    "channel_squeeze": lambda x, be: (x, be),
+    "squeeze_excite": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
+                                     "relu", "sigmoid", be),
+    "apply_gates": lambda x, be: (x, torch.rand(2, 8), torch.rand(2, 5, 6), torch.randn_like(x), be),
+    "ema_strip_pool": lambda x, be: (x, be),
+    "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
+                               2, 1e-5, be),
+}
+
+
+@pytest.mark.parametrize("op,backend", [(op, be) for op in RAW_OPS for be in serving_backends(op)])
+def test_autocast_does_not_reach_inside_the_ops(op, backend):
+    """Each custom op, forward and backward (the backward run inside the region too), gives bit for bit what it
+    gives outside autocast: no input is cast and its internal math is not autocast (squeeze_excite's MLP ran in
+    bf16 before the rule, returning bf16 auxiliary outputs where its fake kernel declares fp32)."""
+    x = torch.randn(2, 8, 5, 6)
+    args = RAW_OPS[op](x, backend)
+    overload = getattr(torch.ops.fused_attn, op)
+
+    def run():
+        xg = x.clone().requires_grad_()
+        outs = overload(xg, *args[1:])
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return [*outs, *torch.autograd.grad(outs[0], xg, torch.ones_like(outs[0]))]
+    plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = run()
+    for i, (p, a) in enumerate(zip(plain, amp)):
+        assert a.dtype == p.dtype and torch.equal(a, p), f"output {i} (the last: grad of x)"
+
+
+@pytest.mark.parametrize("device,amp_dtype,backend", _amp_params(("channel_pool", "channel_squeeze", "apply_gates")))
+def test_ops_accumulate_in_fp32(device, amp_dtype, backend):
+    """Sums of n = 4096 low-precision values accumulate in fp32: n values near 1 sum to about n, where a bf16
+    accumulator stalls at 256 and an fp16 one at 2048. Checked on the channel mean / std, the H x W mean and
+    apply_gates' channel-gate gradient (a sum over H x W), each within two roundings of the float64 result
+    (relative: std is 0.01 here)."""
+    n = 4096
+    x = (1 + 0.01 * torch.randn(1, n, 2, 2, device=device)).to(amp_dtype)
+    with torch.autocast(device, dtype=amp_dtype):
+        pooled = FA.channel_pool(x, ("mean", "std"), backend=backend)
+        xs = x.reshape(1, 4, 64, 64)
+        squeezed = FA.channel_squeeze(xs, backend=backend)
+        c = torch.ones(1, 4, device=device, dtype=amp_dtype, requires_grad=True)
+        out = FA.apply_gates(xs, channel=c, backend=backend)
+        (grad_c,) = torch.autograd.grad(out, c, torch.ones_like(out))
+    x64, xs64 = x.double(), xs.double()
+    assert pooled.dtype == squeezed.dtype == grad_c.dtype == amp_dtype
+    checks = (("channel mean", pooled[:, 0], x64.mean(1)), ("channel std", pooled[:, 1], x64.std(1)),
+              ("H x W mean", squeezed, xs64.mean((2, 3))), ("grad_c", grad_c, xs64.sum((2, 3))))
+    for what, actual, expected in checks:
+        torch.testing.assert_close(actual.double(), expected, rtol=2 ** -7, atol=0, msg=what)
+
+
+# ------------------------------------------------------------------------------------------------------ modules
+MODULES = [k for k in SPECS if k != "EMA-factor32"] + ["EMAX-dynamic", "CBAM"]
+MODULE_OPS = {k: SPECS[k][4] for k in SPECS}
+MODULE_OPS.update({"EMAX-dynamic": MODULE_OPS["EMAX"], "CBAM": ("channel_squeeze", "apply_gates", "channel_pool")})
+
+
+def _module_pair(kind: str, backend: str):
+    """(ours, reference module whose parameters we compare by name, reference forward, channels)."""
+    if kind == "CBAM":
+        ref = perturb_(PlainCBAM(32, hidden=2))
+        ours = fnn.CBAM(32, backend=backend)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        return ours, ref, ref, 32
+    if kind == "EMAX-dynamic":
+        if SEED is None:
+            pytest.skip("seed_modules.py not found")
+        ours = perturb_(fnn.EMAX(32, factor=8, dynamic_groups=True, backend=backend))
+        seed = SEED.EMAX(32, factor=8)
+        seed.load_state_dict(ours.state_dict(), strict=False)
+        for name in ("channel_gate", "group_controller", "global_attn"):
+            setattr(seed, name, getattr(ours, name))          # shared: the reference differentiates ours' params
+        seed.gamma = ours.gamma
+        return ours, ours, _dynamic_reference(ours, seed), 32
+    ours, ref, forward = _pair(kind, backend)
+    return ours, ref, forward, SPECS[kind][0]
+
+
+def _check_module_amp(ours, ref, ref_forward, x, device, amp_dtype, grad_names=None):
+    """Forward under autocast, then the gradients of x and every parameter (or `grad_names`), vs the reference."""
+    ours, ref = ours.to(device), ref.to(device)
+    xa, xb = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    with torch.autocast(device, dtype=amp_dtype):
+        out = ours(xa)
+        expected = ref_forward(xb)
+    assert out.dtype == expected.dtype, f"output dtype {out.dtype}, eager autocast gives {expected.dtype}"
+    assert_close(out, expected, tol=FWD_TOL[amp_dtype], what="forward")
+    pa, pb = dict(ours.named_parameters()), dict(ref.named_parameters())
+    names = sorted(grad_names if grad_names is not None else pa)
+    g = torch.randn_like(expected)
+    ga = torch.autograd.grad(out, [xa] + [pa[n] for n in names], g, allow_unused=True)
+    gb = torch.autograd.grad(expected, [xb] + [pb[n] for n in names], g, allow_unused=True)
+    for name, a, b in zip(["input"] + names, ga, gb):
+        if b is None:
+            assert a is None or not a.any(), f"grad of {name}: the reference has none"
+            continue
+        assert a.dtype == b.dtype, f"grad of {name}: {a.dtype}, eager {b.dtype}"
+        assert_close(a, b, tol=GRAD_TOL[amp_dtype], what=f"grad of {name}")
+    return out
+
+
+# x in the autocast dtype (the output of an earlier autocast conv) for one module per family; not CBAM /
+# MultiScaleAttention: their channel max over bf16 values has near-ties that a 1-ulp difference flips (Triton's
+# interpreter truncates fp32 -> bf16 casts where GPUs round to nearest), and the max gradient then goes to
+# another channel.
+AMP_INPUT = ("SEBlock", "DualAttention", "EMA", "EMAX")
+# EMAX's dynamic mode runs the same ops as its fixed mode (every backend below): one backend suffices
+ONE_BACKEND = ("EMAX-dynamic",)
+
+
+def _module_params():
+    params = []
+    for kind in MODULES:
+        amp = _amp_params(MODULE_OPS[kind])
+        if kind in ONE_BACKEND:
+            amp = [p for p in amp if p.values[2] == serving_backends(MODULE_OPS[kind][0], p.values[0])[0]]
+        for p in amp:
+            for x_amp in (False, True) if kind in AMP_INPUT else (False,):
+                params.append(pytest.param(kind, *p.values, x_amp, marks=p.marks,
+                                           id=f"{kind}-{p.id}-x-{'amp' if x_amp else 'fp32'}"))
+    return params
+
+
+@pytest.mark.parametrize("kind,device,amp_dtype,backend,x_amp", _module_params())
+def test_module_matches_seed_under_autocast(kind, device, amp_dtype, backend, x_amp):
+    """Every module vs its seed (official EMA, plain CBAM, the EMAX mixture) under the same autocast: output
+    dtype equal to eager's (fp32 in -> fp32 out; a bf16 / fp16 input stays so, except in EMAX, whose fp32
+    gamma promotes), forward and every gradient within tolerance."""
+    ours, ref, forward, c = _module_pair(kind, backend)
+    x = torch.randn(2, c, 5, 6, device=device).to(amp_dtype if x_amp else torch.float32)
+    _check_module_amp(ours, ref, forward, x, device, amp_dtype)
+
+
+@pytest.fixture(scope="module")
+def vgg_pair():
+    """(seed VGG16_SE, fused vgg16_se loaded from it): built once, the 134M parameters take seconds."""
+    seed = SEED.vgg16_se(num_classes=10).eval()
+    ours = vgg16_se(num_classes=10).eval()
+    ours.load_state_dict(seed.state_dict(), strict=True)
+    return seed, ours
+
+
+@needs_seed
+@pytest.mark.parametrize("device,amp_dtype,backend", _amp_params("squeeze_excite"))
+def test_vgg16_se_under_autocast(vgg_pair, device, amp_dtype, backend):
+    """The whole VGG16-SE (fused SE blocks) vs the seed VGG16_SE under autocast: logits, input gradient and the SE
+    blocks' and first conv's weight gradients (the 100M classifier weights' gradients are not asked for)."""
+    seed, ours = vgg_pair
+    for m in ours.modules():
+        if isinstance(m, fnn.SEBlock):
+            m.backend = backend
+    names = ["features.0.weight"] + [n for n, _ in ours.named_parameters() if ".fc." in n]
+    x = torch.randn(1, 3, 32, 32, device=device)
+    _check_module_amp(ours, seed, seed, x, device, amp_dtype, grad_names=names)
