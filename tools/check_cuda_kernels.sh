@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Compile-check every torch-free CUDA kernel file (csrc/cuda/*_kernels.cu) with nvcc for sm_80 and sm_90,
-# so CUDA code cannot rot on machines without a GPU or a CUDA torch. Skips (exit 0) when nvcc is absent.
+# Compile-check the CUDA backend on machines without a GPU or a CUDA torch, so it cannot rot:
+#  1. every torch-free kernel file (csrc/cuda/*_kernels.cu) with nvcc for sm_80 and sm_90, warnings as errors;
+#  2. every binding (csrc/cuda/*.cpp) with g++ -fsyntax-only -std=c++17 -Wall -Wextra -Werror against the include
+#     dirs of the torch that PYTHON has (the bindings use no torch CUDA header, see csrc/cuda/binding.h) and the
+#     CUDA runtime headers of that nvcc; skipped when no python with torch is found.
+# Skips (exit 0) when nvcc is absent.
+#   NVCC=...      nvcc to use (default: the one on PATH)
+#   PYTHON=...    interpreter with torch for step 2 (default: .venv/bin/python, else python3)
+#   CXX=...       host compiler for step 2 (default: g++)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC="${NVCC:-$(command -v nvcc || true)}"
@@ -22,4 +29,26 @@ for f in "${files[@]}"; do
     -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
     -o "$out/$(basename "$f").o" "$f"
 done
-echo "cuda-check: ${#files[@]} file(s) compiled for sm_80 and sm_90"
+echo "cuda-check: ${#files[@]} kernel file(s) compiled for sm_80 and sm_90"
+
+bindings=(csrc/cuda/*.cpp)
+[ ${#bindings[@]} -eq 0 ] && exit 0
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=$(command -v python3 || true); fi
+fi
+if [ -z "$PY" ] || ! torch_inc=$("$PY" -c \
+    "from torch.utils.cpp_extension import include_paths; print(' '.join(include_paths()))" 2>/dev/null); then
+  echo "cuda-check: no python with torch (PYTHON=${PY:-none}): bindings not syntax-checked"
+  exit 0
+fi
+# the CUDA runtime headers of this nvcc (it may be a wrapper script: ask it)
+cuda_inc=$("$NVCC" --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/.*INCLUDES="-I\([^"]*\)".*/\1/p' | head -1)
+flags=(-fsyntax-only -std=c++17 -Wall -Wextra -Werror -DFUSED_ATTN_WITH_CUDA)
+for d in $torch_inc; do flags+=(-isystem "$d"); done  # torch's own headers warn under -std=c++17
+[ -n "$cuda_inc" ] && flags+=(-isystem "$cuda_inc")
+for f in "${bindings[@]}"; do
+  echo "cuda-check: $f (syntax only)"
+  "${CXX:-g++}" "${flags[@]}" "$f"
+done
+echo "cuda-check: ${#bindings[@]} binding file(s) syntax-checked"

@@ -1,0 +1,103 @@
+// CUDA bindings of apply_gates (kernels: apply_gates_kernels.cu; math: fused_attn/reference/apply_gates.py).
+// Same outputs as csrc/cpu/apply_gates.cpp:
+//   forward  -> residual + y * channel[b, c] * spatial[b, h, w] in y's layout and dtype
+//   backward -> (grad_y like y, grad_channel [B, C] in channel's dtype | [0], grad_spatial [B, H, W] in spatial's
+//               dtype | [0]), one pass over (grad_out, y) plus the ordered merges of the partial sums.
+#include "binding.h"
+
+namespace fused_attn {
+namespace cuda {
+namespace {
+
+Tensor gate_in(const Tensor& y, const c10::optional<Tensor>& t, int64_t n, const char* name, const char* shape) {
+  if (!t.has_value() || !t->defined()) return Tensor();
+  check_same_device(y, *t, name);
+  Tensor g = small_acc(*t, y.scalar_type());
+  check_numel(g, n, name, shape);
+  return g;
+}
+
+Tensor apply_gates_forward(const Tensor& y_in, const c10::optional<Tensor>& channel,
+                           const c10::optional<Tensor>& spatial, const c10::optional<Tensor>& residual) {
+  check_4d(y_in, "y");
+  const c10::DeviceGuard guard(y_in.device());
+  const auto fmt = format_of(y_in);
+  const auto dt = y_in.scalar_type();
+  const int64_t B = y_in.size(0), C = y_in.size(1), N = y_in.size(2) * y_in.size(3);
+  const Tensor y = dense(y_in, fmt, dt);
+  const Tensor ch = gate_in(y_in, channel, B * C, "channel", "[B, C]");
+  const Tensor sp = gate_in(y_in, spatial, B * N, "spatial", "[B, H, W]");
+  Tensor res;
+  if (residual.has_value() && residual->defined()) {
+    check_same_device(y_in, *residual, "residual");
+    TORCH_CHECK(residual->sizes() == y_in.sizes(), "fused_attn (cuda): residual must have y's shape ", y_in.sizes(),
+                ", got ", residual->sizes());
+    res = dense(*residual, fmt, dt);
+  }
+  Tensor out = empty_4d(y_in.sizes(), y_in, fmt, dt);
+  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, y.const_data_ptr(), cptr(ch),
+                           cptr(sp), cptr(res), nullptr, 1.0, out.mutable_data_ptr(), B, C, N, 0, current_stream(y)),
+               "apply_gates_forward");
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y_in,
+                                                        const c10::optional<Tensor>& channel,
+                                                        const c10::optional<Tensor>& spatial) {
+  check_4d(y_in, "y");
+  check_same_device(y_in, grad_out, "grad_out");
+  TORCH_CHECK(grad_out.sizes() == y_in.sizes(), "fused_attn (cuda): grad_out must have y's shape ", y_in.sizes(),
+              ", got ", grad_out.sizes());
+  const c10::DeviceGuard guard(y_in.device());
+  const auto fmt = format_of(y_in);
+  const auto dt = y_in.scalar_type();
+  const int code = dtype_code(dt);
+  const int64_t B = y_in.size(0), C = y_in.size(1), H = y_in.size(2), W = y_in.size(3), N = H * W;
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const Tensor y = dense(y_in, fmt, dt);
+  const Tensor g = dense(grad_out, fmt, dt);
+  const Tensor ch = gate_in(y_in, channel, B * C, "channel", "[B, C]");
+  const Tensor sp = gate_in(y_in, spatial, B * N, "spatial", "[B, H, W]");
+  const bool hc = ch.defined(), hs = sp.defined();
+  Tensor grad_y = empty_4d(y_in.sizes(), y_in, fmt, dt);
+  Tensor grad_channel = hc ? at::empty({B, C}, y.options().dtype(channel->scalar_type())) : y.new_empty({0});
+  Tensor grad_spatial = hs ? at::empty({B, H, W}, y.options().dtype(spatial->scalar_type())) : y.new_empty({0});
+  if (hc) dtype_code(channel->scalar_type());
+  if (hs) dtype_code(spatial->scalar_type());
+  // The matrix per image: NCHW rows = channels, columns = pixels; channels_last the transpose.
+  const int64_t R = cl ? N : C, L = cl ? C : N;
+  const fa_tile_geom geo = fa_tile_geometry(code, R, L);
+  const Tensor& row_gate = cl ? sp : ch;
+  const Tensor& col_gate = cl ? ch : sp;
+  // the row sums are grad_channel (NCHW) / grad_spatial (channels_last); the column sums the other one
+  const bool want_rows = cl ? hs : hc, want_cols = cl ? hc : hs;
+  const auto acc = y.options().dtype(acc_scalar_type(dt));
+  Tensor row_part = want_rows ? at::empty({B, geo.col_tiles, R}, acc) : Tensor();
+  Tensor col_part = want_cols ? at::empty({B, geo.row_chunks, L}, acc) : Tensor();
+  const cudaStream_t stream = current_stream(y);
+  check_launch(fa_tile_sums(code, g.const_data_ptr(), y.const_data_ptr(), grad_y.mutable_data_ptr(), cptr(row_gate),
+                            cptr(col_gate), mptr(row_part), mptr(col_part), B, R, L, stream),
+               "apply_gates_backward");
+  auto merge = [&](const Tensor& part, int64_t K, int64_t n, Tensor& out) {
+    check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(),
+                                   B, K, n, 1.0, 1, n, 0, n, 0, 1, 0, stream),
+                 "apply_gates_backward (merge)");
+  };
+  if (N * C > 0) {
+    if (want_rows) merge(row_part, geo.col_tiles, R, cl ? grad_spatial : grad_channel);
+    if (want_cols) merge(col_part, geo.row_chunks, L, cl ? grad_channel : grad_spatial);
+  } else {  // nothing to sum
+    if (hc) grad_channel.zero_();
+    if (hs) grad_spatial.zero_();
+  }
+  return {grad_y, grad_channel, grad_spatial};
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace fused_attn
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+  m.impl("apply_gates_forward", &fused_attn::cuda::apply_gates_forward);
+  m.impl("apply_gates_backward", &fused_attn::cuda::apply_gates_backward);
+}

@@ -1,0 +1,553 @@
+// CUDA kernels of the EMA family (fused_attn/reference/ema.py is the oracle and has the derivation).
+//
+// ema_strip_pool: pooled[b, c, i] = mean_j x[b, c, i, j], pooled[b, c, H + j] = mean_i x[b, c, i, j]
+//   NCHW: fa_tile_sums over each (b, c) plane (rows and columns in one pass) + two ordered merges.
+//   channels_last: a block owns (b, a tile of channels, FA_STRIP_POOL_ROWS image rows): lanes over contiguous
+//   channels (16-byte loads), thread rows over j; the row sums are complete in the block, the column sums are
+//   per-block partials merged in order.
+//   backward: grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H (an elementwise write pass).
+//
+// ema_core: one block per (b, group) tile of cg = C / G channels x N = H W pixels (channel c, pixel p = (i, j)):
+//   u = x sig_h[c, i] sig_w[c, j];  uhat = (u - mean_p u) rstd, rstd = 1 / sqrt(var_p u + eps)
+//   x1 = uhat gn_w + gn_b;  a1 = softmax_c(gn_b);  a2 = softmax_c(mean_p x2)
+//   w[p] = sum_c a1 x2 + a2 x1;  out = x sig(w)
+// backward (g = grad_out, sg = sig(w)):
+//   dw = sg (1 - sg) sum_c g x;  da1 = sum_p dw x2;  da2 = sum_p dw x1
+//   grad_x2 = a1 dw + a2 (da2 - <a2, da2>) / N
+//   grad_gn_w += a2 sum_p dw uhat;  grad_gn_b += a2 sum_p dw + a1 (da1 - <a1, da1>)   (per-tile partials)
+//   du = rstd a2 gn_w (dw - mean_p dw - uhat mean_p(dw uhat));  grad_x = g sg + du sig_h sig_w
+//   grad_hw[c, i] = (1 - sig_h) sum_j du u;  grad_hw[c, H + j] = (1 - sig_w) sum_i du u
+// The tile is read from HBM once: when it fits (kCacheBytes) the first pass copies x, x2 (and g) into shared
+// memory and the later passes read them there; otherwise the later passes re-read the tile, which the
+// block touched moments before, from L2. Per-channel sums: NCHW, a warp per channel row (coalesced);
+// channels_last, thread t owns channel t % cg (consecutive threads read a pixel's cg contiguous channels) and the
+// per-thread partials are added in thread order. Per-pixel sums over channels: a thread per pixel.
+// sigmoid(hw) and softmax(gn_bias) are computed by the binding (tiny aten ops) and passed in.
+#include <math.h>
+
+#include "kernel_utils.cuh"
+
+namespace fa {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kCacheBytes = 64 * 1024;  // shared-memory tile cache limit per block (3 blocks per SM fit)
+
+template <typename A>
+__device__ __forceinline__ A acc_exp(A v) {
+  return exp(v);
+}
+template <>
+__device__ __forceinline__ float acc_exp<float>(float v) {
+  return expf(v);
+}
+
+// ------------------------------------------------------------------------------------------ strip pool (CL)
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    strip_pool_cl_kernel(const T* __restrict__ x, T* __restrict__ out, acc_t<T>* __restrict__ part, int64_t B,
+                         int64_t C, int64_t H, int64_t W, int tx_n) {
+  using A = acc_t<T>;
+  constexpr int V = Vec<T>::kN;
+  constexpr int R = FA_STRIP_POOL_ROWS;
+  __shared__ A red[kThreads * V];
+  const int ty_n = kThreads / tx_n, tx = threadIdx.x % tx_n, ty = threadIdx.x / tx_n;
+  const int64_t tile_c = static_cast<int64_t>(tx_n) * V, ctiles = ceil_div(C, tile_c), chunks = ceil_div(H, R);
+  const int64_t units = B * ctiles * chunks;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int64_t ct = u % ctiles, ic = (u / ctiles) % chunks, b = u / (ctiles * chunks);
+    const int64_t c0 = ct * tile_c + tx * V, i0 = ic * R;
+    const int n = c0 >= C ? 0 : static_cast<int>(C - c0 < V ? C - c0 : V);
+    A racc[R][V];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int q = 0; q < V; ++q) racc[r][q] = A(0);
+    for (int64_t j = ty; j < W; j += ty_n) {
+      A cacc[V];
+#pragma unroll
+      for (int q = 0; q < V; ++q) cacc[q] = A(0);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (i0 + r < H && n > 0) {
+          const T* px = x + ((b * H + i0 + r) * W + j) * C + c0;
+          A v[V];
+          load_acc<T, V>(px, n, n == V && aligned16(px), v);
+#pragma unroll
+          for (int q = 0; q < V; ++q) {
+            cacc[q] += v[q];
+            racc[r][q] += v[q];
+          }
+        }
+      }
+      for (int q = 0; q < n; ++q) part[((b * chunks + ic) * W + j) * C + c0 + q] = cacc[q];
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      __syncthreads();
+#pragma unroll
+      for (int q = 0; q < V; ++q) red[ty * tile_c + tx * V + q] = racc[r][q];
+      __syncthreads();
+      const int64_t c = ct * tile_c + threadIdx.x;
+      if (threadIdx.x < tile_c && c < C && i0 + r < H) {
+        A s = A(0);
+        for (int y = 0; y < ty_n; ++y) s += red[y * tile_c + threadIdx.x];
+        out[(b * C + c) * (H + W) + i0 + r] = from_acc<T>(s / A(W));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------- strip unpool
+template <typename T, bool CL>
+__global__ void __launch_bounds__(kThreads)
+    strip_unpool_kernel(const acc_t<T>* __restrict__ g, T* __restrict__ gx, int64_t C, int64_t H, int64_t W,
+                        int64_t L, int64_t vpr, int64_t total) {
+  using A = acc_t<T>;
+  constexpr int V = Vec<T>::kN;
+  const int64_t HW = H + W;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; v < total;
+       v += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t row = v / vpr, l0 = (v - row * vpr) * V;
+    const int n = static_cast<int>(L - l0 < V ? L - l0 : V);
+    A o[V];
+    if (CL) {  // row = (b H + i) W + j, elements c = l0 ..
+      const int64_t j = row % W, i = (row / W) % H, b = row / (W * H);
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        const int64_t gr = (b * C + l0 + (q < n ? q : 0)) * HW;
+        o[q] = q < n ? g[gr + i] / A(W) + g[gr + H + j] / A(H) : A(0);
+      }
+    } else {  // row = (b C + c) H + i, elements j = l0 ..
+      const int64_t i = row % H, bc = row / H;
+      const A gh = g[bc * HW + i] / A(W);
+#pragma unroll
+      for (int q = 0; q < V; ++q) o[q] = q < n ? gh + g[bc * HW + H + l0 + q] / A(H) : A(0);
+    }
+    T* dst = gx + row * L + l0;
+    store_acc<T, V>(dst, n, n == V && aligned16(dst), o);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ ema_core
+// Addressing of one (b, group) tile: global index of (c, p), shared-cache index (the tile in its own memory
+// order), sig_h / sig_w.
+template <bool CL>
+struct TileAt {
+  int64_t b, c_base, C, cg, N, W, H;
+  __device__ __forceinline__ int64_t g(int64_t c, int64_t p) const {
+    return CL ? (b * N + p) * C + c_base + c : (b * C + c_base + c) * N + p;
+  }
+  __device__ __forceinline__ int64_t l(int64_t c, int64_t p) const { return CL ? p * cg + c : c * N + p; }
+  __device__ __forceinline__ int64_t hw(int64_t c) const { return (b * C + c_base + c) * (H + W); }
+};
+
+// out[v * cg + c] = sum_p f(c, p)[v] for every channel c of the tile, NV sums at once, in an order fixed by the
+// shapes (see the file comment). red: NV * kThreads A of shared memory. Ends with __syncthreads.
+template <bool CL, int NV, typename A, typename F>
+__device__ __forceinline__ void channel_sums(int64_t cg, int64_t N, A* out, A* red, F&& f) {
+  const int t = threadIdx.x;
+  if (CL && cg <= kThreads) {
+    const int64_t per = kThreads / cg, used = per * cg;  // threads t < used own channel t % cg
+    A acc[NV];
+#pragma unroll
+    for (int v = 0; v < NV; ++v) acc[v] = A(0);
+    if (t < used)
+      for (int64_t p = t / cg; p < N; p += per) f(t % cg, p, acc);
+#pragma unroll
+    for (int v = 0; v < NV; ++v) red[v * kThreads + t] = acc[v];
+    __syncthreads();
+    for (int64_t c = t; c < cg; c += kThreads) {
+#pragma unroll
+      for (int v = 0; v < NV; ++v) {
+        A s = A(0);
+        for (int64_t k = 0; k < per; ++k) s += red[v * kThreads + c + k * cg];
+        out[v * cg + c] = s;
+      }
+    }
+  } else {
+    const int lane = t & 31, warp = t >> 5;
+    for (int64_t c = warp; c < cg; c += kThreads / 32) {
+      A acc[NV];
+#pragma unroll
+      for (int v = 0; v < NV; ++v) acc[v] = A(0);
+      for (int64_t p = lane; p < N; p += 32) f(c, p, acc);
+#pragma unroll
+      for (int v = 0; v < NV; ++v) {
+        const A s = group_sum(acc[v], 32);
+        if (lane == 0) out[v * cg + c] = s;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+// v[0..n) = softmax(v[0..n)), by one thread.
+template <typename A>
+__device__ void softmax_serial(A* v, int64_t n) {
+  A m = v[0];
+  for (int64_t k = 1; k < n; ++k) m = v[k] > m ? v[k] : m;
+  A z = A(0);
+  for (int64_t k = 0; k < n; ++k) z += (v[k] = acc_exp(v[k] - m));
+  for (int64_t k = 0; k < n; ++k) v[k] /= z;
+}
+
+// Shared memory: per-channel arrays (kChannelArrays x cg A), the reduction scratch (4 kThreads A), then the
+// tile cache (ncache x cg N T, 16-byte aligned).
+constexpr int kChannelArrays = 14;
+
+__host__ __device__ __forceinline__ int64_t channel_smem(int64_t cg, int64_t acc_size) {
+  return ((kChannelArrays * cg + 4 * kThreads) * acc_size + 15) / 16 * 16;
+}
+
+template <typename T, bool CL, bool CACHE>
+__global__ void __launch_bounds__(kThreads)
+    core_forward_kernel(const T* __restrict__ x, const T* __restrict__ x2, const acc_t<T>* __restrict__ sig_hw,
+                        const acc_t<T>* __restrict__ gn_w, const acc_t<T>* __restrict__ gn_b,
+                        const acc_t<T>* __restrict__ a1g, T* __restrict__ out, acc_t<T>* __restrict__ mean_out,
+                        acc_t<T>* __restrict__ rstd_out, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W,
+                        acc_t<T> eps) {
+  using A = acc_t<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t cg = C / G, N = H * W;
+  A* s_mean = reinterpret_cast<A*>(smem);
+  A *s_rstd = s_mean + cg, *s_a2 = s_rstd + cg, *s_gw = s_a2 + cg, *s_gb = s_gw + cg, *s_a1 = s_gb + cg;
+  A* red = s_mean + kChannelArrays * cg;
+  T* xs = reinterpret_cast<T*>(smem + channel_smem(cg, sizeof(A)));
+  T* x2s = xs + cg * N;
+  const int t = threadIdx.x;
+  for (int64_t tile = blockIdx.x; tile < B * G; tile += gridDim.x) {
+    const TileAt<CL> at{tile / G, (tile % G) * cg, C, cg, N, W, H};
+    for (int64_t c = t; c < cg; c += kThreads) {
+      s_gw[c] = gn_w[c];
+      s_gb[c] = gn_b[c];
+      s_a1[c] = a1g[c];
+    }
+    __syncthreads();
+    // pass 1: sum_p u, sum_p x2 (and the tile into the cache)
+    channel_sums<CL, 2>(cg, N, s_mean, red, [&](int64_t c, int64_t p, A* acc) {
+      const int64_t gi = at.g(c, p);
+      const T xv = x[gi], x2v = x2[gi];
+      if (CACHE) {
+        xs[at.l(c, p)] = xv;
+        x2s[at.l(c, p)] = x2v;
+      }
+      const int64_t i = p / W, j = p - i * W, r = at.hw(c);
+      acc[0] += (to_acc<A>(xv) * sig_hw[r + i]) * sig_hw[r + H + j];
+      acc[1] += to_acc<A>(x2v);
+    });  // s_mean = sum u, s_rstd = sum x2 (NV = 2 fills two consecutive arrays)
+    for (int64_t c = t; c < cg; c += kThreads) {
+      s_mean[c] /= A(N);
+      s_a2[c] = s_rstd[c] / A(N);
+    }
+    __syncthreads();
+    auto X = [&](int64_t c, int64_t p) { return to_acc<A>(CACHE ? xs[at.l(c, p)] : x[at.g(c, p)]); };
+    auto X2 = [&](int64_t c, int64_t p) { return to_acc<A>(CACHE ? x2s[at.l(c, p)] : x2[at.g(c, p)]); };
+    auto U = [&](int64_t c, int64_t p) {
+      const int64_t i = p / W, j = p - i * W, r = at.hw(c);
+      return (X(c, p) * sig_hw[r + i]) * sig_hw[r + H + j];
+    };
+    // pass 2: the variance around the exact mean
+    channel_sums<CL, 1>(cg, N, s_rstd, red, [&](int64_t c, int64_t p, A* acc) {
+      const A d = U(c, p) - s_mean[c];
+      acc[0] += d * d;
+    });
+    for (int64_t c = t; c < cg; c += kThreads) {
+      s_rstd[c] = A(1) / acc_sqrt(s_rstd[c] / A(N) + eps);
+      mean_out[at.b * C + at.c_base + c] = s_mean[c];
+      rstd_out[at.b * C + at.c_base + c] = s_rstd[c];
+    }
+    if (t == 0) softmax_serial(s_a2, cg);
+    __syncthreads();
+    // pass 3: per pixel, w = sum_c a1 x2 + a2 x1, out = x sig(w)
+    for (int64_t p = t; p < N; p += kThreads) {
+      A w = A(0);
+      for (int64_t c = 0; c < cg; ++c)
+        w += s_a1[c] * X2(c, p) + s_a2[c] * (((U(c, p) - s_mean[c]) * s_rstd[c]) * s_gw[c] + s_gb[c]);
+      const A sg = sigmoid(w);
+      for (int64_t c = 0; c < cg; ++c) out[at.g(c, p)] = from_acc<T>(X(c, p) * sg);
+    }
+    __syncthreads();  // the next tile overwrites the shared arrays
+  }
+}
+
+template <typename T, bool CL, bool CACHE>
+__global__ void __launch_bounds__(kThreads)
+    core_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ x2,
+                         const acc_t<T>* __restrict__ sig_hw, const acc_t<T>* __restrict__ gn_w,
+                         const acc_t<T>* __restrict__ gn_b, const acc_t<T>* __restrict__ a1g,
+                         const acc_t<T>* __restrict__ mean_in, const acc_t<T>* __restrict__ rstd_in,
+                         T* __restrict__ grad_x, T* __restrict__ grad_x2, acc_t<T>* __restrict__ grad_hw,
+                         acc_t<T>* __restrict__ gn_part, acc_t<T>* __restrict__ pix, int64_t B, int64_t C, int64_t G,
+                         int64_t H, int64_t W) {
+  using A = acc_t<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t cg = C / G, N = H * W;
+  A* s_mean = reinterpret_cast<A*>(smem);
+  A *s_rstd = s_mean + cg, *s_a2 = s_rstd + cg, *s_gw = s_a2 + cg, *s_gb = s_gw + cg, *s_a1 = s_gb + cg;
+  A *s_da1 = s_a1 + cg, *s_da2 = s_da1 + cg, *s_sdu = s_da2 + cg, *s_sdw = s_sdu + cg;  // filled together (NV = 4)
+  A *s_k = s_sdw + cg, *s_kr = s_k + cg, *s_mdw = s_kr + cg, *s_mdu = s_mdw + cg;
+  A* red = s_mean + kChannelArrays * cg;
+  T* xs = reinterpret_cast<T*>(smem + channel_smem(cg, sizeof(A)));
+  T* x2s = xs + cg * N;
+  T* gs = x2s + cg * N;
+  const int t = threadIdx.x;
+  for (int64_t tile = blockIdx.x; tile < B * G; tile += gridDim.x) {
+    const TileAt<CL> at{tile / G, (tile % G) * cg, C, cg, N, W, H};
+    A* sgp = pix + tile * 2 * N;  // sig(w) [N], then dw [N]
+    A* dwp = sgp + N;
+    for (int64_t c = t; c < cg; c += kThreads) {
+      s_mean[c] = mean_in[at.b * C + at.c_base + c];
+      s_rstd[c] = rstd_in[at.b * C + at.c_base + c];
+      s_gw[c] = gn_w[c];
+      s_gb[c] = gn_b[c];
+      s_a1[c] = a1g[c];
+    }
+    __syncthreads();
+    // pass 1: a2 from sum_p x2 (and the tile into the cache)
+    channel_sums<CL, 1>(cg, N, s_a2, red, [&](int64_t c, int64_t p, A* acc) {
+      const int64_t gi = at.g(c, p);
+      const T x2v = x2[gi];
+      if (CACHE) {
+        const int64_t li = at.l(c, p);
+        xs[li] = x[gi];
+        x2s[li] = x2v;
+        gs[li] = g[gi];
+      }
+      acc[0] += to_acc<A>(x2v);
+    });
+    for (int64_t c = t; c < cg; c += kThreads) s_a2[c] /= A(N);
+    __syncthreads();
+    if (t == 0) softmax_serial(s_a2, cg);
+    __syncthreads();
+    auto X = [&](int64_t c, int64_t p) { return to_acc<A>(CACHE ? xs[at.l(c, p)] : x[at.g(c, p)]); };
+    auto X2 = [&](int64_t c, int64_t p) { return to_acc<A>(CACHE ? x2s[at.l(c, p)] : x2[at.g(c, p)]); };
+    auto Gr = [&](int64_t c, int64_t p) { return to_acc<A>(CACHE ? gs[at.l(c, p)] : g[at.g(c, p)]); };
+    auto U = [&](int64_t c, int64_t p) {
+      const int64_t i = p / W, j = p - i * W, r = at.hw(c);
+      return (X(c, p) * sig_hw[r + i]) * sig_hw[r + H + j];
+    };
+    // pass 2: per pixel sg = sig(w), dw = sg (1 - sg) sum_c g x
+    for (int64_t p = t; p < N; p += kThreads) {
+      A w = A(0), gx = A(0);
+      for (int64_t c = 0; c < cg; ++c) {
+        w += s_a1[c] * X2(c, p) + s_a2[c] * (((U(c, p) - s_mean[c]) * s_rstd[c]) * s_gw[c] + s_gb[c]);
+        gx += Gr(c, p) * X(c, p);
+      }
+      const A sg = sigmoid(w);
+      sgp[p] = sg;
+      dwp[p] = (gx * sg) * (A(1) - sg);
+    }
+    __syncthreads();
+    // pass 3: da1 = sum_p dw x2, da2 = sum_p dw x1, sdu = sum_p dw uhat, sdw = sum_p dw
+    channel_sums<CL, 4>(cg, N, s_da1, red, [&](int64_t c, int64_t p, A* acc) {
+      const A d = dwp[p], uh = (U(c, p) - s_mean[c]) * s_rstd[c];
+      acc[0] += d * X2(c, p);
+      acc[1] += d * (uh * s_gw[c] + s_gb[c]);
+      acc[2] += d * uh;
+      acc[3] += d;
+    });
+    if (t == 0) {
+      A dot1 = A(0), dot2 = A(0);
+      for (int64_t c = 0; c < cg; ++c) {
+        dot1 += s_a1[c] * s_da1[c];
+        dot2 += s_a2[c] * s_da2[c];
+      }
+      red[0] = dot1;
+      red[1] = dot2;
+    }
+    __syncthreads();
+    const A dot1 = red[0], dot2 = red[1];
+    for (int64_t c = t; c < cg; c += kThreads) {
+      const A k2 = s_a2[c];
+      gn_part[tile * cg + c] = k2 * s_sdu[c];
+      gn_part[(B * G + tile) * cg + c] = k2 * s_sdw[c] + s_a1[c] * (s_da1[c] - dot1);
+      s_k[c] = k2 * (s_da2[c] - dot2) / A(N);
+      s_kr[c] = s_rstd[c] * k2 * s_gw[c];
+      s_mdw[c] = s_sdw[c] / A(N);
+      s_mdu[c] = s_sdu[c] / A(N);
+    }
+    __syncthreads();
+    auto DU = [&](int64_t c, int64_t p, A u) {  // du at (c, p), u = U(c, p)
+      return s_kr[c] * (dwp[p] - s_mdw[c] - ((u - s_mean[c]) * s_rstd[c]) * s_mdu[c]);
+    };
+    // pass 4: grad_x2, grad_x, element by element in memory order
+    for (int64_t k = t; k < cg * N; k += kThreads) {
+      const int64_t c = CL ? k % cg : k / N, p = CL ? k / cg : k % N;
+      const int64_t i = p / W, j = p - i * W, r = at.hw(c), gi = at.g(c, p);
+      const A sh = sig_hw[r + i], sw = sig_hw[r + H + j];
+      const A u = (X(c, p) * sh) * sw, d = dwp[p];
+      grad_x2[gi] = from_acc<T>(s_a1[c] * d + s_k[c]);
+      grad_x[gi] = from_acc<T>(Gr(c, p) * sgp[p] + (DU(c, p, u) * sh) * sw);
+    }
+    // pass 5: grad_hw, row sums (over j) and column sums (over i) of du u
+    if (CL) {
+      for (int64_t k = t; k < cg * H; k += kThreads) {
+        const int64_t c = k % cg, i = k / cg, r = at.hw(c);
+        A s = A(0);
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t p = i * W + j;
+          const A u = U(c, p);
+          s += DU(c, p, u) * u;
+        }
+        grad_hw[r + i] = s * (A(1) - sig_hw[r + i]);
+      }
+    } else {
+      const int lane = t & 31, warp = t >> 5;
+      for (int64_t k = warp; k < cg * H; k += kThreads / 32) {
+        const int64_t c = k / H, i = k % H, r = at.hw(c);
+        A s = A(0);
+        for (int64_t j = lane; j < W; j += 32) {
+          const int64_t p = i * W + j;
+          const A u = U(c, p);
+          s += DU(c, p, u) * u;
+        }
+        s = group_sum(s, 32);
+        if (lane == 0) grad_hw[r + i] = s * (A(1) - sig_hw[r + i]);
+      }
+    }
+    for (int64_t k = t; k < cg * W; k += kThreads) {
+      const int64_t c = CL ? k % cg : k / W, j = CL ? k / cg : k % W, r = at.hw(c);
+      A s = A(0);
+      for (int64_t i = 0; i < H; ++i) {
+        const int64_t p = i * W + j;
+        const A u = U(c, p);
+        s += DU(c, p, u) * u;
+      }
+      grad_hw[r + H + j] = s * (A(1) - sig_hw[r + H + j]);
+    }
+    __syncthreads();  // the next tile overwrites the shared arrays
+  }
+}
+
+// Max dynamic shared memory per block on the current device (opt-in), cached per device.
+int max_smem_optin() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 48 * 1024;
+  static int cache[64] = {0};
+  if (dev < 64 && cache[dev]) return cache[dev];
+  int v = 48 * 1024;
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) v = 48 * 1024;
+  if (dev < 64) cache[dev] = v;
+  return v;
+}
+
+// Launches kernel<<<B G, kThreads, smem>>> after raising its dynamic shared-memory limit when smem > 48 KB.
+template <typename K, typename... Args>
+cudaError_t launch_tiles(K kernel, int64_t tiles, int64_t smem, cudaStream_t stream, Args... args) {
+  if (smem > max_smem_optin()) return cudaErrorInvalidConfiguration;
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  kernel<<<grid_1d(tiles, 1LL << 30), kThreads, static_cast<size_t>(smem), stream>>>(args...);
+  return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace fa
+
+using namespace fa;
+
+extern "C" cudaError_t fa_ema_strip_pool_forward(int dtype, int channels_last, const void* x, void* out,
+                                                 void* scratch, int64_t B, int64_t C, int64_t H, int64_t W,
+                                                 cudaStream_t stream) {
+  if (B * C * H * W == 0) return cudaSuccess;
+  const int64_t HW = H + W;
+  if (!channels_last) {
+    const fa_tile_geom geo = fa_tile_geometry(dtype, H, W);
+    const int64_t acc = fa_acc_size(dtype);
+    char* rows = static_cast<char*>(scratch);
+    char* cols = rows + B * C * geo.col_tiles * H * acc;
+    cudaError_t e = fa_tile_sums(dtype, x, nullptr, nullptr, nullptr, nullptr, rows, cols, B * C, H, W, stream);
+    if (e != cudaSuccess) return e;
+    e = fa_merge_partials(dtype, dtype, rows, out, B * C, geo.col_tiles, H, static_cast<double>(W), 1, HW, 0, H, 0,
+                          1, 0, stream);
+    if (e != cudaSuccess) return e;
+    return fa_merge_partials(dtype, dtype, cols, out, B * C, geo.row_chunks, W, static_cast<double>(H), 1, HW, 0, W,
+                             0, 1, H, stream);
+  }
+  cudaError_t e = dispatch(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    constexpr int V = Vec<T>::kN;
+    int tx = 1;
+    while (tx < 32 && tx < ceil_div(C, V)) tx *= 2;
+    const int64_t units = B * ceil_div(C, static_cast<int64_t>(tx) * V) * ceil_div(H, FA_STRIP_POOL_ROWS);
+    strip_pool_cl_kernel<T><<<grid_1d(units), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
+                                                                     static_cast<A*>(scratch), B, C, H, W, tx);
+    return cudaGetLastError();
+  });
+  if (e != cudaSuccess) return e;
+  // column means: part [B][chunks][W][C] -> out[b, c, H + j]
+  const int64_t chunks = ceil_div(H, FA_STRIP_POOL_ROWS);
+  return fa_merge_partials(dtype, dtype, scratch, out, B, chunks, W * C, static_cast<double>(H), 1, C * HW, 0, C, 1,
+                           HW, H, stream);
+}
+
+extern "C" cudaError_t fa_ema_strip_pool_backward(int dtype, int channels_last, const void* grad, void* grad_x,
+                                                  int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream) {
+  if (B * C * H * W == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    constexpr int V = Vec<T>::kN;
+    const int64_t L = channels_last ? C : W, rows = B * C * H * W / L, vpr = ceil_div(L, V), total = rows * vpr;
+    auto kernel = channels_last ? strip_unpool_kernel<T, true> : strip_unpool_kernel<T, false>;
+    kernel<<<grid_1d(ceil_div(total, kThreads)), kThreads, 0, stream>>>(static_cast<const A*>(grad),
+                                                                        static_cast<T*>(grad_x), C, H, W, L, vpr,
+                                                                        total);
+    return cudaGetLastError();
+  });
+}
+
+extern "C" cudaError_t fa_ema_core_forward(int dtype, int channels_last, const void* x, const void* x2,
+                                           const void* sig_hw, const void* gn_w, const void* gn_b, const void* a1,
+                                           void* out, void* mean, void* rstd, int64_t B, int64_t C, int64_t G,
+                                           int64_t H, int64_t W, double eps, cudaStream_t stream) {
+  if (G <= 0 || C % G != 0) return cudaErrorInvalidValue;
+  if (B * C * H * W == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    const int64_t cg = C / G, base = channel_smem(cg, sizeof(A)), cache = 2 * cg * H * W * sizeof(T);
+    const bool use_cache = cache <= kCacheBytes;
+    const int64_t smem = base + (use_cache ? cache : 0);
+    auto args = [&](auto kernel) {
+      return launch_tiles(kernel, B * G, smem, stream, static_cast<const T*>(x), static_cast<const T*>(x2),
+                          static_cast<const A*>(sig_hw), static_cast<const A*>(gn_w), static_cast<const A*>(gn_b),
+                          static_cast<const A*>(a1), static_cast<T*>(out), static_cast<A*>(mean),
+                          static_cast<A*>(rstd), B, C, G, H, W, static_cast<A>(eps));
+    };
+    if (channels_last)
+      return use_cache ? args(core_forward_kernel<T, true, true>) : args(core_forward_kernel<T, true, false>);
+    return use_cache ? args(core_forward_kernel<T, false, true>) : args(core_forward_kernel<T, false, false>);
+  });
+}
+
+extern "C" cudaError_t fa_ema_core_backward(int dtype, int channels_last, const void* grad, const void* x,
+                                            const void* x2, const void* sig_hw, const void* gn_w, const void* gn_b,
+                                            const void* a1, const void* mean, const void* rstd, void* grad_x,
+                                            void* grad_x2, void* grad_hw, void* gn_part, void* pix, int64_t B,
+                                            int64_t C, int64_t G, int64_t H, int64_t W, cudaStream_t stream) {
+  if (G <= 0 || C % G != 0) return cudaErrorInvalidValue;
+  if (B * C * H * W == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    const int64_t cg = C / G, base = channel_smem(cg, sizeof(A)), cache = 3 * cg * H * W * sizeof(T);
+    const bool use_cache = cache <= kCacheBytes;
+    const int64_t smem = base + (use_cache ? cache : 0);
+    auto args = [&](auto kernel) {
+      return launch_tiles(kernel, B * G, smem, stream, static_cast<const T*>(grad), static_cast<const T*>(x),
+                          static_cast<const T*>(x2), static_cast<const A*>(sig_hw), static_cast<const A*>(gn_w),
+                          static_cast<const A*>(gn_b), static_cast<const A*>(a1), static_cast<const A*>(mean),
+                          static_cast<const A*>(rstd), static_cast<T*>(grad_x), static_cast<T*>(grad_x2),
+                          static_cast<A*>(grad_hw), static_cast<A*>(gn_part), static_cast<A*>(pix), B, C, G, H, W);
+    };
+    if (channels_last)
+      return use_cache ? args(core_backward_kernel<T, true, true>) : args(core_backward_kernel<T, true, false>);
+    return use_cache ? args(core_backward_kernel<T, false, true>) : args(core_backward_kernel<T, false, false>);
+  });
+}

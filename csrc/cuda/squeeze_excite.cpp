@@ -1,0 +1,112 @@
+// CUDA bindings of the squeeze_excite family (kernels: squeeze_excite_kernels.cu and the shared elementwise pass
+// fa_gate_map in apply_gates_kernels.cu; math: fused_attn/reference/squeeze_excite.py). Same outputs as
+// csrc/cpu/squeeze_excite.cpp: [B, C] sums in the accumulation dtype, 4-D results in x's layout and dtype.
+#include "binding.h"
+
+namespace fused_attn {
+namespace cuda {
+namespace {
+
+// [B, C] = sum_hw a (* m) / divisor, accumulation dtype; m is read in a's layout.
+Tensor hw_sum(const Tensor& a_in, const Tensor& m_in, double divisor) {
+  check_4d(a_in, "x");
+  const c10::DeviceGuard guard(a_in.device());
+  const auto fmt = format_of(a_in);
+  const auto dt = a_in.scalar_type();
+  const int64_t B = a_in.size(0), C = a_in.size(1), N = a_in.size(2) * a_in.size(3);
+  const Tensor a = dense(a_in, fmt, dt);
+  Tensor m;
+  if (m_in.defined()) {
+    check_same_device(a_in, m_in, "grad_y");
+    TORCH_CHECK(m_in.sizes() == a_in.sizes(), "fused_attn (cuda): grad_y must have x's shape ", a_in.sizes(),
+                ", got ", m_in.sizes());
+    m = dense(m_in, fmt, dt);
+  }
+  const auto acc = a.options().dtype(acc_scalar_type(dt));
+  Tensor sums = at::empty({B, C}, acc);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  Tensor scratch = at::empty({fa_hw_sum_scratch(dtype_code(dt), cl, B, C, N)}, acc);
+  check_launch(fa_hw_sum(dtype_code(dt), cl, a.const_data_ptr(), cptr(m), sums.mutable_data_ptr(),
+                         scratch.mutable_data_ptr(), B, C, N, divisor, current_stream(a)),
+               "hw_sum");
+  return sums;
+}
+
+// out = (in * scale[b, c]) + shift[b, c] / shift_div in like's layout (in optional), see fa_gate_map.
+Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t, const Tensor& shift_t,
+                   double shift_div, bool reverse) {
+  check_4d(like, "x");
+  const c10::DeviceGuard guard(like.device());
+  const auto fmt = format_of(like);
+  const auto dt = like.scalar_type();
+  const int64_t B = like.size(0), C = like.size(1), N = like.size(2) * like.size(3);
+  Tensor in, scale, shift;
+  if (in_t.defined()) {
+    check_same_device(like, in_t, "grad_y");
+    TORCH_CHECK(in_t.sizes() == like.sizes(), "fused_attn (cuda): grad_y must have x's shape ", like.sizes(),
+                ", got ", in_t.sizes());
+    in = dense(in_t, fmt, dt);
+  }
+  if (scale_t.defined()) {
+    check_same_device(like, scale_t, "s");
+    scale = small_acc(scale_t, dt);
+    check_numel(scale, B * C, "the gate s", "[B, C]");
+  }
+  if (shift_t.defined()) {
+    check_same_device(like, shift_t, "grad");
+    shift = small_acc(shift_t, dt);
+    check_numel(shift, B * C, "the channel gradient", "[B, C]");
+  }
+  Tensor out = empty_4d(like.sizes(), like, fmt, dt);
+  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, cptr(in), cptr(scale), nullptr,
+                           nullptr, cptr(shift), shift_div, out.mutable_data_ptr(), B, C, N, reverse,
+                           current_stream(like)),
+               "gate_map");
+  return out;
+}
+
+double hw_of(const Tensor& x) { return static_cast<double>(x.size(2) * x.size(3)); }
+
+// p = mean_hw x
+Tensor channel_squeeze_forward(const Tensor& x) {
+  check_4d(x, "x");
+  return hw_sum(x, Tensor(), hw_of(x));
+}
+
+// grad_x = grad[b, c] / HW at every pixel (write-only)
+Tensor channel_squeeze_backward(const Tensor& grad, const Tensor& x) {
+  check_4d(x, "x");
+  return scale_shift(x, Tensor(), Tensor(), grad, hw_of(x), false);
+}
+
+// y = x * s[b, c]; walks x backwards (the pool just read it forwards)
+Tensor squeeze_excite_forward(const Tensor& x, const Tensor& s) {
+  check_4d(x, "x");
+  return scale_shift(x, x, s, Tensor(), 1.0, true);
+}
+
+// grad_s = sum_hw grad_y * x
+Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
+  check_4d(x, "x");
+  TORCH_CHECK(grad_y.defined(), "fused_attn (cuda): grad_y is undefined");
+  return hw_sum(x, grad_y, 1.0);
+}
+
+// grad_x = grad_y * s + grad_pooled / HW; walks grad_y backwards (grad_gate just read it forwards)
+Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
+  check_4d(x, "x");
+  TORCH_CHECK(grad_y.defined(), "fused_attn (cuda): grad_y is undefined");
+  return scale_shift(x, grad_y, s, grad_pooled, hw_of(x), true);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace fused_attn
+
+TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+  m.impl("channel_squeeze_forward", &fused_attn::cuda::channel_squeeze_forward);
+  m.impl("channel_squeeze_backward", &fused_attn::cuda::channel_squeeze_backward);
+  m.impl("squeeze_excite_forward", &fused_attn::cuda::squeeze_excite_forward);
+  m.impl("squeeze_excite_grad_gate", &fused_attn::cuda::squeeze_excite_grad_gate);
+  m.impl("squeeze_excite_backward", &fused_attn::cuda::squeeze_excite_backward);
+}
