@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _backend, _mlp, ops
-from ._layout import acc_dtype
+from ._layout import acc_dtype, memory_format
 from .ops.channel_pool import STATS
 from .reference import apply_gates as _ref_gates
 from .reference import channel_pool as _ref_pool
@@ -237,5 +237,11 @@ def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3
     b, c, h, w = x.shape
     pooled = ema_strip_pool(x, backend=backend)
     hw = F.conv2d(pooled.reshape(b * groups, cg, h + w, 1), conv1x1_weight, conv1x1_bias).reshape(b, c, h + w)
-    x2 = F.conv2d(x.reshape(b * groups, cg, h, w), conv3x3_weight, conv3x3_bias, padding=1).reshape(b, c, h, w)
+    if memory_format(x) == torch.channels_last:
+        # the shared conv3x3 as a grouped conv of x itself: x.reshape(B G, cg, H, W) would copy a channels_last x
+        # and give an NCHW x2, which the kernels would then copy to x's layout (and grad_x2 back)
+        x2 = F.conv2d(x, conv3x3_weight.repeat(groups, 1, 1, 1),
+                      None if conv3x3_bias is None else conv3x3_bias.repeat(groups), padding=1, groups=groups)
+    else:
+        x2 = F.conv2d(x.reshape(b * groups, cg, h, w), conv3x3_weight, conv3x3_bias, padding=1).reshape(b, c, h, w)
     return ema_core(x, hw, x2, gn_weight, gn_bias, groups, eps, backend=backend)
