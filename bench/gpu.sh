@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU procedure (docs/bench.md), for a CUDA machine with torch preinstalled and no network, in about
-# 9 minutes: build the extension in place, print the environment, run the GPU tests, then benchmark float32
+# 9 minutes: build the extension in place, print the environment, run the GPU tests and compute-sanitizer's
+# memcheck over every CUDA kernel (tools/sanitize_cuda.py), then benchmark float32
 # and bfloat16. Writes gpu.log and each benchmark's JSON, Markdown and PNG to $OUT (else bench/out).
 #
 #   bash bench/gpu.sh
@@ -61,6 +62,15 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
         run "pytest backend files" "$(($(left) > 300 ? 120 : 60))" "$PY" -m pytest -q -p no:cacheprovider $backend_tests
     else
         echo "(no tests/test_*triton*.py or tests/test_*cuda*.py yet)" | tee -a "$LOG"
+    fi
+
+    # every CUDA kernel op once, fwd + bwd, NCHW and channels_last (tools/sanitize_cuda.py); errors fail the step
+    SANITIZER=${SANITIZER:-$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)}
+    if [ -n "$SANITIZER" ]; then
+        step "compute-sanitizer --tool memcheck: tools/sanitize_cuda.py"
+        run "compute-sanitizer memcheck" 90 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PY" tools/sanitize_cuda.py
+    else
+        echo "(compute-sanitizer not found: memcheck skipped)" | tee -a "$LOG"
     fi
 fi
 

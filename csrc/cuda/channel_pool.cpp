@@ -71,7 +71,7 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
               "fused_attn (cuda): grad_out must be [B, ", s.k, ", H, W], got ", grad_out.sizes());
   const bool need_x = s.std >= 0;
   const Tensor x = need_x ? dense(x_in, fmt, dt) : x_in;
-  const Tensor g = dense(grad_out.view({B, s.k, x_in.size(2), x_in.size(3)}), fmt, dt);
+  const Tensor g = dense(grad_out.reshape({B, s.k, x_in.size(2), x_in.size(3)}), fmt, dt);
   Tensor argmax, moments;
   if (s.max >= 0) {
     check_same_device(x_in, argmax_in, "argmax");

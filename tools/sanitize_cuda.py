@@ -1,0 +1,76 @@
+"""Run every CUDA kernel op of fused_attn once, forward and backward, on small inputs (NCHW and channels_last,
+float32 and bfloat16), for compute-sanitizer:
+
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tools/sanitize_cuda.py
+
+(bench/gpu.sh runs exactly this). The shapes take every kernel path: odd sizes, C = 1, the two-stage reductions
+with several tiles, the EMA tile with and without its shared-memory cache and the channels_last fallback reduction
+(C / groups > 256). Exits 0 after printing a one-line summary; 2 when the cuda backend is unavailable.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import fused_attn  # noqa: F401  (registers the ops)
+from fused_attn import _backend
+
+
+def inputs(shape, dtype, channels_last, groups):
+    b, c, h, w = shape
+
+    def x4():
+        t = torch.randn(shape, dtype=dtype, device="cuda")
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+    return dict(x=x4(), g=x4(), x2=x4(), s=torch.rand(b, c, device="cuda") + 0.5, gp=torch.randn(b, c, device="cuda"),
+                ch=torch.rand(b, c, dtype=dtype, device="cuda"), sp=torch.rand(b, h, w, dtype=dtype, device="cuda"),
+                hw=torch.randn(b, c, h + w, dtype=dtype, device="cuda"),
+                gw=torch.rand(c // groups, dtype=dtype, device="cuda") + 0.5,
+                gb=torch.randn(c // groups, dtype=dtype, device="cuda"), groups=groups)
+
+
+def run_all(t) -> int:
+    """Every fused_attn_C op once; returns the number of calls."""
+    C = torch.ops.fused_attn_C
+    x, g = t["x"], t["g"]
+    calls = 0
+    for stats in ("max,mean,std", "mean", "std,max"):
+        out, am, mom = C.channel_pool_forward(x, stats)
+        C.channel_pool_backward(torch.randn_like(out), x, am, mom, stats)
+        calls += 2
+    C.channel_squeeze_forward(x)
+    C.channel_squeeze_backward(t["gp"], x)
+    C.squeeze_excite_forward(x, t["s"])
+    C.squeeze_excite_grad_gate(g, x)
+    C.squeeze_excite_backward(g, x, t["s"], t["gp"])
+    C.apply_gates_forward(x, t["ch"], t["sp"], g)
+    C.apply_gates_forward(x, None, t["sp"], None)
+    C.apply_gates_backward(g, x, t["ch"], t["sp"])
+    C.apply_gates_backward(g, x, None, t["sp"])
+    pooled = C.ema_strip_pool_forward(x)
+    C.ema_strip_pool_backward(pooled, x)
+    out, mean, rstd = C.ema_core_forward(x, t["hw"], t["x2"], t["gw"], t["gb"], t["groups"], 1e-5)
+    C.ema_core_backward(g, x, t["hw"], t["x2"], t["gw"], t["gb"], mean, rstd, t["groups"], 1e-5)
+    return calls + 13
+
+
+def main() -> int:
+    reason = _backend.unavailable_reason("cuda", "channel_pool", "cuda", torch.float32)
+    if reason is not None:
+        print(f"sanitize_cuda: cuda backend unavailable: {reason}")
+        return 2
+    torch.manual_seed(0)
+    cases = [((2, 5, 7, 9), 1), ((1, 1, 1, 5), 1), ((2, 130, 9, 15), 2), ((1, 8, 40, 40), 1), ((1, 300, 3, 5), 1)]
+    calls = 0
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            for shape, groups in cases:
+                calls += run_all(inputs(shape, dtype, channels_last, groups))
+    torch.cuda.synchronize()
+    print(f"sanitize_cuda: {calls} op calls ran ({len(cases)} shapes x 2 dtypes x 2 layouts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
