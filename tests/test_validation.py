@@ -99,3 +99,29 @@ def test_empty_inputs_give_empty_results_and_gradients(shape):
             assert tuple(out.shape) == expected, f"{op} {backend}"
             (grad,) = torch.autograd.grad(out.sum(), x)
             assert grad.shape == x.shape, f"{op} {backend}"
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_nan_and_inf_propagate_like_the_reference(channels_last):
+    """+inf, -inf and NaN in single channels give the reference's outputs on every serving backend: max and mean
+    are +-inf or NaN exactly where the reference has them, std is NaN there (inf - inf), and other pixels stay
+    finite. Channel 0 and a middle channel both hold specials, so running statistics see a special first and
+    finite values after it."""
+    from common import serving_backends
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("inf")
+    x[0, 3, 0, 1] = float("inf")
+    x[1, 0, 1, 1] = float("-inf")
+    x[1, 2, 2, 3] = float("nan")
+    x[0, 2, 2, 2], x[0, 4, 2, 2] = float("inf"), float("-inf")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = FA.channel_pool(x, ("max", "mean", "std"), backend="reference")
+    assert expected[0, 1, 0, 0] == float("inf") and expected[1, 1, 1, 1] == float("-inf")  # the cases are real
+    for backend in serving_backends("channel_pool", "cpu", torch.float64):
+        out = FA.channel_pool(x, ("max", "mean", "std"), backend=backend)
+        special = ~expected.isfinite()
+        same = (out == expected) | (out.isnan() & expected.isnan())
+        assert bool(same[special].all()), f"{backend}: +-inf/NaN differ from the reference at {(special & ~same).nonzero()}"
+        assert bool(out[~special].isfinite().all()), f"{backend}: non-finite where the reference is finite"
+        torch.testing.assert_close(out[~special], expected[~special], rtol=1e-12, atol=1e-12)

@@ -11,10 +11,11 @@
 //             (the std term is zero where std == 0).
 //
 // One pass over x. NCHW: a unit is a block of contiguous pixels of one image and the channels are the outer
-// loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax and a Welford
-// mean/M2 (never E[x^2] - E[x]^2). channels_last: a unit is a block of pixels, each pixel's C channels are
-// contiguous and stay in L1: sum and max in one lane-parallel pass, the squared deviations from the
-// exact mean in a second pass over the same cached row, argmax as the first index equal to the max.
+// loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax, a sum (the mean) and
+// a Welford mean/M2 for std (never E[x^2] - E[x]^2). channels_last: a unit is a block of pixels, each
+// pixel's C channels are contiguous and stay in L1: sum and max in one lane-parallel pass, the squared
+// deviations from the exact mean in a second pass over the same cached row, argmax as the first index equal
+// to the max.
 #include "common.h"
 #include "isa.h"
 
@@ -71,12 +72,13 @@ inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int
   }
 }
 
-// One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax, and the sum
-// (MOM 1) or the Welford mean/M2 (MOM 2; inv = 1 / (c + 1)). Out of line on purpose (FUSED_ATTN_ROW).
+// One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax, the plain sum
+// (MOM >= 1; the mean is sum / C, so +-inf and NaN propagate to it as in torch.mean), and for MOM 2 also the
+// Welford mean/M2 behind std (inv = 1 / (c + 1)). Out of line on purpose (FUSED_ATTN_ROW).
 template <typename T, bool MAX, int MOM>
 FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
                              acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am,
-                             acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
+                             acc_t<T>* __restrict__ sm, acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
   using A = acc_t<T>;
   for (int64_t i = 0; i < n; ++i) {
     const A v = A(row[i]);
@@ -85,7 +87,7 @@ FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t
       mx[i] = gt ? v : mx[i];
       am[i] = gt ? ci : am[i];
     }
-    if (MOM == 1) mu[i] += v;
+    if (MOM >= 1) sm[i] += v;
     if (MOM == 2) {
       const A d = v - mu[i];
       mu[i] += d * inv;
@@ -94,7 +96,7 @@ FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t
   }
 }
 
-// MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (Welford).
+// MOM: 0 no moments, 1 mean only (plain sum), 2 mean (plain sum) and std (Welford M2).
 template <typename T, bool MAX, int MOM>
 void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
                        int64_t B, int64_t C, int64_t N) {
@@ -104,20 +106,21 @@ void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   parallel_units(B * blocks, [&](int64_t u) {
     const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
-    A mx[kBlock], mu[kBlock], m2[kBlock];
+    A mx[kBlock], sm[kBlock], mu[kBlock], m2[kBlock];
     I am[kBlock];
     const T* __restrict__ xb = x + b * C * N + p0;
     for (int64_t i = 0; i < n; ++i) {
       const A v = A(xb[i]);
       mx[i] = v;
       am[i] = 0;
+      sm[i] = v;
       mu[i] = v;
       m2[i] = 0;
     }
     for (int64_t c = 1; c < C; ++c)
-      pool_row<T, MAX, MOM>(xb + c * N, n, static_cast<I>(c), A(1) / A(c + 1), mx, am, mu, m2);
+      pool_row<T, MAX, MOM>(xb + c * N, n, static_cast<I>(c), A(1) / A(c + 1), mx, am, sm, mu, m2);
     for (int64_t i = 0; i < n; ++i) {
-      const A mean = MOM == 1 ? mu[i] / A(C) : mu[i];
+      const A mean = sm[i] / A(C);
       const A std = MOM == 2 ? std::sqrt(m2[i] / A(C - 1)) : A(0);
       store_stats(s, out, argmax, moments, b, p0 + i, N, false, mx[i], am[i], mean, std);
     }
