@@ -303,12 +303,11 @@ def test_public_functions_match_reference(case, layout, dtype):
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
     rout = fn(ref_inputs, "reference")
     rgrads = torch.autograd.grad(rout, ref_inputs, g.double())
-    tol = 2e-2 if dtype == torch.float16 and name == "squeeze_excite" else None  # the MLP runs in fp16 (torch)
-    assert_close(out, rout, dtype, f"{name} out", tol)
+    assert_close(out, rout, dtype, f"{name} out")
     if out.dim() == 4:
         assert out.is_contiguous(memory_format=memory_format(inputs[0])), name
     for i, (got, want) in enumerate(zip(grads, rgrads)):
-        assert_close(got, want, dtype, f"{name} grad {i}", tol)
+        assert_close(got, want, dtype, f"{name} grad {i}")
         if got.dim() == 4:
             assert got.is_contiguous(memory_format=memory_format(inputs[i])), f"{name} grad {i} layout"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compile-check the CUDA backend on machines without a GPU or a CUDA torch, so it cannot rot:
-#  1. every torch-free kernel file (csrc/cuda/*_kernels.cu) with nvcc for sm_80 and sm_90, warnings as errors;
+#  1. every torch-free kernel file (csrc/cuda/*_kernels.cu) with nvcc for sm_80 and sm_90, warnings as errors, with
+#     the defines torch's CUDAExtension adds;
 #  2. every binding (csrc/cuda/*.cpp) with g++ -fsyntax-only -std=c++17 -Wall -Wextra -Werror against the include
 #     dirs of the torch that PYTHON has (the bindings use no torch CUDA header, see csrc/cuda/binding.h) and the
 #     CUDA runtime headers of that nvcc; skipped when no python with torch is found.
@@ -25,7 +26,10 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for f in "${files[@]}"; do
   echo "cuda-check: $f"
-  "$NVCC" -c -std=c++17 -O3 -Xcompiler -Wall -Werror all-warnings \
+  # the -D__CUDA_NO_* defines are what torch's CUDAExtension passes nvcc (no implicit half / bfloat16 conversions)
+  "$NVCC" -c -std=c++17 -O3 -Xcompiler -Wall -Werror all-warnings --expt-relaxed-constexpr \
+    -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
+    -D__CUDA_NO_HALF2_OPERATORS__ \
     -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
     -o "$out/$(basename "$f").o" "$f"
 done

@@ -49,6 +49,14 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
   return __float2bfloat16_rn(v);
 }
+template <>
+__device__ __forceinline__ __half from_acc<__half, double>(double v) {  // a half output of a float64 sum
+  return __double2half(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, double>(double v) {
+  return __double2bfloat16(v);
+}
 
 template <typename A>
 __device__ __forceinline__ A sigmoid(A v) {
