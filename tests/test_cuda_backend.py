@@ -80,13 +80,21 @@ def check(actual, expected, dtype, what, like=None):
         assert actual.is_contiguous(memory_format=memory_format(like)), f"{what}: layout of {tuple(actual.stride())}"
 
 
-def kernel_grid(test):
-    """dtype x layout x shape (+ the sliced layout in float32 on two shapes), needs the cuda backend."""
-    cases = [pytest.param(dt, lay, sh, id=f"{str(dt)[6:]}-{lay}-{sid}")
-             for dt in DTYPES for lay in LAYOUTS for sh, sid in zip(SHAPES, SHAPE_IDS)]
+def kernel_cases(full_dtypes=(torch.float32, torch.bfloat16)):
+    """(dtype, layout, shape): every shape in float32 and bfloat16, four (odd sizes, C = 1, H = W = 1, multi-tile)
+    in float64 and float16; the sliced layout in float32 on two shapes (its copy does not depend on the dtype)."""
+    cases = []
+    for dt in DTYPES:
+        shapes = SHAPES if dt in full_dtypes else SHAPES[:3] + SHAPES[4:5]
+        cases += [pytest.param(dt, lay, sh, id=f"{str(dt)[6:]}-{lay}-{'x'.join(map(str, sh))}")
+                  for lay in LAYOUTS for sh in shapes]
     cases += [pytest.param(torch.float32, "sliced", sh, id=f"float32-sliced-{sid}")
               for sh, sid in zip(SHAPES[:4:3], SHAPE_IDS[:4:3])]
-    return needs_cuda_backend(pytest.mark.parametrize("dtype,layout,shape", cases)(test))
+    return cases
+
+
+def kernel_grid(test):
+    return needs_cuda_backend(pytest.mark.parametrize("dtype,layout,shape", kernel_cases())(test))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -100,8 +108,12 @@ def test_cuda_backend_serves_every_op():
 
 
 # --------------------------------------------------------------------------------------- kernels vs reference
-@pytest.mark.parametrize("stats", STATS, ids=",".join)
-@kernel_grid
+POOL_CASES = [pytest.param(st, *c.values, id=f"{','.join(st)}-{c.id}") for c in kernel_cases()
+              for st in (STATS if c.values[0] == torch.float32 else STATS[:1] + STATS[4:])]
+
+
+@needs_cuda_backend
+@pytest.mark.parametrize("stats,dtype,layout,shape", POOL_CASES)
 def test_channel_pool(stats, dtype, layout, shape):
     x = rand(shape, dtype, layout)
     out, argmax, moments = cpp_pool.channel_pool_forward(x, stats)
@@ -161,12 +173,17 @@ def test_squeeze_excite(dtype, layout, shape):
           dtype, "grad_input", like=x)
 
 
+PARTS = list(itertools.product((False, True), repeat=3))
+GATE_CASES = [pytest.param(sh, parts, lay, dt, id="-".join(["x".join(map(str, sh)),
+                                                              "".join(n for n, on in zip("csr", parts) if on) or "none",
+                                                              lay, str(dt)[6:]]))
+              for sh in [(2, 17, 7, 9), (2, 130, 9, 15)] for dt in DTYPES
+              for parts in (PARTS if dt in (torch.float32, torch.bfloat16) else PARTS[::3])
+              for lay in LAYOUTS + (["sliced"] if dt == torch.float32 else [])]
+
+
 @needs_cuda_backend
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("layout", LAYOUTS + ["sliced"])
-@pytest.mark.parametrize("parts", list(itertools.product((False, True), repeat=3)),
-                         ids=lambda p: "".join(n for n, on in zip("csr", p) if on) or "none")
-@pytest.mark.parametrize("shape", [(2, 17, 7, 9), (2, 130, 9, 15)], ids=["2x17x7x9", "2x130x9x15"])
+@pytest.mark.parametrize("shape,parts,layout,dtype", GATE_CASES)
 def test_apply_gates(shape, parts, layout, dtype):
     b, c, h, w = shape
     y = rand(shape, dtype, layout)
@@ -215,14 +232,15 @@ def ema_inputs(shape, groups, dtype, layout, x2_layout=None):
     return x, hw, x2, rand((cg,), dtype, positive=True), rand((cg,), dtype)
 
 
+EMA_PARAMS = [pytest.param(sh, g, lay, dt, id=f"{'x'.join(map(str, sh))}-g{g}-{lay}-{str(dt)[6:]}")
+              for sh, g in EMA_CASES for dt in DTYPES
+              for lay in LAYOUTS + (["sliced", "mixed"] if dt == torch.float32 else [])]  # copies: any dtype
+
+
 @needs_cuda_backend
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("layout", LAYOUTS + ["sliced", "mixed"])
-@pytest.mark.parametrize("shape,groups", EMA_CASES, ids=[f"{'x'.join(map(str, s))}-g{g}" for s, g in EMA_CASES])
+@pytest.mark.parametrize("shape,groups,layout,dtype", EMA_PARAMS)
 def test_ema_core(shape, groups, layout, dtype):
     """x, x2 and grad_out each read in their own layout ("mixed": x channels_last, x2 NCHW, grad sliced)."""
-    if layout in ("sliced", "mixed") and dtype != torch.float32:
-        pytest.skip("layout copies are dtype-independent: float32 only")
     mixed = layout == "mixed"
     x, hw, x2, gw, gb = ema_inputs(shape, groups, dtype, "channels_last" if mixed else layout,
                                    "nchw" if mixed else None)
@@ -360,7 +378,8 @@ def kernel_calls(x, g, s, gp, ch, sp, hw, x2, gw, gb):
 def kernel_inputs(layout, shape=(3, 16, 29, 31)):
     b, c, h, w = shape
     return [rand(shape, layout=layout), rand(shape, layout=layout), rand((b, c), positive=True), rand((b, c)),
-            rand((b, c), positive=True), rand((b, h, w), positive=True), rand((b, c, h + w)), rand(shape, layout=layout),
+            rand((b, c), positive=True), rand((b, h, w), positive=True), rand((b, c, h + w)),
+            rand(shape, layout=layout),
             rand((c // 2,), positive=True), rand((c // 2,))]
 
 

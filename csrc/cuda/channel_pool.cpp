@@ -50,7 +50,8 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
     return {out, argmax, moments};
   }
   check_launch(fa_channel_pool_forward(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, x.const_data_ptr(),
-                                       out.mutable_data_ptr(), s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr,
+                                       out.mutable_data_ptr(),
+                                       s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr,
                                        s.std >= 0 ? moments.mutable_data_ptr() : nullptr, B, C, H * W, s.k, s.max,
                                        s.mean, s.std, current_stream(x)),
                "channel_pool_forward");
@@ -87,7 +88,8 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
   check_launch(fa_channel_pool_backward(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
                                         need_x ? x.const_data_ptr() : nullptr,
                                         s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr, cptr(moments),
-                                        gx.mutable_data_ptr(), B, C, N, s.k, s.max, s.mean, s.std, current_stream(x_in)),
+                                        gx.mutable_data_ptr(), B, C, N, s.k, s.max, s.mean, s.std,
+                                        current_stream(x_in)),
                "channel_pool_backward");
   return gx;
 }

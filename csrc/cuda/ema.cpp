@@ -144,7 +144,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_backward(
                                       in.x.const_data_ptr(), in.x2.const_data_ptr(), in.sig_hw.const_data_ptr(),
                                       in.gw.const_data_ptr(), in.gb.const_data_ptr(), in.a1.const_data_ptr(),
                                       mean.const_data_ptr(), rstd.const_data_ptr(), grad_x.mutable_data_ptr(),
-                                      grad_x2.mutable_data_ptr(), grad_hw.mutable_data_ptr(), gn_part.mutable_data_ptr(),
+                                      grad_x2.mutable_data_ptr(), grad_hw.mutable_data_ptr(),
+                                      gn_part.mutable_data_ptr(),
                                       pix.mutable_data_ptr(), in.B, in.C, in.G, in.H, in.W, stream),
                  "ema_core_backward (C / groups too large for shared memory?)");
   }
