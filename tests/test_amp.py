@@ -269,3 +269,39 @@ def test_vgg16_se_under_autocast(vgg_pair, device, amp_dtype, backend):
     names = ["features.0.weight"] + [n for n, _ in ours.named_parameters() if ".fc." in n]
     x = torch.randn(1, 3, 32, 32, device=device)
     _check_module_amp(ours, seed, seed, x, device, amp_dtype, grad_names=names)
+
+
+# ------------------------------------------------------------------------------------------- mixed dtypes
+def _mixed_cases(backend):
+    """(op, args) with the mixed dtypes autocast produces: EMA's hw and x2 from bf16 convs beside an fp32 x (and
+    the reverse), squeeze_excite's bf16 x with fp32 weights."""
+    bf, f32 = torch.bfloat16, torch.float32
+    cases = []
+    for xd, cd in ((f32, bf), (bf, f32)):
+        x = torch.randn(2, 8, 5, 6, dtype=xd)
+        hw, x2 = torch.randn(2, 8, 11, dtype=cd), torch.randn(2, 8, 5, 6, dtype=cd)
+        gw, gb = torch.rand(4) + 0.5, torch.randn(4)
+        _, mean, rstd = torch.ops.fused_attn.ema_core(x, hw, x2, gw, gb, 2, 1e-5, backend)
+        cases += [("ema_core", (x, hw, x2, gw, gb, 2, 1e-5, backend)),
+                  ("ema_core_backward", (torch.randn_like(x), x, hw, x2, gw, gb, mean, rstd, 2, 1e-5, backend))]
+    x, w1, b1, w2, b2 = torch.randn(2, 8, 5, 6, dtype=bf), torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), None
+    _, pooled, z1, z2 = torch.ops.fused_attn.squeeze_excite(x, w1, b1, w2, b2, "relu", "sigmoid", backend)
+    cases += [("squeeze_excite", (x, w1, b1, w2, b2, "relu", "sigmoid", backend)),
+              ("squeeze_excite_backward", (torch.randn_like(x), x, w1, b1, w2, b2, pooled, z1, z2, "relu", "sigmoid",
+                                           backend))]
+    return cases
+
+
+@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("backend", serving_backends("ema_core"))
+def test_mixed_dtype_ops_agree_with_their_fake_kernels(backend, index):
+    """opcheck (real vs fake outputs: dtypes, shapes, strides) on the mixed dtypes autocast hands the ops. Eager
+    autograd casts a gradient of the wrong dtype silently; a compiled backward trusts the fake kernel, so a
+    mismatch there failed inside oneDNN's conv backward (EMA under autocast + torch.compile)."""
+    op, args = _mixed_cases(backend)[index]
+    if "backward" in op:
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    else:
+        args = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                     for a in args)
+    torch.library.opcheck(getattr(torch.ops.fused_attn, op), args)

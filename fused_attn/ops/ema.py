@@ -81,8 +81,11 @@ def _(x, hw, x2, gn_weight, gn_bias, groups, eps, backend):
 def ema_core_backward(grad_out: Tensor, x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor,
                       mean: Tensor, rstd: Tensor, groups: int, eps: float,
                       backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _impl("ema_core", x, backend).ema_core_backward(grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd,
-                                                             groups, eps)
+    grad_x, grad_hw, grad_x2, grad_w, grad_b = _impl("ema_core", x, backend).ema_core_backward(
+        grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups, eps)
+    # grad_x2 in x2's dtype, as the fake kernel says: the cpu kernel returns it in x's dtype when the two differ
+    # (x2 from an autocast conv beside an fp32 x); eager autograd would cast silently, a compiled backward not
+    return grad_x, grad_hw, grad_x2.to(x2.dtype), grad_w, grad_b
 
 
 @ema_core_backward.register_fake
