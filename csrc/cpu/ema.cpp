@@ -39,17 +39,20 @@ void strip_pool_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t B, 
   using A = acc_t<T>;
   const int64_t HW = H + W;
   if (!cl) {  // unit = one (b, c) plane: row sums along contiguous j, column sums accumulated across rows
-    parallel_units(B * C, [&](int64_t bc) {
-      const T* __restrict__ plane = x + bc * H * W;
-      T* __restrict__ o = out + bc * HW;
-      std::vector<A> col(static_cast<size_t>(W), A(0));
+    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> col(static_cast<size_t>(W));  // one buffer per thread's range: small planes are many
       A* __restrict__ cs = col.data();
-      for (int64_t i = 0; i < H; ++i) {
-        const T* __restrict__ row = plane + i * W;
-        o[i] = static_cast<T>(lane_sum<A>(W, [&](int64_t j) { return A(row[j]); }) / A(W));
-        for (int64_t j = 0; j < W; ++j) cs[j] += A(row[j]);
+      for (int64_t bc = begin; bc < end; ++bc) {
+        const T* __restrict__ plane = x + bc * H * W;
+        T* __restrict__ o = out + bc * HW;
+        std::fill(cs, cs + W, A(0));
+        for (int64_t i = 0; i < H; ++i) {
+          const T* __restrict__ row = plane + i * W;
+          o[i] = static_cast<T>(lane_sum<A>(W, [&](int64_t j) { return A(row[j]); }) / A(W));
+          for (int64_t j = 0; j < W; ++j) cs[j] += A(row[j]);
+        }
+        for (int64_t j = 0; j < W; ++j) o[H + j] = static_cast<T>(cs[j] / A(H));
       }
-      for (int64_t j = 0; j < W; ++j) o[H + j] = static_cast<T>(cs[j] / A(H));
     });
     return;
   }
@@ -101,15 +104,17 @@ void strip_unpool_kernel(const acc_t<T>* __restrict__ grad, T* __restrict__ gx, 
   using A = acc_t<T>;
   const int64_t HW = H + W;
   if (!cl) {
-    parallel_units(B * C, [&](int64_t bc) {
-      const A* __restrict__ g = grad + bc * HW;
-      T* __restrict__ o = gx + bc * H * W;
-      std::vector<A> col(static_cast<size_t>(W));
+    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> col(static_cast<size_t>(W));  // one buffer per thread's range
       A* __restrict__ gw = col.data();
-      for (int64_t j = 0; j < W; ++j) gw[j] = g[H + j] / A(H);
-      for (int64_t i = 0; i < H; ++i) {
-        const A gh = g[i] / A(W);
-        for (int64_t j = 0; j < W; ++j) o[i * W + j] = static_cast<T>(gh + gw[j]);
+      for (int64_t bc = begin; bc < end; ++bc) {
+        const A* __restrict__ g = grad + bc * HW;
+        T* __restrict__ o = gx + bc * H * W;
+        for (int64_t j = 0; j < W; ++j) gw[j] = g[H + j] / A(H);
+        for (int64_t i = 0; i < H; ++i) {
+          const A gh = g[i] / A(W);
+          for (int64_t j = 0; j < W; ++j) o[i * W + j] = static_cast<T>(gh + gw[j]);
+        }
       }
     });
     return;
