@@ -6,8 +6,9 @@
 //           (the std term is 0 where std == 0).
 //
 // NCHW: a thread owns VEC = 16 / sizeof(T) consecutive pixels (one 16-byte load per channel row) and walks the
-//   channels in order: running max/argmax and a Welford mean/M2 per pixel (never E[x^2] - E[x]^2); a warp reads
-//   32 x 16 contiguous bytes per channel. The backward splits the channels into chunks of kChunk per thread.
+//   channels in order: per pixel a running max/argmax, the plain sum (the mean: +-inf and NaN reach it as in
+//   torch.mean) and, for std, a Welford mean/M2 of x_c - x_0 (never E[x^2] - E[x]^2; the shift by the first
+//   channel keeps it exact for data far from zero); a warp reads 32 x 16 contiguous bytes per channel. The backward splits the channels into chunks of kChunk per thread.
 // channels_last: TX lanes (a power of two <= 32) share a pixel's C contiguous channels, VEC per 16-byte load;
 //   lane partial sums and (max, argmax) are combined by butterflies, the squared deviations from the exact mean
 //   are summed in a second pass over the same (cached) row.
@@ -43,13 +44,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t b = id / vpr, p0 = (id - b * vpr) * V;
     const int n = static_cast<int>(N - p0 < V ? N - p0 : V);
     const T* xb = x + b * C * N + p0;
-    A v[V], mx[V], mu[V], m2[V];
+    A v[V], mx[V], sm[V], x0[V], mu[V], m2[V];
     int32_t am[V];
     load_acc<T, V>(xb, n, n == V && aligned16(xb), v);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      mx[k] = mu[k] = v[k];
-      m2[k] = A(0);
+      mx[k] = sm[k] = x0[k] = v[k];
+      mu[k] = m2[k] = A(0);  // Welford state of the shifted values x_c - x_0
       am[k] = 0;
     }
     for (int64_t c = 1; c < C; ++c) {
@@ -62,18 +63,18 @@ __global__ void __launch_bounds__(kThreads)
           mx[k] = v[k];
           am[k] = static_cast<int32_t>(c);
         }
-        if (MOM == 1) mu[k] += v[k];
+        if (MOM >= 1) sm[k] += v[k];
         if (MOM == 2) {
-          const A d = v[k] - mu[k];
+          const A y = v[k] - x0[k], d = y - mu[k];
           mu[k] += d * inv;
-          m2[k] += d * (v[k] - mu[k]);
+          m2[k] += d * (y - mu[k]);
         }
       }
     }
     A mean[V], sd[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      mean[k] = MOM == 1 ? mu[k] / A(C) : mu[k];
+      mean[k] = sm[k] / A(C);
       sd[k] = MOM == 2 ? acc_sqrt(m2[k] / A(C - 1)) : A(0);
     }
     auto plane = [&](int k) { return out + (b * s.K + k) * N + p0; };
