@@ -125,3 +125,26 @@ def test_nan_and_inf_propagate_like_the_reference(channels_last):
         assert bool(same[special].all()), f"{backend}: +-inf/NaN differ from the reference at {(special & ~same).nonzero()}"
         assert bool(out[~special].isfinite().all()), f"{backend}: non-finite where the reference is finite"
         torch.testing.assert_close(out[~special], expected[~special], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_channel_std_is_accurate_far_from_zero(channels_last):
+    """Data near 1000 with unit spread (C = 37): float32 mean and std, and the std gradient (which uses
+    x - mean), stay within float32 tolerance of the float64 reference on every backend. A running mean of the
+    raw values (plain Welford) loses ~4e-5 of std here; a sum-based mean loses ~1e-3 in the gradient."""
+    from common import assert_close, serving_backends
+    torch.manual_seed(0)
+    x64 = 1000 + torch.randn(3, 37, 9, 11, dtype=torch.float64)
+    if channels_last:
+        x64 = x64.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 1, 9, 11, dtype=torch.float64)
+    x64.requires_grad_()
+    ref = x64.std(1, keepdim=True)
+    (ref_grad,) = torch.autograd.grad(ref, x64, g)
+    for backend in serving_backends("channel_pool", "cpu", torch.float32):
+        x = x64.detach().float().requires_grad_()
+        out = FA.channel_pool(x, ("mean", "std"), backend=backend)
+        assert_close(out[:, 1:], ref, torch.float32, what=f"{backend} std")
+        assert_close(out[:, :1], x64.mean(1, keepdim=True), torch.float32, what=f"{backend} mean")
+        (grad,) = torch.autograd.grad(out[:, 1:], x, g.float())
+        assert_close(grad, ref_grad, torch.float32, what=f"{backend} grad std")

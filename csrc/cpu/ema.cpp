@@ -805,8 +805,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_backward(
     sum_partials(part, grad_gw.mutable_data_ptr<scalar_t>(), 1, s.B * s.G, s.cg);
     sum_partials(part + s.B * s.G * s.cg, grad_gb.mutable_data_ptr<scalar_t>(), 1, s.B * s.G, s.cg);
   });
-  // grad_x2 goes back in x2's own layout (a copy when it differs from x's)
-  return {grad_x, grad_hw.to(hw_in.scalar_type()), grad_x2.contiguous(format_of(x2_in)),
+  // grad_x2 goes back in x2's own dtype and layout (a copy when either differs from x's; autocast can hand
+  // the op a bf16 x2 beside an fp32 x)
+  return {grad_x, grad_hw.to(hw_in.scalar_type()),
+          grad_x2.to(x2_in.scalar_type()).contiguous(format_of(x2_in)),
           grad_gw.to(gn_weight.scalar_type()), grad_gb.to(gn_bias.scalar_type())};
 }
 
