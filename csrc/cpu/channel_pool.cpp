@@ -16,6 +16,7 @@
 // block of pixels, each pixel's C channels are contiguous and stay in L1: sum and max in one lane-parallel
 // pass, the squared deviations from the exact mean in a second pass over the same cached row, argmax as the
 // first index equal to the max.
+#include "../channel_pool_stats.h"
 #include "common.h"
 #include "isa.h"
 
@@ -24,27 +25,7 @@ namespace fused_attn {
 namespace cpu {
 namespace FUSED_ATTN_ISA {
 
-// Output plane of each statistic (-1: not requested).
-struct Stats {
-  int64_t k = 0;
-  int64_t max = -1, mean = -1, std = -1;
-};
-
-Stats parse_stats(c10::string_view text) {
-  Stats s;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(',', start);
-    if (end == c10::string_view::npos) end = text.size();
-    const c10::string_view name = text.substr(start, end - start);
-    int64_t* slot = name == "max" ? &s.max : name == "mean" ? &s.mean : name == "std" ? &s.std : nullptr;
-    TORCH_CHECK(slot != nullptr, "fused_attn (cpu): unknown channel_pool stat '", std::string(name), "'");
-    TORCH_CHECK(*slot < 0, "fused_attn (cpu): channel_pool stat '", std::string(name), "' requested twice");
-    *slot = s.k++;
-    start = end + 1;
-  }
-  return s;
-}
+using Stats = PoolStats;
 
 // Index type as wide as A, so that the argmax select vectorises alongside the max.
 template <typename A>
@@ -199,7 +180,7 @@ void pool_forward(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moment
 
 std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10::string_view stats) {
   check_4d(x_in, "x");
-  const Stats s = parse_stats(stats);
+  const Stats s = parse_pool_stats(stats, "cpu");
   const auto fmt = format_of(x_in);
   const auto dt = x_in.scalar_type();
   const auto acc = acc_scalar_type(dt);
@@ -309,7 +290,7 @@ void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, cons
 Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
                              const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
-  const Stats s = parse_stats(stats);
+  const Stats s = parse_pool_stats(stats, "cpu");
   const auto fmt = format_of(x_in);
   const auto dt = x_in.scalar_type();
   const int64_t B = x_in.size(0), C = x_in.size(1), N = x_in.size(2) * x_in.size(3);

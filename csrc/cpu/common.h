@@ -21,6 +21,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../layout.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -44,26 +46,6 @@ using at::Tensor;
 
 template <typename T>
 using acc_t = at::opmath_type<T>;
-
-inline at::ScalarType acc_scalar_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-// fused_attn/_layout.py::memory_format: channels_last only when x is strictly channels_last.
-inline bool is_channels_last(const Tensor& x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-inline at::MemoryFormat format_of(const Tensor& x) {
-  return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-// `t` dense in `fmt` with dtype `dtype`: itself when it already is, else a copy (documented slow path for
-// sliced/permuted inputs, or a gradient that arrives in another layout or dtype than its forward input).
-inline Tensor dense(const Tensor& t, at::MemoryFormat fmt, at::ScalarType dtype) {
-  return t.to(dtype).contiguous(fmt);
-}
-
-// A small tensor ([B, C] gates, statistics, GroupNorm affine) as a contiguous copy in the accumulation dtype
-// of x's dtype `xt` (no copy when it already is).
-inline Tensor small_acc(const Tensor& t, at::ScalarType xt) { return t.to(acc_scalar_type(xt)).contiguous(); }
 
 // Asks Linux to back the 2 MB-aligned interior of a large, not yet written tensor with transparent huge pages
 // (what THP_MEM_ALLOC_ENABLE=1 does for every torch CPU allocation). A new output is written page by page for

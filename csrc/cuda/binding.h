@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "../layout.h"
 #include "launchers.h"
 
 namespace fused_attn {
@@ -33,16 +34,6 @@ inline int dtype_code(at::ScalarType t) {
       TORCH_CHECK(false, "fused_attn (cuda): unsupported dtype ", t, " (float32, float64, float16, bfloat16)");
   }
   return FA_FLOAT32;  // unreachable
-}
-
-inline at::ScalarType acc_scalar_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-// fused_attn/_layout.py::memory_format: channels_last only when x is strictly channels_last.
-inline bool is_channels_last(const Tensor& x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-inline at::MemoryFormat format_of(const Tensor& x) {
-  return is_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 inline void check_cuda(const Tensor& t, const char* name) {
@@ -68,14 +59,6 @@ inline void check_numel(const Tensor& t, int64_t n, const char* name, const char
   TORCH_CHECK(t.numel() == n, "fused_attn (cuda): ", name, " must be ", shape, " (", n, " elements), got ",
               t.sizes());
 }
-
-// `t` dense in `fmt` with dtype `dtype`: itself when it already is, else a copy.
-inline Tensor dense(const Tensor& t, at::MemoryFormat fmt, at::ScalarType dtype) {
-  return t.to(dtype).contiguous(fmt);
-}
-
-// A small tensor as a contiguous copy in the accumulation dtype of `xt` (no copy when it already is).
-inline Tensor small_acc(const Tensor& t, at::ScalarType xt) { return t.to(acc_scalar_type(xt)).contiguous(); }
 
 inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryFormat fmt, at::ScalarType dtype) {
   return at::empty(shape, like.options().dtype(dtype).memory_format(fmt));

@@ -3,36 +3,18 @@
 // [B, H, W] int32 | [0], moments [B, 2, H, W] (mean, std) in the accumulation dtype | [0].
 #include <string>
 
+#include "../channel_pool_stats.h"
 #include "binding.h"
 
 namespace fused_attn {
 namespace cuda {
 namespace {
 
-struct Stats {
-  int k = 0;
-  int max = -1, mean = -1, std = -1;
-};
-
-Stats parse_stats(c10::string_view text) {
-  Stats s;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(',', start);
-    if (end == c10::string_view::npos) end = text.size();
-    const c10::string_view name = text.substr(start, end - start);
-    int* slot = name == "max" ? &s.max : name == "mean" ? &s.mean : name == "std" ? &s.std : nullptr;
-    TORCH_CHECK(slot != nullptr, "fused_attn (cuda): unknown channel_pool stat '", std::string(name), "'");
-    TORCH_CHECK(*slot < 0, "fused_attn (cuda): channel_pool stat '", std::string(name), "' requested twice");
-    *slot = s.k++;
-    start = end + 1;
-  }
-  return s;
-}
+using Stats = PoolStats;
 
 std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10::string_view stats) {
   check_4d(x_in, "x");
-  const Stats s = parse_stats(stats);
+  const Stats s = parse_pool_stats(stats, "cuda");
   const c10::DeviceGuard guard(x_in.device());
   const auto fmt = format_of(x_in);
   const auto dt = x_in.scalar_type();
@@ -62,7 +44,7 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
                              const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
   check_same_device(x_in, grad_out, "grad_out");
-  const Stats s = parse_stats(stats);
+  const Stats s = parse_pool_stats(stats, "cuda");
   const c10::DeviceGuard guard(x_in.device());
   const auto fmt = format_of(x_in);
   const auto dt = x_in.scalar_type();
