@@ -75,6 +75,16 @@ TORCH_LIBRARY(fused_attn_C, m) {
   m.def("apply_gates_backward(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
         "-> (Tensor, Tensor, Tensor)");
 
+  //   -> (grad_channel, grad_spatial) of apply_gates_backward without writing grad_y (dual_attention's backward)
+  m.def("apply_gates_grad_gates(Tensor grad_out, Tensor y, Tensor channel, Tensor spatial) -> (Tensor, Tensor)");
+
+  // dual_attention (csrc/cpu/dual_attention.cpp).
+  //   -> (pooled = mean_hw x [B, C] acc, logit = sum_c ws[c] x [B, H, W] acc), one pass over x
+  m.def("dual_attention_forward(Tensor x, Tensor ws) -> (Tensor, Tensor)");
+  //   -> (grad_x = g channel spatial + ws[c] grad_logit + grad_pooled / HW like x, grad_ws [C] acc)
+  m.def("dual_attention_backward(Tensor grad_out, Tensor x, Tensor channel, Tensor spatial, Tensor ws, "
+        "Tensor grad_logit, Tensor grad_pooled) -> (Tensor, Tensor)");
+
   // EMA (csrc/cpu/ema.cpp).
   m.def("ema_strip_pool_forward(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype
   m.def("ema_strip_pool_backward(Tensor grad, Tensor x) -> Tensor");          // like x

@@ -39,6 +39,7 @@ OP_FAMILY = {
     "channel_squeeze": "squeeze_excite",
     "squeeze_excite": "squeeze_excite",
     "apply_gates": "apply_gates",
+    "dual_attention": "dual_attention",
     "ema_strip_pool": "ema",
     "ema_core": "ema",
 }

@@ -19,10 +19,11 @@ from ._layout import acc_dtype, memory_format
 from .ops.channel_pool import STATS
 from .reference import apply_gates as _ref_gates
 from .reference import channel_pool as _ref_pool
+from .reference import dual_attention as _ref_dual
 from .reference import ema as _ref_ema
 from .reference import squeeze_excite as _ref_se
 
-__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates",
+__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
            "ema_strip_pool", "ema_core", "ema"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -181,6 +182,49 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
     if _exporting():
         return _ref_gates.apply_gates_forward(y, channel, spatial, residual)
     return ops.apply_gates.apply_gates(y, channel, spatial, residual, request)
+
+
+# ------------------------------------------------------------------------------------------- dual attention
+def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], ws: Tensor,
+                   bs: Optional[Tensor], act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None,
+                   return_gates: bool = False):
+    """Channel and spatial attention of one x, applied together (DualAttention, LiteDualAttention):
+
+        c   = gate(w2 act(w1 mean_hw(x) + b1) + b2)      [B, C]     (as `channel_gate`)
+        s   = gate(ws . x[:, :, h, w] + bs)              [B, H, W]  (a 1x1 conv C -> 1, then the gate)
+        out = x * c[:, :, None, None] * s[:, None]
+
+    ws: the 1x1 conv's weight [1, C, 1, 1] (or [C]); bs: its bias [1] or None. One fused op: the forward reads x
+    twice and writes out once, the backward reads (grad_out, x) twice and writes grad_x once. The gates are
+    computed in the accumulation dtype. With return_gates=True returns (out, c, s), the gates detached, in x's
+    dtype (for attention recording).
+    """
+    _check_x(x)
+    w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
+    c = x.shape[1]
+    _check_tensor("ws", ws)
+    if ws.numel() != c or ws.dim() not in (1, 4) or (ws.dim() == 4 and ws.shape[0] != 1):
+        raise ValueError(f"ws must be a 1x1 conv weight [1, {c}, 1, 1] or a vector [{c}], got {tuple(ws.shape)}")
+    ws = ws.reshape(c)
+    if bs is not None:
+        _check_tensor("bs", bs)
+        if bs.numel() != 1 or bs.dim() > 1:
+            raise ValueError(f"bs must be a conv bias of shape [1], got {tuple(bs.shape)}")
+        bs = bs.reshape(1)
+    _check_devices(x=x, w1=w1, ws=ws, bs=bs)
+    request = _backend.requested(backend)
+    if _exporting():
+        pooled, logit = _ref_dual.dual_attention_reduce(x, ws)
+        ch = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2]
+        sp = _mlp.gate(gate, logit + bs.to(logit.dtype) if bs is not None else logit)
+        out = _ref_dual.dual_attention_apply(x, ch, sp)
+    else:
+        out, _, _, z2, zs = ops.dual_attention.dual_attention(x, w1, b1, w2, b2, ws, bs, act, gate, request)
+        if return_gates:
+            ch, sp = _mlp.gate(gate, z2), _mlp.gate(gate, zs)
+    if return_gates:
+        return out, ch.detach().to(x.dtype), sp.detach().to(x.dtype)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ EMA

@@ -43,3 +43,12 @@ def kernel_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
 
 def serving_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
     return _backend.serving(op, device, dtype)
+
+
+# The fused ops each drop-in module calls (module kind as in tests/test_modules.py::_tiny).
+_GATE_OPS = ("channel_squeeze", "apply_gates")
+MODULE_OPS = {"SEBlock": ("squeeze_excite",), "MultiScaleAttention": _GATE_OPS + ("channel_pool",),
+              "DualAttention": ("dual_attention",), "LiteDualAttention": ("dual_attention",),
+              "AttnResBlock": ("dual_attention",), "EMA": ("ema_strip_pool", "ema_core"),
+              "CBAM": _GATE_OPS + ("channel_pool",)}
+MODULE_OPS["EMAX"] = MODULE_OPS["EMAX-dynamic"] = MODULE_OPS["EMA"] + _GATE_OPS + ("squeeze_excite",)

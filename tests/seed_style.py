@@ -29,6 +29,12 @@ def squeeze_excite(x, w1, b1, w2, b2, act="relu", gate="sigmoid"):
     return x * channel_gate(x, w1, b1, w2, b2, act, gate).expand_as(x)
 
 
+def dual_attention(x, w1, b1, w2, b2, ws, bs, act="relu", gate="sigmoid"):
+    """As the seed's DualAttention: x * channel_att(x) * sigmoid(conv1x1 C -> 1 (x))."""
+    c = x.shape[1]
+    return x * channel_gate(x, w1, b1, w2, b2, act, gate) * _GATE[gate](F.conv2d(x, ws.reshape(1, c, 1, 1), bs))
+
+
 def apply_gates(y, channel=None, spatial=None, residual=None):
     out = y
     if channel is not None:

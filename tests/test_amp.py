@@ -68,6 +68,10 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     if op == "apply_gates":      # a residual in fp32 while the branch is in x's dtype: eager promotes
         return ([x, r(b, c, positive=True), r(b, h, w, positive=True), r(b, c, h, w)],
                 lambda be, *a: FA.apply_gates(*a, backend=be), seed_style.apply_gates)
+    if op == "dual_attention":
+        return ([x, r(2, c), r(2), r(c, 2), r(c), r(1, c, 1, 1), r(1)],
+                lambda be, *a: FA.dual_attention(*a, act="silu", backend=be),
+                lambda *a: seed_style.dual_attention(*a, act="silu"))
     if op == "ema_strip_pool":
         return [x], lambda be, x: FA.ema_strip_pool(x, backend=be), seed_style.ema_strip_pool
     if op == "ema_core":
@@ -79,8 +83,8 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     raise ValueError(op)
 
 
-PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "ema_strip_pool",
-          "ema_core", "ema"]
+PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
+          "ema_strip_pool", "ema_core", "ema"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -116,6 +120,8 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "squeeze_excite": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
                                      "relu", "sigmoid", be),
     "apply_gates": lambda x, be: (x, torch.rand(2, 8), torch.rand(2, 5, 6), torch.randn_like(x), be),
+    "dual_attention": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
+                                     torch.randn(8), torch.randn(1), "relu", "sigmoid", be),
     "ema_strip_pool": lambda x, be: (x, be),
     "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
                                2, 1e-5, be),

@@ -21,6 +21,7 @@ from fused_attn import functional as FA
 from fused_attn._layout import memory_format
 from fused_attn.reference import apply_gates as ref_gates
 from fused_attn.reference import channel_pool as ref_pool
+from fused_attn.reference import dual_attention as ref_dual
 from fused_attn.reference import ema as ref_ema
 from fused_attn.reference import squeeze_excite as ref_se
 
@@ -32,6 +33,7 @@ needs_cpu = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unav
 if CPU_REASON is None:
     from fused_attn.cpp import apply_gates as cpp_gates
     from fused_attn.cpp import channel_pool as cpp_pool
+    from fused_attn.cpp import dual_attention as cpp_dual
     from fused_attn.cpp import ema as cpp_ema
     from fused_attn.cpp import squeeze_excite as cpp_se
 
@@ -131,6 +133,33 @@ def test_squeeze_excite(shape, layout, dtype):
     check(grad_gate, ref_se.squeeze_excite_grad_gate(g64, x64), dtype, "grad_gate")
     check(cpp_se.squeeze_excite_grad_input(g, s, gp, x), ref_se.squeeze_excite_grad_input(g64, s64, gp64, x64),
           dtype, "grad_input", like=x)
+
+
+@kernel_grid
+def test_dual_attention(shape, layout, dtype):
+    """Each pass of dual_attention (reduce, apply, grad_gates, grad_input) vs the reference in float64."""
+    x, g = rand(shape, dtype, layout), rand(shape, dtype, layout)
+    b, c, h, w = shape
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    ws, ch, sp = rand((c,), dtype), rand((b, c), acc, positive=True), rand((b, h, w), acc, positive=True)
+    gl, gp = rand((b, h, w), acc), rand((b, c), acc)
+    x64, g64, ws64, ch64, sp64, gl64, gp64 = f64(x, g, ws, ch, sp, gl, gp)
+    pooled, logit = cpp_dual.dual_attention_reduce(x, ws)
+    rpooled, rlogit = ref_dual.dual_attention_reduce(x64, ws64)
+    assert pooled.dtype == logit.dtype == acc and logit.shape == (b, h, w)
+    check(pooled, rpooled, dtype, "pooled")
+    check(logit, rlogit, dtype, "logit")
+    check(cpp_dual.dual_attention_apply(x, ch, sp), ref_dual.dual_attention_apply(x64, ch64, sp64), dtype, "apply",
+          like=x)
+    grad_ch, grad_sp = cpp_dual.dual_attention_grad_gates(g, x, ch, sp)
+    rgrad_ch, rgrad_sp = ref_dual.dual_attention_grad_gates(g64, x64, ch64, sp64)
+    check(grad_ch, rgrad_ch, dtype, "grad_channel")
+    check(grad_sp, rgrad_sp, dtype, "grad_spatial")
+    grad_x, grad_ws = cpp_dual.dual_attention_grad_input(g, x, ch, sp, ws, gl, gp)
+    rgrad_x, rgrad_ws = ref_dual.dual_attention_grad_input(g64, x64, ch64, sp64, ws64, gl64, gp64)
+    assert grad_ws.dtype == acc and grad_ws.shape == (c,)
+    check(grad_x, rgrad_x, dtype, "grad_x", like=x)
+    check(grad_ws, rgrad_ws, dtype, "grad_ws")
 
 
 @needs_cpu
@@ -238,11 +267,14 @@ def public_cases(dtype=torch.float64, layout="nchw", shape=(2, 8, 5, 7)):
         ("ema_core", lambda t, be: FA.ema_core(t[0], t[1], t[2], t[3], t[4], groups, backend=be),
          [x, rand((b, c, h + w), dtype), rand(shape, dtype, layout), rand((cg,), dtype, positive=True),
           rand((cg,), dtype)]),
+        ("dual_attention", lambda t, be: FA.dual_attention(*t, act="silu", backend=be),
+         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype),
+          rand((1, c, 1, 1), dtype), rand((1,), dtype)]),
     ]
 
 
 @needs_cpu
-@pytest.mark.parametrize("case", range(7), ids=[c[0] for c in public_cases()])
+@pytest.mark.parametrize("case", range(8), ids=[c[0] for c in public_cases()])
 def test_gradcheck(case):
     name, fn, inputs = public_cases(torch.float64, shape=(2, 4, 2, 3))[case]
     inputs = [t.detach().requires_grad_() for t in inputs]
@@ -251,7 +283,7 @@ def test_gradcheck(case):
 
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("case", range(7), ids=[c[0] for c in public_cases()])
+@pytest.mark.parametrize("case", range(8), ids=[c[0] for c in public_cases()])
 def test_public_functions_match_reference(case, layout):
     """Forward and every input gradient through the custom ops; channels_last stays channels_last."""
     name, fn, inputs = public_cases(torch.float32, layout, shape=(2, 8, 6, 5))[case]
@@ -286,12 +318,16 @@ def opcheck_cases(layout):
         (ops.ema.ema_strip_pool, (x, "cpu")),
         (ops.ema.ema_core, (x, leaf(b, c, h + w), leaf(b, c, h, w, lay=layout), leaf(cg, positive=True), leaf(cg),
                             groups, 1e-5, "cpu")),
+        (ops.dual_attention.dual_attention, (x, leaf(3, c), leaf(3), leaf(c, 3), leaf(c), leaf(c), leaf(1), "relu",
+                                             "sigmoid", "cpu")),
+        (ops.dual_attention.dual_attention, (x, leaf(3, c), None, leaf(c, 3), None, leaf(c), None, "hardswish",
+                                             "hardsigmoid", "cpu")),
     ]
 
 
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(10))
 def test_opcheck(case, layout):
     op, args = opcheck_cases(layout)[case]
     torch.library.opcheck(op, args)
@@ -312,6 +348,12 @@ def test_opcheck_backward_ops(layout):
     _, mean, rstd = ops.ema.ema_core(x, hw, x2, gw, gb, 2, 1e-5, "cpu")
     torch.library.opcheck(ops.ema.ema_core_backward,
                           (torch.randn_like(x), x, hw, x2, gw, gb, mean, rstd, 2, 1e-5, "cpu"))
+    w1, b1, w2, b2, ws, bs = torch.randn(3, 8), torch.randn(3), torch.randn(8, 3), torch.randn(8), torch.randn(8), \
+        torch.randn(1)
+    _, pooled, z1, z2, zs = ops.dual_attention.dual_attention(x, w1, b1, w2, b2, ws, bs, "relu", "sigmoid", "cpu")
+    torch.library.opcheck(ops.dual_attention.dual_attention_backward,
+                          (torch.randn_like(x), x, w1, b1, w2, b2, ws, bs, pooled, z1, z2, zs, "relu", "sigmoid",
+                           "cpu"))
 
 
 # ------------------------------------------------------------------------------------------------ determinism

@@ -22,6 +22,7 @@ from fused_attn import nn as fnn
 from fused_attn._layout import memory_format
 from fused_attn.reference import apply_gates as ref_gates
 from fused_attn.reference import channel_pool as ref_pool
+from fused_attn.reference import dual_attention as ref_dual
 from fused_attn.reference import ema as ref_ema
 from fused_attn.reference import squeeze_excite as ref_se
 
@@ -36,6 +37,7 @@ needs_cuda_backend = pytest.mark.skipif(CUDA_REASON is not None, reason=f"cuda b
 if CUDA_REASON is None:
     from fused_attn.cpp import apply_gates as cpp_gates
     from fused_attn.cpp import channel_pool as cpp_pool
+    from fused_attn.cpp import dual_attention as cpp_dual
     from fused_attn.cpp import ema as cpp_ema
     from fused_attn.cpp import squeeze_excite as cpp_se
 
@@ -187,6 +189,33 @@ def test_squeeze_excite(dtype, layout, shape):
           dtype, "grad_input", like=x)
 
 
+@kernel_grid
+def test_dual_attention(dtype, layout, shape):
+    """Each pass of dual_attention (reduce, apply, grad_gates, grad_input) vs the reference in float64."""
+    x, g = rand(shape, dtype, layout), rand(shape, dtype, layout)
+    b, c, h, w = shape
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    ws, ch, sp = rand((c,), dtype), rand((b, c), acc, positive=True), rand((b, h, w), acc, positive=True)
+    gl, gp = rand((b, h, w), acc), rand((b, c), acc)
+    x64, g64, ws64, ch64, sp64, gl64, gp64 = f64(x, g, ws, ch, sp, gl, gp)
+    pooled, logit = cpp_dual.dual_attention_reduce(x, ws)
+    rpooled, rlogit = ref_dual.dual_attention_reduce(x64, ws64)
+    assert pooled.dtype == logit.dtype == acc and logit.shape == (b, h, w)
+    check(pooled, rpooled, dtype, "pooled")
+    check(logit, rlogit, dtype, "logit")
+    check(cpp_dual.dual_attention_apply(x, ch, sp), ref_dual.dual_attention_apply(x64, ch64, sp64), dtype, "apply",
+          like=x)
+    grad_ch, grad_sp = cpp_dual.dual_attention_grad_gates(g, x, ch, sp)
+    rgrad_ch, rgrad_sp = ref_dual.dual_attention_grad_gates(g64, x64, ch64, sp64)
+    check(grad_ch, rgrad_ch, dtype, "grad_channel")
+    check(grad_sp, rgrad_sp, dtype, "grad_spatial")
+    grad_x, grad_ws = cpp_dual.dual_attention_grad_input(g, x, ch, sp, ws, gl, gp)
+    rgrad_x, rgrad_ws = ref_dual.dual_attention_grad_input(g64, x64, ch64, sp64, ws64, gl64, gp64)
+    assert grad_ws.dtype == acc and grad_ws.shape == (c,)
+    check(grad_x, rgrad_x, dtype, "grad_x", like=x)
+    check(grad_ws, rgrad_ws, dtype, "grad_ws")
+
+
 PARTS = list(itertools.product((False, True), repeat=3))
 GATE_CASES = [pytest.param(sh, parts, lay, dt, id="-".join(["x".join(map(str, sh)),
                                                               "".join(n for n, on in zip("csr", parts) if on) or "none",
@@ -306,15 +335,18 @@ def public_cases(dtype=torch.float64, layout="nchw", shape=(2, 8, 5, 7)):
         ("ema_core", lambda t, be: FA.ema_core(t[0], t[1], t[2], t[3], t[4], groups, backend=be),
          [x, rand((b, c, h + w), dtype), rand(shape, dtype, layout), rand((cg,), dtype, positive=True),
           rand((cg,), dtype)]),
+        ("dual_attention", lambda t, be: FA.dual_attention(*t, act="silu", backend=be),
+         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype),
+          rand((1, c, 1, 1), dtype), rand((1,), dtype)]),
     ]
 
 
 CASE_IDS = ["channel_pool", "channel_pool_cbam", "channel_squeeze", "squeeze_excite", "apply_gates",
-            "ema_strip_pool", "ema_core"]
+            "ema_strip_pool", "ema_core", "dual_attention"]
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("case", range(7), ids=CASE_IDS)
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
 def test_gradcheck_fp64(case):
     name, fn, inputs = public_cases(torch.float64, "channels_last", shape=(2, 4, 2, 3))[case]
     inputs = [t.detach().requires_grad_() for t in inputs]
@@ -324,7 +356,7 @@ def test_gradcheck_fp64(case):
 @needs_cuda_backend
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case", range(7), ids=CASE_IDS)
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
 def test_public_functions_match_reference(case, layout, dtype):
     """Forward and every input gradient through the custom ops vs the reference backend on float64 copies."""
     name, fn, inputs = public_cases(dtype, layout, shape=(2, 8, 6, 5))[case]
@@ -360,13 +392,15 @@ def opcheck_cases(layout):
         (ops.ema.ema_strip_pool, (x, "cuda")),
         (ops.ema.ema_core, (x, leaf(b, c, h + w), leaf(b, c, h, w, lay=layout), leaf(cg, positive=True), leaf(cg),
                             groups, 1e-5, "cuda")),
+        (ops.dual_attention.dual_attention, (x, leaf(3, c), leaf(3), leaf(c, 3), leaf(c), leaf(c), leaf(1), "relu",
+                                             "sigmoid", "cuda")),
     ]
 
 
 @needs_cuda_backend
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case", range(6), ids=["channel_pool", "channel_squeeze", "squeeze_excite", "apply_gates",
-                                                "ema_strip_pool", "ema_core"])
+@pytest.mark.parametrize("case", range(7), ids=["channel_pool", "channel_squeeze", "squeeze_excite", "apply_gates",
+                                                "ema_strip_pool", "ema_core", "dual_attention"])
 def test_opcheck(case, layout):
     op, args = opcheck_cases(layout)[case]
     torch.library.opcheck(op, args)
@@ -386,6 +420,9 @@ def kernel_calls(x, g, s, gp, ch, sp, hw, x2, gw, gb):
     res += [pooled, cpp_ema.ema_strip_pool_backward(pooled, x)]
     o, mean, rstd = cpp_ema.ema_core_forward(x, hw, x2, gw, gb, 2, 1e-5)
     res += [o, mean, rstd, *cpp_ema.ema_core_backward(g, x, hw, x2, gw, gb, mean, rstd, 2, 1e-5)]
+    ws = s[0]
+    res += [*cpp_dual.dual_attention_reduce(x, ws), *cpp_dual.dual_attention_grad_gates(g, x, ch, sp),
+            *cpp_dual.dual_attention_grad_input(g, x, ch, sp, ws, sp, gp)]
     return res
 
 

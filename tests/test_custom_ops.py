@@ -24,6 +24,8 @@ def _op_cases(backend, channels_last, dtype=torch.float64, b=2, c=6, h=5, w=3, g
     x = x4()
     out, argmax, moments = OPS.channel_pool(x, "max,mean,std", backend)
     y, pooled, z1, z2 = OPS.squeeze_excite(x, t(cr, c), t(cr), t(c, cr), t(c), "relu", "sigmoid", backend)
+    _, dpooled, dz1, dz2, dzs = OPS.dual_attention(x, t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), "relu", "sigmoid",
+                                                   backend)
     hw = t(b, c, h + w)
     _, mean, rstd = OPS.ema_core(x, hw, x4(), t(cg), t(cg), groups, 1e-5, backend)
     g4 = x4().detach()
@@ -42,6 +44,13 @@ def _op_cases(backend, channels_last, dtype=torch.float64, b=2, c=6, h=5, w=3, g
         ("apply_gates", OPS.apply_gates, (x4(), t(b, c, positive=True), t(b, h, w, positive=True), x4(), backend)),
         ("apply_gates", OPS.apply_gates, (x4(), None, t(b, h, w), None, backend)),
         ("apply_gates", OPS.apply_gates_backward, (g4, x.detach(), t(b, c), t(b, h, w), backend)),
+        ("dual_attention", OPS.dual_attention, (x4(), t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), "silu", "sigmoid",
+                                                backend)),
+        ("dual_attention", OPS.dual_attention, (x4(), t(cr, c), None, t(c, cr), None, t(c), None, "hardswish",
+                                                "hardsigmoid", backend)),
+        ("dual_attention", OPS.dual_attention_backward,
+         (g4, x.detach(), t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), dpooled, dz1, dz2, dzs, "relu", "sigmoid",
+          backend)),
         ("ema_strip_pool", OPS.ema_strip_pool, (x4(), backend)),
         ("ema_strip_pool", OPS.ema_strip_pool_backward, (torch.randn(b, c, h + w, dtype=dtype), x.detach(), backend)),
         ("ema_core", OPS.ema_core, (x4(), t(b, c, h + w), x4(), t(cg), t(cg), groups, 1e-5, backend)),
@@ -81,6 +90,8 @@ GRADCHECK = {
     "apply_gates": lambda be: ([_f64(1, 3, 2, 3), torch.rand(1, 3, dtype=torch.float64),
                                 torch.rand(1, 2, 3, dtype=torch.float64), _f64(1, 3, 2, 3)],
                                lambda *a: FA.apply_gates(*a, backend=be)),
+    "dual_attention": lambda be: ([_f64(1, 4, 2, 3), _f64(2, 4), _f64(2), _f64(4, 2), _f64(4), _f64(1, 4, 1, 1),
+                                   _f64(1)], lambda *a: FA.dual_attention(*a, act="silu", backend=be)),
     "ema_strip_pool": lambda be: ([_f64(2, 3, 2, 3)], lambda x: FA.ema_strip_pool(x, backend=be)),
     "ema_core": lambda be: ([_f64(1, 4, 2, 3), _f64(1, 4, 5), _f64(1, 4, 2, 3), _f64(2), _f64(2)],
                             lambda *a: FA.ema_core(*a, groups=2, backend=be)),

@@ -10,7 +10,7 @@ import torch
 
 from fused_attn import nn as fnn
 
-from common import serving_backends
+from common import MODULE_OPS, serving_backends
 from test_amp import OP_OF, PUBLIC, _op_case
 from test_mod_oracles import perturb_
 from test_modules import _tiny
@@ -18,11 +18,7 @@ from test_modules import _tiny
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",
          "EMAX-dynamic", "CBAM"]
-OPS_OF = {"SEBlock": ("squeeze_excite",), "MultiScaleAttention": ("channel_squeeze", "apply_gates", "channel_pool"),
-          "DualAttention": ("channel_squeeze", "apply_gates"), "EMA": ("ema_strip_pool", "ema_core"),
-          "CBAM": ("channel_squeeze", "apply_gates", "channel_pool")}
-OPS_OF.update({"LiteDualAttention": OPS_OF["DualAttention"], "AttnResBlock": OPS_OF["DualAttention"]})
-OPS_OF["EMAX"] = OPS_OF["EMAX-dynamic"] = OPS_OF["EMA"] + OPS_OF["DualAttention"] + ("squeeze_excite",)
+OPS_OF = MODULE_OPS
 
 
 @pytest.fixture(autouse=True)

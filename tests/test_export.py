@@ -30,9 +30,9 @@ EMAX_OPS = {"channel_squeeze", "squeeze_excite", "apply_gates", "ema_strip_pool"
 MODULES = {
     "SEBlock": (lambda: fnn.SEBlock(32, 8), {"squeeze_excite"}),
     "MultiScaleAttention": (lambda: fnn.MultiScaleAttention(32, 8), {"channel_squeeze", "channel_pool", "apply_gates"}),
-    "DualAttention": (lambda: fnn.DualAttention(32), {"channel_squeeze", "apply_gates"}),
-    "LiteDualAttention": (lambda: fnn.LiteDualAttention(32), {"channel_squeeze", "apply_gates"}),
-    "AttnResBlock": (lambda: fnn.AttnResBlock(32), {"channel_squeeze", "apply_gates"}),
+    "DualAttention": (lambda: fnn.DualAttention(32), {"dual_attention"}),
+    "LiteDualAttention": (lambda: fnn.LiteDualAttention(32), {"dual_attention"}),
+    "AttnResBlock": (lambda: fnn.AttnResBlock(32), {"dual_attention"}),
     "EMA": (lambda: fnn.EMA(32, factor=4), {"ema_strip_pool", "ema_core"}),
     "EMAX": (lambda: fnn.EMAX(32, factor=4, reduction=8), EMAX_OPS),
     "EMAX-dynamic": (lambda: fnn.EMAX(32, factor=4, reduction=8, dynamic_groups=True), EMAX_OPS),

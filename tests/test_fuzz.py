@@ -91,6 +91,17 @@ def test_squeeze_excite_and_strip_pool(x):
 
 
 @SETTINGS
+@given(x=tensors4d())
+def test_dual_attention(x):
+    c = x.shape[1]
+    w1 = torch.linspace(-0.5, 0.5, 2 * c, dtype=x.dtype).reshape(2, c)
+    w2 = torch.linspace(0.3, -0.3, 2 * c, dtype=x.dtype).reshape(c, 2)
+    ws = torch.linspace(-0.4, 0.6, c, dtype=x.dtype)
+    _compare("dual_attention", lambda x, w1, w2, ws, be: FA.dual_attention(x, w1, None, w2, None, ws, None, backend=be),
+             [x, w1, w2, ws])
+
+
+@SETTINGS
 @given(x=tensors4d(max_c=8), groups=st.sampled_from([1, 2, 4]))
 def test_ema_core(x, groups):
     b, c, h, w = x.shape

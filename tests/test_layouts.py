@@ -14,18 +14,14 @@ from torch._library.custom_ops import _maybe_get_opdef
 from fused_attn import functional as FA
 from fused_attn import nn as fnn
 
-from common import assert_close, kernel_backends, serving_backends
+from common import MODULE_OPS, assert_close, kernel_backends, serving_backends
 from test_mod_oracles import backends_for, perturb_
 from test_modules import _tiny
 
 aten = torch.ops.aten
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",
          "EMAX-dynamic", "CBAM"]
-GATE_OPS = ("channel_squeeze", "apply_gates")
-OPS_OF = {"SEBlock": ("squeeze_excite",), "MultiScaleAttention": GATE_OPS + ("channel_pool",),
-          "DualAttention": GATE_OPS, "LiteDualAttention": GATE_OPS, "AttnResBlock": GATE_OPS,
-          "EMA": ("ema_strip_pool", "ema_core"), "CBAM": GATE_OPS + ("channel_pool",)}
-OPS_OF["EMAX"] = OPS_OF["EMAX-dynamic"] = OPS_OF["EMA"] + GATE_OPS + ("squeeze_excite",)
+OPS_OF = MODULE_OPS
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 SHAPE = (2, 5, 7)   # B, H, W
 

@@ -76,6 +76,45 @@ def test_channel_squeeze(backend, shape, channels_last):
            "channel_squeeze")
 
 
+@pytest.mark.parametrize("backend", serving_backends("dual_attention"))
+@pytest.mark.parametrize("act,gate,bias", [("relu", "sigmoid", True), ("hardswish", "hardsigmoid", True),
+                                           ("silu", "sigmoid", False)])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("channels_last", LAYOUTS)
+def test_dual_attention(backend, act, gate, bias, shape, channels_last):
+    d = torch.float64
+    b, c, h, w = shape
+    gen = torch.Generator().manual_seed(3)
+    x = randn4d(*shape, dtype=d, channels_last=channels_last)
+    w1, w2 = torch.randn(2, c, dtype=d, generator=gen), torch.randn(c, 2, dtype=d, generator=gen)
+    ws = torch.randn(1, c, 1, 1, dtype=d, generator=gen)
+    biases = [torch.randn(2, dtype=d, generator=gen), torch.randn(c, dtype=d, generator=gen),
+              torch.randn(1, dtype=d, generator=gen)] if bias else []
+    if bias:
+        ours = lambda x, w1, w2, ws, b1, b2, bs: FA.dual_attention(x, w1, b1, w2, b2, ws, bs, act, gate,  # noqa: E731
+                                                                   backend=backend)
+        seed = lambda x, w1, w2, ws, b1, b2, bs: seed_style.dual_attention(x, w1, b1, w2, b2, ws, bs, act, gate)  # noqa: E731
+    else:
+        ours = lambda x, w1, w2, ws: FA.dual_attention(x, w1, None, w2, None, ws, None, act, gate,  # noqa: E731
+                                                       backend=backend)
+        seed = lambda x, w1, w2, ws: seed_style.dual_attention(x, w1, None, w2, None, ws, None, act, gate)  # noqa: E731
+    tol = 1e-7 if gate == "hardsigmoid" else None   # torch's float32 1/6 in its hardsigmoid backward (below)
+    out = _check(ours, seed, [x, w1, w2, ws, *biases], d, f"dual_attention({act}, {gate})", tol)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("backend", serving_backends("dual_attention"))
+def test_dual_attention_returns_its_gates(backend):
+    x = torch.randn(2, 6, 4, 5, dtype=torch.float64)
+    w1, w2, ws, bs = torch.randn(3, 6), torch.randn(6, 3), torch.randn(1, 6, 1, 1), torch.randn(1)
+    args = [t.double() for t in (w1, w2, ws, bs)]
+    out, ch, sp = FA.dual_attention(x, args[0], None, args[1], None, args[2], args[3], backend=backend,
+                                    return_gates=True)
+    assert_close(ch, seed_style.channel_gate(x, args[0], None, args[1], None).flatten(1))
+    assert_close(sp, torch.sigmoid(torch.nn.functional.conv2d(x, args[2], args[3]))[:, 0])
+    assert_close(out, x * ch[:, :, None, None] * sp[:, None])
+
+
 @pytest.mark.parametrize("backend", serving_backends("squeeze_excite"))
 @pytest.mark.parametrize("act,gate,bias", [("relu", "sigmoid", False), ("relu", "sigmoid", True),
                                            ("hardswish", "hardsigmoid", True), ("silu", "sigmoid", True)])

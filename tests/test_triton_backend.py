@@ -21,7 +21,8 @@ from common import assert_close, randn4d
 pytest.importorskip("triton")
 from fused_attn.triton import _common as tcm  # noqa: E402
 
-OPS = ("channel_pool", "channel_squeeze", "squeeze_excite", "apply_gates", "ema_strip_pool", "ema_core")
+OPS = ("channel_pool", "channel_squeeze", "squeeze_excite", "apply_gates", "dual_attention", "ema_strip_pool",
+       "ema_core")
 DEVICES = [
     pytest.param("cpu", id="cpu-interpreter", marks=pytest.mark.skipif(
         not _backend._interpreting_triton(), reason="Triton runs CPU tensors only under TRITON_INTERPRET=1")),
@@ -71,6 +72,9 @@ def _case(op, shape, dtype, device, channels_last=False):
     if op == "apply_gates":
         return ([x4(), t(b, c, positive=True), t(b, h, w, positive=True), x4()],
                 lambda y, ch, sp, r, be: FA.apply_gates(y, ch, sp, r, backend=be))
+    if op == "dual_attention":
+        return ([x4(), t(2, c), t(2), t(c, 2), t(c), t(1, c, 1, 1), t(1)],
+                lambda *a: FA.dual_attention(*a[:-1], act="silu", backend=a[-1]))
     if op == "ema_strip_pool":
         return [x4()], lambda x, be: FA.ema_strip_pool(x, backend=be)
     g = _groups(c)

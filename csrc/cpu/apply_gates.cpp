@@ -6,6 +6,8 @@
 //     grad_channel = sum_p (g * y) * spatial                        [B, C]
 //     grad_spatial = sum_c (g * y) * channel                        [B, H, W]
 //   (grad_residual = g needs no kernel.)
+//   apply_gates_grad_gates: the same pass without grad_y (reads g, y; writes only the two small gradients), for
+//   dual_attention's backward, whose grad_x has more terms (csrc/cpu/dual_attention.cpp).
 // The forward is the shared elementwise pass (gate_map.h).
 #include "common.h"
 #include "isa.h"
@@ -23,9 +25,9 @@ Tensor apply_gates_forward(const Tensor& y, const c10::optional<Tensor>& channel
                   Tensor());
 }
 
-// One NCHW row (b, c) of the backward: grad_y = (g cv) sp, returns sum_p (g y) sp (grad_channel[b, c]) and adds
-// (g y) cv to the unit's grad_spatial partial row. Out of line (FUSED_ATTN_ROW: the caller loops over c).
-template <typename T, bool HC, bool HS>
+// One NCHW row (b, c) of the backward: grad_y = (g cv) sp (when GY), returns sum_p (g y) sp (grad_channel[b, c])
+// and adds (g y) cv to the unit's grad_spatial partial row. Out of line (FUSED_ATTN_ROW: the caller loops over c).
+template <typename T, bool HC, bool HS, bool GY>
 FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __restrict__ y, acc_t<T> cv,
                                            const acc_t<T>* __restrict__ sp, T* __restrict__ gy,
                                            acc_t<T>* __restrict__ gs_part, int64_t n) {
@@ -33,7 +35,7 @@ FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __r
   A lanes[kLanes<A>] = {};
   lane_for<A>(n, [&](int64_t i, int64_t l) {
     const A gv = A(g[i]), sv = sp[i];
-    gy[i] = static_cast<T>((gv * cv) * sv);
+    if (GY) gy[i] = static_cast<T>((gv * cv) * sv);
     const A gyv = gv * A(y[i]);
     if (HC) lanes[l] += gyv * sv;
     if (HS) gs_part[i] += gyv * cv;
@@ -50,7 +52,7 @@ FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __r
 // Partials are added in unit order afterwards (sum_partials): deterministic.
 constexpr int64_t kChunk = 16, kPixels = 64;
 
-template <typename T, bool HC, bool HS>
+template <typename T, bool HC, bool HS, bool GY>
 void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, const acc_t<T>* __restrict__ ch,
                            const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc,
                            acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, bool channels_last) {
@@ -63,7 +65,7 @@ void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, con
       if (HS) std::fill(gsp, gsp + N, A(0));
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t off = (b * C + c) * N;
-        const A total = gates_backward_row<T, HC, HS>(g + off, y + off, ch[b * C + c], sp + b * N, gy + off, gsp, N);
+        const A total = gates_backward_row<T, HC, HS, GY>(g + off, y + off, ch[b * C + c], sp + b * N, gy + off, gsp, N);
         if (HC) gc[b * C + c] = total;
       }
     });
@@ -81,7 +83,7 @@ void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, con
       A lanes[kLanes<A>] = {};
       lane_for<A>(C, [&](int64_t c, int64_t l) {
         const A gv = A(g[off + c]), cv = chb[c];
-        gy[off + c] = static_cast<T>((gv * cv) * sv);
+        if (GY) gy[off + c] = static_cast<T>((gv * cv) * sv);
         const A gyv = gv * A(y[off + c]);
         if (HC) part[c] += gyv * sv;
         if (HS) lanes[l] += gyv * cv;
@@ -91,9 +93,10 @@ void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, con
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y,
-                                                        const c10::optional<Tensor>& channel,
-                                                        const c10::optional<Tensor>& spatial) {
+// The backward pass; grad_y is written only when write_grad_y (else returned undefined).
+std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const Tensor& y,
+                                                  const c10::optional<Tensor>& channel,
+                                                  const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y, "y");
   TORCH_CHECK(grad_out.sizes() == y.sizes(), "fused_attn (cpu): grad_out must have y's shape");
   const auto fmt = format_of(y);
@@ -111,7 +114,7 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   TORCH_CHECK(sp.numel() == B * N, "fused_attn (cpu): spatial must be [B, H, W]");
   // partial sums: NCHW reduces grad_spatial over channel chunks, channels_last grad_channel over pixel blocks
   const int64_t parts = cl ? (N + kPixels - 1) / kPixels : (C + kChunk - 1) / kChunk;
-  Tensor grad_y = empty_4d(y.sizes(), y, fmt, dt);
+  Tensor grad_y = write_grad_y ? empty_4d(y.sizes(), y, fmt, dt) : Tensor();
   Tensor gc = at::empty({hc ? B * (cl ? parts : 1) * C : 0}, y.options().dtype(acc));
   Tensor gs = at::empty({hs ? B * (cl ? 1 : parts) * N : 0}, y.options().dtype(acc));
   Tensor grad_channel = hc ? at::empty({B, C}, y.options().dtype(channel->scalar_type())) : y.new_empty({0});
@@ -119,11 +122,15 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
       hs ? at::empty({B, y.size(2), y.size(3)}, y.options().dtype(spatial->scalar_type())) : y.new_empty({0});
   FUSED_ATTN_DISPATCH(dt, "fused_attn_apply_gates_backward", [&] {
     using A = acc_t<scalar_t>;
+    scalar_t* gyp = write_grad_y ? grad_y.mutable_data_ptr<scalar_t>() : nullptr;
     auto run = [&](auto hc_tag, auto hs_tag) {
-      gates_backward_kernel<scalar_t, decltype(hc_tag)::value, decltype(hs_tag)::value>(
-          gd.const_data_ptr<scalar_t>(), yd.const_data_ptr<scalar_t>(), ch.const_data_ptr<A>(),
-          sp.const_data_ptr<A>(), grad_y.mutable_data_ptr<scalar_t>(), gc.mutable_data_ptr<A>(),
-          gs.mutable_data_ptr<A>(), B, C, N, cl);
+      auto kernel = [&](auto gy_tag) {
+        gates_backward_kernel<scalar_t, decltype(hc_tag)::value, decltype(hs_tag)::value, decltype(gy_tag)::value>(
+            gd.const_data_ptr<scalar_t>(), yd.const_data_ptr<scalar_t>(), ch.const_data_ptr<A>(),
+            sp.const_data_ptr<A>(), gyp, gc.mutable_data_ptr<A>(), gs.mutable_data_ptr<A>(), B, C, N, cl);
+      };
+      if (write_grad_y) kernel(std::true_type{});
+      else kernel(std::false_type{});
     };
     using T_ = std::true_type;
     using F_ = std::false_type;
@@ -148,12 +155,25 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   return {grad_y, grad_channel, grad_spatial};
 }
 
+std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y,
+                                                        const c10::optional<Tensor>& channel,
+                                                        const c10::optional<Tensor>& spatial) {
+  return gates_backward(grad_out, y, channel, spatial, true);
+}
+
+// -> (grad_channel, grad_spatial) of apply_gates_backward, without writing grad_y.
+std::tuple<Tensor, Tensor> apply_gates_grad_gates(const Tensor& grad_out, const Tensor& y, const Tensor& channel,
+                                                  const Tensor& spatial) {
+  auto grads = gates_backward(grad_out, y, channel, spatial, false);
+  return {std::get<1>(grads), std::get<2>(grads)};
+}
+
 }  // namespace FUSED_ATTN_ISA
 }  // namespace cpu
 }  // namespace fused_attn
 FUSED_ATTN_ISA_END
 
 #if FUSED_ATTN_ISA_BASE
-#define APPLY_GATES_OPS(X) X(apply_gates_forward) X(apply_gates_backward)
+#define APPLY_GATES_OPS(X) X(apply_gates_forward) X(apply_gates_backward) X(apply_gates_grad_gates)
 FUSED_ATTN_REGISTER(APPLY_GATES_OPS)
 #endif

@@ -3,6 +3,7 @@
 //   forward  -> residual + y * channel[b, c] * spatial[b, h, w] in y's layout and dtype
 //   backward -> (grad_y like y, grad_channel [B, C] in channel's dtype | [0], grad_spatial [B, H, W] in spatial's
 //               dtype | [0]), one pass over (grad_out, y) plus the ordered merges of the partial sums.
+//   grad_gates -> (grad_channel, grad_spatial) of the backward without writing grad_y (dual_attention).
 #include "binding.h"
 
 namespace fused_attn {
@@ -36,14 +37,16 @@ Tensor apply_gates_forward(const Tensor& y_in, const c10::optional<Tensor>& chan
   }
   Tensor out = empty_4d(y_in.sizes(), y_in, fmt, dt);
   check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, y.const_data_ptr(), cptr(ch),
-                           cptr(sp), cptr(res), nullptr, 1.0, out.mutable_data_ptr(), B, C, N, 0, current_stream(y)),
+                           cptr(sp), cptr(res), nullptr, 1.0, nullptr, nullptr, out.mutable_data_ptr(), B, C, N, 0,
+                           current_stream(y)),
                "apply_gates_forward");
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y_in,
-                                                        const c10::optional<Tensor>& channel,
-                                                        const c10::optional<Tensor>& spatial) {
+// The backward pass; grad_y is written only when write_grad_y (else returned undefined).
+std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const Tensor& y_in,
+                                                  const c10::optional<Tensor>& channel,
+                                                  const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y_in, "y");
   check_same_device(y_in, grad_out, "grad_out");
   TORCH_CHECK(grad_out.sizes() == y_in.sizes(), "fused_attn (cuda): grad_out must have y's shape ", y_in.sizes(),
@@ -59,7 +62,7 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   const Tensor ch = gate_in(y_in, channel, B * C, "channel", "[B, C]");
   const Tensor sp = gate_in(y_in, spatial, B * N, "spatial", "[B, H, W]");
   const bool hc = ch.defined(), hs = sp.defined();
-  Tensor grad_y = empty_4d(y_in.sizes(), y_in, fmt, dt);
+  Tensor grad_y = write_grad_y ? empty_4d(y_in.sizes(), y_in, fmt, dt) : Tensor();
   Tensor grad_channel = hc ? at::empty({B, C}, y.options().dtype(channel->scalar_type())) : y.new_empty({0});
   Tensor grad_spatial = hs ? at::empty({B, H, W}, y.options().dtype(spatial->scalar_type())) : y.new_empty({0});
   if (hc) dtype_code(channel->scalar_type());
@@ -75,7 +78,7 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   Tensor row_part = want_rows ? at::empty({B, geo.col_tiles, R}, acc) : Tensor();
   Tensor col_part = want_cols ? at::empty({B, geo.row_chunks, L}, acc) : Tensor();
   const cudaStream_t stream = current_stream(y);
-  check_launch(fa_tile_sums(code, g.const_data_ptr(), y.const_data_ptr(), grad_y.mutable_data_ptr(), cptr(row_gate),
+  check_launch(fa_tile_sums(code, g.const_data_ptr(), y.const_data_ptr(), mptr(grad_y), cptr(row_gate),
                             cptr(col_gate), mptr(row_part), mptr(col_part), B, R, L, stream),
                "apply_gates_backward");
   auto merge = [&](const Tensor& part, int64_t K, int64_t n, Tensor& out) {
@@ -93,6 +96,19 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
   return {grad_y, grad_channel, grad_spatial};
 }
 
+std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y,
+                                                        const c10::optional<Tensor>& channel,
+                                                        const c10::optional<Tensor>& spatial) {
+  return gates_backward(grad_out, y, channel, spatial, true);
+}
+
+// -> (grad_channel, grad_spatial) of apply_gates_backward, without writing grad_y (dual_attention's backward).
+std::tuple<Tensor, Tensor> apply_gates_grad_gates(const Tensor& grad_out, const Tensor& y, const Tensor& channel,
+                                                  const Tensor& spatial) {
+  auto grads = gates_backward(grad_out, y, channel, spatial, false);
+  return {std::get<1>(grads), std::get<2>(grads)};
+}
+
 }  // namespace
 }  // namespace cuda
 }  // namespace fused_attn
@@ -100,4 +116,5 @@ std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, 
 TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
   m.impl("apply_gates_forward", &fused_attn::cuda::apply_gates_forward);
   m.impl("apply_gates_backward", &fused_attn::cuda::apply_gates_backward);
+  m.impl("apply_gates_grad_gates", &fused_attn::cuda::apply_gates_grad_gates);
 }

@@ -1,7 +1,8 @@
 // CUDA kernels of apply_gates and the passes it shares with squeeze_excite and ema (launchers.h has the
 // contracts; fused_attn/reference/apply_gates.py is the oracle):
 //
-//   fa_gate_map        out = (in * scale[b, c]) * spatial[b, p] + add + shift[b, c] / shift_div   (elementwise)
+//   fa_gate_map        out = (in * scale[b, c]) * spatial[b, p] + add + shift[b, c] / shift_div
+//                            + outer_c[c] outer_p[b, p]                                          (elementwise)
 //   fa_tile_sums       per image, an R x L matrix (rows x contiguous columns): optional gated copy
 //                      out = a row_gate[r] col_gate[l], and the partial sums of e = a * m along rows (weighted by
 //                      col_gate) and along columns (weighted by row_gate) in one pass
@@ -31,7 +32,8 @@ template <typename T, bool CL>
 __global__ void __launch_bounds__(kThreads)
     gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scale,
                     const acc_t<T>* __restrict__ spatial, const T* __restrict__ add,
-                    const acc_t<T>* __restrict__ shift, acc_t<T> shift_div, T* __restrict__ out, int64_t C,
+                    const acc_t<T>* __restrict__ shift, acc_t<T> shift_div, const acc_t<T>* __restrict__ outer_c,
+                    const acc_t<T>* __restrict__ outer_p, T* __restrict__ out, int64_t C,
                     int64_t N, int64_t L, int64_t vecs_per_row, int64_t total_vecs, bool reverse) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
@@ -70,6 +72,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       if (add) r += av[k];
       if (shift) r += (live ? shift[b * C + ck] : A(0)) / shift_div;
+      if (outer_c && live) r += outer_c[ck] * outer_p[b * N + pk];
       res[k] = r;
     }
     store_acc<T, V>(out + off, n, n == V && aligned16(out + off), res);
@@ -169,8 +172,10 @@ using namespace fa;
 
 extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, const void* in, const void* scale,
                                    const void* spatial, const void* add, const void* shift, double shift_div,
-                                   void* out, int64_t B, int64_t C, int64_t N, int reverse, cudaStream_t stream) {
+                                   const void* outer_c, const void* outer_p, void* out, int64_t B, int64_t C,
+                                   int64_t N, int reverse, cudaStream_t stream) {
   if (B * C * N == 0) return cudaSuccess;
+  if ((outer_c == nullptr) != (outer_p == nullptr)) return cudaErrorInvalidValue;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     using A = acc_t<T>;
@@ -182,6 +187,7 @@ extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, const void* in,
     kernel<<<grid, kThreads, 0, stream>>>(static_cast<const T*>(in), static_cast<const A*>(scale),
                                           static_cast<const A*>(spatial), static_cast<const T*>(add),
                                           static_cast<const A*>(shift), static_cast<A>(shift_div),
+                                          static_cast<const A*>(outer_c), static_cast<const A*>(outer_p),
                                           static_cast<T*>(out), C, N, L, vpr, total, reverse != 0);
     return cudaGetLastError();
   });

@@ -29,12 +29,15 @@ enum fa_dtype { FA_FLOAT32 = 0, FA_FLOAT64 = 1, FA_FLOAT16 = 2, FA_BFLOAT16 = 3 
 // ------------------------------------------------------------------------------------ shared passes (apply_gates)
 // The elementwise pass shared by apply_gates and squeeze_excite (every term optional: NULL):
 //   out[b, c, p] = (in[b, c, p] * scale[b, c]) * spatial[b, p] + add[b, c, p] + shift[b, c] / shift_div
-// in / add / out: T, dense in the layout; scale / shift [B, C] and spatial [B, H * W]: acc, contiguous.
+//                  + outer_c[c] * outer_p[b, p]                      (dual_attention's grad_x; both or neither)
+// in / add / out: T, dense in the layout; scale / shift [B, C], spatial / outer_p [B, H * W], outer_c [C]: acc,
+// contiguous.
 // reverse != 0 walks the tensor from its end (a second pass over x then starts on the part of x that the first
 // pass left in L2).
 cudaError_t fa_gate_map(int dtype, int channels_last, const void* in, const void* scale, const void* spatial,
-                        const void* add, const void* shift, double shift_div, void* out, int64_t B, int64_t C,
-                        int64_t N, int reverse, cudaStream_t stream);
+                        const void* add, const void* shift, double shift_div, const void* outer_c,
+                        const void* outer_p, void* out, int64_t B, int64_t C, int64_t N, int reverse,
+                        cudaStream_t stream);
 
 // Per image b a matrix of R rows x L contiguous columns (NCHW: rows = channels, columns = pixels; channels_last:
 // rows = pixels, columns = channels), e = a * m (m optional):

@@ -59,7 +59,7 @@ Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t
   }
   Tensor out = empty_4d(like.sizes(), like, fmt, dt);
   check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, cptr(in), cptr(scale), nullptr,
-                           nullptr, cptr(shift), shift_div, out.mutable_data_ptr(), B, C, N, reverse,
+                           nullptr, cptr(shift), shift_div, nullptr, nullptr, out.mutable_data_ptr(), B, C, N, reverse,
                            current_stream(like)),
                "gate_map");
   return out;

@@ -32,10 +32,10 @@ def apply_gates_forward(y: torch.Tensor, channel: Optional[torch.Tensor], spatia
 def _apply_gates_bwd_kernel(g_ptr, y_ptr, ch_ptr, sp_ptr, gy_ptr, gch_ptr, gsp_ptr,
                             C, P, c_per_chunk, n_chunk, n_pblk,
                             sg_b, sg_c, sg_p, sy_b, sy_c, sy_p, so_b, so_c, so_p,
-                            HAS_CH: tl.constexpr, HAS_SP: tl.constexpr, ACC: tl.constexpr,
+                            HAS_CH: tl.constexpr, HAS_SP: tl.constexpr, HAS_GY: tl.constexpr, ACC: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (b, channel chunk k, pixel tile t), looping over the chunk's channel blocks:
-    grad_y = g * ch * sp (stored), gch[b, t, c] = sum_{p in t} g y sp, gsp[b, k, p] = sum_{c in k} g y ch."""
+    grad_y = g * ch * sp (stored when HAS_GY), gch[b, t, c] = sum_{p in t} g y sp, gsp[b, k, p] = sum_{c in k} g y ch."""
     b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
@@ -70,7 +70,8 @@ def _apply_gates_bwd_kernel(g_ptr, y_ptr, ch_ptr, sp_ptr, gy_ptr, gch_ptr, gsp_p
             gsp += tl.sum(gyy, axis=0)
         if HAS_SP:
             gy = gy * sp[None, :]
-        tl.store(op, gy.to(gy_ptr.dtype.element_ty), mask=mask)
+        if HAS_GY:
+            tl.store(op, gy.to(gy_ptr.dtype.element_ty), mask=mask)
         gp += BLOCK_C * sg_c
         yp += BLOCK_C * sy_c
         op += BLOCK_C * so_c
@@ -86,29 +87,41 @@ def _finish(partial: torch.Tensor, dtype: torch.dtype, shape) -> torch.Tensor:
     return total.to(dtype).reshape(shape).contiguous()
 
 
-def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tensor],
-                         spatial: Optional[torch.Tensor]):
-    """-> (grad_y like y, grad_channel [B, C] or empty, grad_spatial [B, H, W] or empty)."""
+def _backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tensor],
+              spatial: Optional[torch.Tensor], write_grad_y: bool):
     b, c, h, w = y.shape
     p = h * w
-    grad_y = empty_4d(y, y.shape)
+    grad_y = empty_4d(y, y.shape) if write_grad_y else None
     if y.numel() == 0:
         return (grad_y, torch.zeros_like(channel) if channel is not None else y.new_empty((0,)),
                 torch.zeros_like(spatial) if spatial is not None else y.new_empty((0,)))
     y, sy = cm.pixel_view(y)
     g, sg = cm.pixel_view(grad_out)
-    _, so = cm.pixel_view(grad_y)
+    so = cm.pixel_view(grad_y)[1] if write_grad_y else sy
     bc, bp, n_pblk, c_per_chunk, n_chunk = cm.channel_chunks(b, c, p, cm.channels_fast(sy), y.device)
     acc = acc_dtype(y.dtype)
-    gch = torch.empty((b, n_pblk, c), dtype=acc, device=y.device) if channel is not None else grad_y
-    gsp = torch.empty((b, n_chunk, p), dtype=acc, device=y.device) if spatial is not None else grad_y
+    out = grad_y if write_grad_y else y  # a placeholder pointer when nothing is written
+    gch = torch.empty((b, n_pblk, c), dtype=acc, device=y.device) if channel is not None else out
+    gsp = torch.empty((b, n_chunk, p), dtype=acc, device=y.device) if spatial is not None else out
     ch = channel.contiguous() if channel is not None else y
     sp = spatial.reshape(b, p).contiguous() if spatial is not None else y
     _apply_gates_bwd_kernel[cm.grid1(b * n_chunk * n_pblk)](
-        g, y, ch, sp, grad_y, gch, gsp,
+        g, y, ch, sp, out, gch, gsp,
         c, p, c_per_chunk, n_chunk, n_pblk, *sg, *sy, *so,
-        HAS_CH=channel is not None, HAS_SP=spatial is not None, ACC=cm.acc_tl(y.dtype), BLOCK_C=bc, BLOCK_P=bp)
+        HAS_CH=channel is not None, HAS_SP=spatial is not None, HAS_GY=write_grad_y, ACC=cm.acc_tl(y.dtype),
+        BLOCK_C=bc, BLOCK_P=bp)
     # distinct empty tensors for absent gates: custom-op outputs must not alias each other
     grad_channel = _finish(gch, channel.dtype, (b, c)) if channel is not None else y.new_empty((0,))
     grad_spatial = _finish(gsp, spatial.dtype, (b, h, w)) if spatial is not None else y.new_empty((0,))
     return grad_y, grad_channel, grad_spatial
+
+
+def apply_gates_backward(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tensor],
+                         spatial: Optional[torch.Tensor]):
+    """-> (grad_y like y, grad_channel [B, C] or empty, grad_spatial [B, H, W] or empty)."""
+    return _backward(grad_out, y, channel, spatial, True)
+
+
+def apply_gates_grad_gates(grad_out: torch.Tensor, y: torch.Tensor, channel: torch.Tensor, spatial: torch.Tensor):
+    """(grad_channel, grad_spatial) of apply_gates_backward without writing grad_y: one pass reading (g, y)."""
+    return _backward(grad_out, y, channel, spatial, False)[1:]
