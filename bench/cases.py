@@ -81,6 +81,11 @@ def eager_squeeze_excite(x, w1, w2):
     return SEED_STYLE.squeeze_excite(x, w1, None, w2, None)
 
 
+def eager_dual_attention(x, w1, w2, ws):
+    """DualAttention: x * channel_att(x) * sigmoid(conv1x1 C -> 1 (x))."""
+    return SEED_STYLE.dual_attention(x, w1, None, w2, None, ws, None)
+
+
 def eager_gates_full(y, channel, spatial, residual):
     """MultiScaleAttention's tail: x + fused_feat * channel_att * spatial_att."""
     return SEED_STYLE.apply_gates(y, channel, spatial, residual)
@@ -122,6 +127,10 @@ def fused_channel_pool2(x, backend):
 
 def fused_squeeze_excite(x, w1, w2, backend):
     return _fa().squeeze_excite(x, w1, None, w2, None, backend=backend)
+
+
+def fused_dual_attention(x, w1, w2, ws, backend):
+    return _fa().dual_attention(x, w1, None, w2, None, ws, None, backend=backend)
 
 
 def fused_gates_full(y, channel, spatial, residual, backend):
@@ -200,6 +209,11 @@ def _se_inputs(d, dt, dev):
     return [_randn(d, dt, dev), _randn((cr, c), dt, dev, c ** -0.5), _randn((c, cr), dt, dev, cr ** -0.5)]
 
 
+def _dual_inputs(d, dt, dev):
+    c = d[1]
+    return _se_inputs(d, dt, dev) + [_randn((1, c, 1, 1), dt, dev, c ** -0.5)]
+
+
 def _gates_full_inputs(d, dt, dev):
     b, c, h, w = d
     return [_randn(d, dt, dev), _gate((b, c), dt, dev), _gate((b, h, w), dt, dev), _randn(d, dt, dev)]
@@ -224,6 +238,9 @@ OP_CASES = (
     OpCase("squeeze_excite", "squeeze_excite", _se_inputs, (0, 1, 2), eager_squeeze_excite, fused_squeeze_excite,
            Bytes("read x, w1, w2, write y", n=2, w=2),
            Bytes("read grad_y, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),
+    OpCase("dual_attention", "dual_attention", _dual_inputs, (0, 1, 2, 3), eager_dual_attention,
+           fused_dual_attention, Bytes("read x, w1, w2, write out", n=2, w=2),
+           Bytes("read grad_out, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),
     OpCase("apply_gates(c,s,res)", "apply_gates", _gates_full_inputs, (0, 1, 2, 3), eager_gates_full,
            fused_gates_full, Bytes("read y, channel, spatial, residual, write out", n=3, p=1, q=1),
            Bytes("read grad_out, y, channel, spatial; write grad_y, grad_channel, grad_spatial (grad_residual "
@@ -274,7 +291,8 @@ MODULE_BYTES = ("lower bound e (2N + Np) fwd, + e (3N + 2Np) bwd: x read, out wr
 MODULE_CASES = (
     ModuleCase("SEBlock", ("squeeze_excite",)),
     ModuleCase("MultiScaleAttention", ("channel_pool", "squeeze_excite", "apply_gates")),
-    ModuleCase("DualAttention", ("channel_squeeze", "apply_gates")),
+    ModuleCase("DualAttention", ("dual_attention",)),
+    ModuleCase("LiteDualAttention", ("dual_attention",)),
     ModuleCase("EMA", ("ema_strip_pool", "ema_core")),
     # the seed EMAX's own group sampling cannot run (see seed_modules.py): run it with its fixed groups
     ModuleCase("EMAX", ("ema_strip_pool", "ema_core", "squeeze_excite"), lambda m: {"groups": m.groups}),

@@ -24,7 +24,8 @@ def dual_attention_reduce(x: torch.Tensor, ws: torch.Tensor):
     """-> (pooled [B, C] = mean_hw x, logit [B, H, W] = sum_c ws[c] x), both in the accumulation dtype."""
     acc = acc_dtype(x.dtype)
     xf = x.to(acc)
-    logit = torch.einsum("bchw,c->bhw", xf, ws.to(acc))
+    b, _, h, w = x.shape
+    logit = torch.matmul(ws.to(acc), xf.flatten(2)).reshape(b, h, w)  # [C] @ [B, C, HW]: a GEMV per image
     return xf.mean(dim=(2, 3)), logit.contiguous()
 
 
