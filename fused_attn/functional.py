@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _backend, _mlp, ops
+from .ops import _eager
 from ._layout import acc_dtype, memory_format
 from .ops.channel_pool import STATS
 from .reference import apply_gates as _ref_gates
@@ -75,7 +76,7 @@ def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend
     request = _backend.requested(backend)
     if _exporting():
         return _ref_pool.channel_pool_forward(x, names)[0]
-    return ops.channel_pool.channel_pool(x, ",".join(names), request)[0]
+    return _eager.call(ops.channel_pool.channel_pool, x, ",".join(names), request)[0]
 
 
 # ------------------------------------------------------------------------------------------- squeeze-excite
@@ -85,7 +86,7 @@ def channel_squeeze(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     request = _backend.requested(backend)
     if _exporting():
         return _ref_se.channel_squeeze_forward(x).to(x.dtype)
-    return ops.squeeze_excite.channel_squeeze(x, request)
+    return _eager.call(ops.squeeze_excite.channel_squeeze, x, request)
 
 
 def _mlp_weights(x: Tensor, w1: Tensor, b1, w2: Tensor, b2, act: str, gate: str):
@@ -144,7 +145,7 @@ def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
     if _exporting():
         s = _mlp.forward(_ref_se.channel_squeeze_forward(x), w1, b1, w2, b2, act, gate)[2]
         return _ref_se.channel_scale_forward(x, s)
-    return ops.squeeze_excite.squeeze_excite(x, w1, b1, w2, b2, act, gate, request)[0]
+    return _eager.call(ops.squeeze_excite.squeeze_excite, x, w1, b1, w2, b2, act, gate, request)[0]
 
 
 # ---------------------------------------------------------------------------------------------- apply_gates
@@ -181,7 +182,7 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
     request = _backend.requested(backend)
     if _exporting():
         return _ref_gates.apply_gates_forward(y, channel, spatial, residual)
-    return ops.apply_gates.apply_gates(y, channel, spatial, residual, request)
+    return _eager.call(ops.apply_gates.apply_gates, y, channel, spatial, residual, request)
 
 
 # ------------------------------------------------------------------------------------------- dual attention
@@ -219,7 +220,8 @@ def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
         sp = _mlp.gate(gate, logit + bs.to(logit.dtype) if bs is not None else logit)
         out = _ref_dual.dual_attention_apply(x, ch, sp)
     else:
-        out, _, _, z2, zs = ops.dual_attention.dual_attention(x, w1, b1, w2, b2, ws, bs, act, gate, request)
+        out, _, _, z2, zs = _eager.call(ops.dual_attention.dual_attention, x, w1, b1, w2, b2, ws, bs, act, gate,
+                                        request)
         if return_gates:
             ch, sp = _mlp.gate(gate, z2), _mlp.gate(gate, zs)
     if return_gates:
@@ -242,7 +244,7 @@ def ema_strip_pool(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     request = _backend.requested(backend)
     if _exporting():
         return _ref_ema.ema_strip_pool_forward(x)
-    return ops.ema.ema_strip_pool(x, request)
+    return _eager.call(ops.ema.ema_strip_pool, x, request)
 
 
 def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor, groups: int,
@@ -266,7 +268,7 @@ def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tens
     request = _backend.requested(backend)
     if _exporting():
         return _ref_ema.ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, float(eps))[0]
-    return ops.ema.ema_core(x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
+    return _eager.call(ops.ema.ema_core, x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
 
 
 def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3x3_weight: Tensor,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from . import _autocast
+from . import _autocast, _eager
 from .._layout import empty_4d
 
 
@@ -23,7 +23,7 @@ def _impl(y: Tensor, backend: str):
     return _backend.implementation("apply_gates", backend, y.device, y.dtype)[1]
 
 
-@torch.library.custom_op("fused_attn::apply_gates", mutates_args=())
+@_eager.custom_op("fused_attn::apply_gates")
 def apply_gates(y: Tensor, channel: Optional[Tensor], spatial: Optional[Tensor], residual: Optional[Tensor],
                 backend: str) -> Tensor:
     """y [B, C, H, W], channel [B, C], spatial [B, H, W], residual [B, C, H, W] -> residual + y * channel * spatial."""

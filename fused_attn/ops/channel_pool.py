@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from . import _autocast
+from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 STATS = ("max", "mean", "std")
@@ -27,7 +27,7 @@ def _impl(x: Tensor, backend: str):
     return _backend.implementation("channel_pool", backend, x.device, x.dtype)[1]
 
 
-@torch.library.custom_op("fused_attn::channel_pool", mutates_args=())
+@_eager.custom_op("fused_attn::channel_pool")
 def channel_pool(x: Tensor, stats: str, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """x [B, C, H, W], stats "max,mean,std" (any ordered subset) -> (out, argmax, moments)."""
     return _impl(x, backend).channel_pool_forward(x, parse_stats(stats))

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend, _mlp
-from . import _autocast
+from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 
@@ -35,7 +35,7 @@ def _impl(x: Tensor, backend: str):
     return _backend.implementation("dual_attention", backend, x.device, x.dtype)[1]
 
 
-@torch.library.custom_op("fused_attn::dual_attention", mutates_args=())
+@_eager.custom_op("fused_attn::dual_attention")
 def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], ws: Tensor,
                    bs: Optional[Tensor], act: str, gate: str,
                    backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from . import _autocast
+from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 
@@ -27,7 +27,7 @@ def _impl(op: str, x: Tensor, backend: str):
 
 
 # -------------------------------------------------------------------------------------------- ema_strip_pool
-@torch.library.custom_op("fused_attn::ema_strip_pool", mutates_args=())
+@_eager.custom_op("fused_attn::ema_strip_pool")
 def ema_strip_pool(x: Tensor, backend: str) -> Tensor:
     """x [B, C, H, W] -> [B, C, H + W]: row means (over W) then column means (over H)."""
     return _impl("ema_strip_pool", x, backend).ema_strip_pool_forward(x)
@@ -64,7 +64,7 @@ ema_strip_pool.register_autograd(_pool_backward, setup_context=_pool_setup)
 
 
 # -------------------------------------------------------------------------------------------------- ema_core
-@torch.library.custom_op("fused_attn::ema_core", mutates_args=())
+@_eager.custom_op("fused_attn::ema_core")
 def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor, groups: int, eps: float,
              backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """-> (out like x, mean [B, C], rstd [B, C]) (the last two: GroupNorm statistics, saved for backward)."""

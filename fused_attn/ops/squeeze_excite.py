@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import _backend, _mlp
-from . import _autocast
+from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 
@@ -34,7 +34,7 @@ def _impl(op: str, x: Tensor, backend: str):
 
 
 # ------------------------------------------------------------------------------------------- channel_squeeze
-@torch.library.custom_op("fused_attn::channel_squeeze", mutates_args=())
+@_eager.custom_op("fused_attn::channel_squeeze")
 def channel_squeeze(x: Tensor, backend: str) -> Tensor:
     """x [B, C, H, W] -> mean over H, W [B, C] in x's dtype."""
     return _impl("channel_squeeze", x, backend).channel_squeeze_forward(x).to(x.dtype)
@@ -70,7 +70,7 @@ channel_squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setu
 
 
 # ------------------------------------------------------------------------------------------- squeeze_excite
-@torch.library.custom_op("fused_attn::squeeze_excite", mutates_args=())
+@_eager.custom_op("fused_attn::squeeze_excite")
 def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], act: str,
                    gate: str, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """-> (y = x * s like x, pooled [B, C], z1 [B, Cr], z2 [B, C]); the last three in the accumulation dtype."""
