@@ -20,12 +20,9 @@ from fused_attn import _backend, ops
 from fused_attn import functional as FA
 from fused_attn import nn as fnn
 from fused_attn._layout import memory_format
-from fused_attn.reference import apply_gates as ref_gates
 from fused_attn.reference import channel_pool as ref_pool
-from fused_attn.reference import dual_attention as ref_dual
-from fused_attn.reference import ema as ref_ema
-from fused_attn.reference import squeeze_excite as ref_se
 
+import kernel_contracts as kc
 from common import DTYPES, assert_close
 
 pytestmark = pytest.mark.cuda
@@ -71,9 +68,6 @@ def rand(shape, dtype=torch.float32, layout="nchw", positive=False):
     return draw(*shape)
 
 
-def f64(*ts):
-    return [t.double() if isinstance(t, torch.Tensor) else t for t in ts]
-
 
 def check(actual, expected, dtype, what, like=None):
     assert actual.device.type == "cuda", f"{what}: on {actual.device}"
@@ -117,22 +111,7 @@ POOL_CASES = [pytest.param(st, *c.values, id=f"{','.join(st)}-{c.id}") for c in 
 @needs_cuda_backend
 @pytest.mark.parametrize("stats,dtype,layout,shape", POOL_CASES)
 def test_channel_pool(stats, dtype, layout, shape):
-    x = rand(shape, dtype, layout)
-    out, argmax, moments = cpp_pool.channel_pool_forward(x, stats)
-    rout, rargmax, rmoments = ref_pool.channel_pool_forward(x.double(), stats)
-    check(out, rout, dtype, "out", like=x)
-    if "max" in stats:
-        assert argmax.dtype == torch.int32 and torch.equal(argmax, rargmax)
-    else:
-        assert argmax.numel() == 0
-    if "std" in stats:
-        assert moments.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-        check(moments, rmoments, dtype, "moments")
-    else:
-        assert moments.numel() == 0
-    g = rand(out.shape, dtype)
-    gx = cpp_pool.channel_pool_backward(g, x, argmax, moments, stats)
-    check(gx, ref_pool.channel_pool_backward(g.double(), x.double(), rargmax, rmoments, stats), dtype, "grad_x", like=x)
+    kc.channel_pool(rand, check, stats, shape, layout, dtype)
 
 
 def assert_specials_and_close(out, ref, what):
@@ -170,50 +149,12 @@ def test_channel_pool_ties_nan_and_large_mean(layout):
 
 @kernel_grid
 def test_squeeze_excite(dtype, layout, shape):
-    x = rand(shape, dtype, layout)
-    b, c = shape[:2]
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    s, gp = rand((b, c), acc, positive=True), rand((b, c), acc)
-    g = rand(shape, dtype, layout)
-    x64, g64, s64, gp64 = f64(x, g, s, gp)
-    pooled = cpp_se.channel_squeeze_forward(x)
-    assert pooled.dtype == acc
-    check(pooled, ref_se.channel_squeeze_forward(x64), dtype, "channel_squeeze")
-    check(cpp_se.channel_squeeze_backward(gp, x), ref_se.channel_squeeze_backward(gp64, x64), dtype,
-          "channel_squeeze_backward", like=x)
-    check(cpp_se.channel_scale_forward(x, s), ref_se.channel_scale_forward(x64, s64), dtype, "channel_scale", like=x)
-    grad_gate = cpp_se.squeeze_excite_grad_gate(g, x)
-    assert grad_gate.dtype == acc
-    check(grad_gate, ref_se.squeeze_excite_grad_gate(g64, x64), dtype, "grad_gate")
-    check(cpp_se.squeeze_excite_grad_input(g, s, gp, x), ref_se.squeeze_excite_grad_input(g64, s64, gp64, x64),
-          dtype, "grad_input", like=x)
+    kc.squeeze_excite(rand, check, shape, layout, dtype)
 
 
 @kernel_grid
 def test_dual_attention(dtype, layout, shape):
-    """Each pass of dual_attention (reduce, apply, grad_gates, grad_input) vs the reference in float64."""
-    x, g = rand(shape, dtype, layout), rand(shape, dtype, layout)
-    b, c, h, w = shape
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    ws, ch, sp = rand((c,), dtype), rand((b, c), acc, positive=True), rand((b, h, w), acc, positive=True)
-    gl, gp = rand((b, h, w), acc), rand((b, c), acc)
-    x64, g64, ws64, ch64, sp64, gl64, gp64 = f64(x, g, ws, ch, sp, gl, gp)
-    pooled, logit = cpp_dual.dual_attention_reduce(x, ws)
-    rpooled, rlogit = ref_dual.dual_attention_reduce(x64, ws64)
-    assert pooled.dtype == logit.dtype == acc and logit.shape == (b, h, w)
-    check(pooled, rpooled, dtype, "pooled")
-    check(logit, rlogit, dtype, "logit")
-    check(cpp_dual.dual_attention_apply(x, ch, sp), ref_dual.dual_attention_apply(x64, ch64, sp64), dtype, "apply",
-          like=x)
-    grad_ch, grad_sp = cpp_dual.dual_attention_grad_gates(g, x, ch, sp)
-    rgrad_ch, rgrad_sp = ref_dual.dual_attention_grad_gates(g64, x64, ch64, sp64)
-    check(grad_ch, rgrad_ch, dtype, "grad_channel")
-    check(grad_sp, rgrad_sp, dtype, "grad_spatial")
-    grad_x, grad_ws = cpp_dual.dual_attention_grad_input(g, x, ch, sp, ws, gl, gp)
-    rgrad_x, rgrad_ws = ref_dual.dual_attention_grad_input(g64, x64, ch64, sp64, ws64, gl64, gp64)
-    assert grad_ws.dtype == acc and grad_ws.shape == (c,)
-    check(grad_x, rgrad_x, dtype, "grad_x", like=x)
-    check(grad_ws, rgrad_ws, dtype, "grad_ws")
+    kc.dual_attention(rand, check, shape, layout, dtype)
 
 
 PARTS = list(itertools.product((False, True), repeat=3))
@@ -228,35 +169,12 @@ GATE_CASES = [pytest.param(sh, parts, lay, dt, id="-".join(["x".join(map(str, sh
 @needs_cuda_backend
 @pytest.mark.parametrize("shape,parts,layout,dtype", GATE_CASES)
 def test_apply_gates(shape, parts, layout, dtype):
-    b, c, h, w = shape
-    y = rand(shape, dtype, layout)
-    channel = rand((b, c), dtype, positive=True) if parts[0] else None
-    spatial = rand((b, h, w), torch.float32, positive=True) if parts[1] else None  # a gate in another dtype
-    residual = rand(shape, dtype, "nchw" if layout == "channels_last" else "channels_last") if parts[2] else None
-    y64, c64, s64, r64 = f64(y, channel, spatial, residual)
-    check(cpp_gates.apply_gates_forward(y, channel, spatial, residual),
-          ref_gates.apply_gates_forward(y64, c64, s64, r64), dtype, "out", like=y)
-    g = rand(shape, dtype)
-    gy, gc, gs = cpp_gates.apply_gates_backward(g, y, channel, spatial)
-    rgy, rgc, rgs = ref_gates.apply_gates_backward(g.double(), y64, c64, s64)
-    check(gy, rgy, dtype, "grad_y", like=y)
-    for name, got, want, gate in (("grad_channel", gc, rgc, channel), ("grad_spatial", gs, rgs, spatial)):
-        if gate is None:
-            assert got.numel() == 0, name
-        else:
-            assert got.dtype == gate.dtype and got.shape == gate.shape and got.is_contiguous(), name
-            check(got, want, dtype, name)
+    kc.apply_gates(rand, check, shape, parts, layout, dtype, spatial_dtype=torch.float32)  # a gate in another dtype
 
 
 @kernel_grid
 def test_ema_strip_pool(dtype, layout, shape):
-    x = rand(shape, dtype, layout)
-    pooled = cpp_ema.ema_strip_pool_forward(x)
-    assert pooled.dtype == dtype and pooled.is_contiguous()
-    check(pooled, ref_ema.ema_strip_pool_forward(x.double()), dtype, "pooled")
-    g = rand(pooled.shape, dtype)
-    check(cpp_ema.ema_strip_pool_backward(g, x), ref_ema.ema_strip_pool_backward(g.double(), x.double()), dtype,
-          "grad_x", like=x)
+    kc.ema_strip_pool(rand, check, shape, layout, dtype)
 
 
 # (shape, groups): cg = 1, 4, 5, 8 (several tiles per image); (1, 8, 40, 40) with one group does not fit the
@@ -264,15 +182,6 @@ def test_ema_strip_pool(dtype, layout, shape):
 # reduction.
 EMA_CASES = [((3, 5, 7, 9), 1), ((1, 1, 1, 5), 1), ((3, 16, 1, 1), 4), ((2, 16, 5, 7), 2), ((2, 24, 9, 6), 3),
              ((1, 8, 40, 40), 1), ((1, 300, 3, 5), 1)]
-
-
-def ema_inputs(shape, groups, dtype, layout, x2_layout=None):
-    b, c, h, w = shape
-    cg = c // groups
-    x = rand(shape, dtype, layout)
-    hw = rand((b, c, h + w), dtype)
-    x2 = rand(shape, dtype, x2_layout or layout)
-    return x, hw, x2, rand((cg,), dtype, positive=True), rand((cg,), dtype)
 
 
 EMA_PARAMS = [pytest.param(sh, g, lay, dt, id=f"{'x'.join(map(str, sh))}-g{g}-{lay}-{str(dt)[6:]}")
@@ -283,24 +192,7 @@ EMA_PARAMS = [pytest.param(sh, g, lay, dt, id=f"{'x'.join(map(str, sh))}-g{g}-{l
 @needs_cuda_backend
 @pytest.mark.parametrize("shape,groups,layout,dtype", EMA_PARAMS)
 def test_ema_core(shape, groups, layout, dtype):
-    """x, x2 and grad_out each read in their own layout ("mixed": x channels_last, x2 NCHW, grad sliced)."""
-    mixed = layout == "mixed"
-    x, hw, x2, gw, gb = ema_inputs(shape, groups, dtype, "channels_last" if mixed else layout,
-                                   "nchw" if mixed else None)
-    eps = 1e-5
-    out, mean, rstd = cpp_ema.ema_core_forward(x, hw, x2, gw, gb, groups, eps)
-    rout, rmean, rrstd = ref_ema.ema_core_forward(*f64(x, hw, x2, gw, gb), groups, eps)
-    check(out, rout, dtype, "out", like=x)
-    check(mean, rmean, dtype, "mean")
-    check(rstd / rrstd, torch.ones_like(rrstd), dtype, "rstd (relative)")
-    g = rand(shape, dtype, "sliced" if mixed else layout)
-    grads = cpp_ema.ema_core_backward(g, x, hw, x2, gw, gb, mean, rstd, groups, eps)
-    rgrads = ref_ema.ema_core_backward(*f64(g, x, hw, x2, gw, gb, rmean, rrstd), groups, eps)
-    names = ("grad_x", "grad_hw", "grad_x2", "grad_gn_weight", "grad_gn_bias")
-    likes = (x, None, x2, None, None)
-    for name, got, want, like, inp in zip(names, grads, rgrads, likes, (x, hw, x2, gw, gb)):
-        assert got.dtype == inp.dtype and got.shape == inp.shape, name
-        check(got, want, dtype, name, like=like)
+    kc.ema_core(rand, check, shape, groups, layout, dtype)
 
 
 @needs_cuda_backend

@@ -80,12 +80,17 @@ def test_apply_gates(x):
     _compare("apply_gates", lambda y, c_, s, r, be: FA.apply_gates(y, c_, s, r, backend=be), [x, cg, sp, x.flip(0)])
 
 
+def _mlp_weights(x):
+    """Fixed SE MLP weights (w1 [2, C], w2 [C, 2]) in x's dtype: the inputs alone vary."""
+    c = x.shape[1]
+    return (torch.linspace(-0.5, 0.5, 2 * c, dtype=x.dtype).reshape(2, c),
+            torch.linspace(0.3, -0.3, 2 * c, dtype=x.dtype).reshape(c, 2))
+
+
 @SETTINGS
 @given(x=tensors4d())
 def test_squeeze_excite_and_strip_pool(x):
-    c = x.shape[1]
-    w1 = torch.linspace(-0.5, 0.5, 2 * c, dtype=x.dtype).reshape(2, c)
-    w2 = torch.linspace(0.3, -0.3, 2 * c, dtype=x.dtype).reshape(c, 2)
+    w1, w2 = _mlp_weights(x)
     _compare("squeeze_excite", lambda x, w1, w2, be: FA.squeeze_excite(x, w1, None, w2, None, backend=be), [x, w1, w2])
     _compare("ema_strip_pool", lambda x, be: FA.ema_strip_pool(x, backend=be), [x])
 
@@ -93,10 +98,8 @@ def test_squeeze_excite_and_strip_pool(x):
 @SETTINGS
 @given(x=tensors4d())
 def test_dual_attention(x):
-    c = x.shape[1]
-    w1 = torch.linspace(-0.5, 0.5, 2 * c, dtype=x.dtype).reshape(2, c)
-    w2 = torch.linspace(0.3, -0.3, 2 * c, dtype=x.dtype).reshape(c, 2)
-    ws = torch.linspace(-0.4, 0.6, c, dtype=x.dtype)
+    w1, w2 = _mlp_weights(x)
+    ws = torch.linspace(-0.4, 0.6, x.shape[1], dtype=x.dtype)
     _compare("dual_attention", lambda x, w1, w2, ws, be: FA.dual_attention(x, w1, None, w2, None, ws, None, backend=be),
              [x, w1, w2, ws])
 

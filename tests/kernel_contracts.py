@@ -1,0 +1,154 @@
+"""Kernel-contract checks shared by the cpu and cuda backend tests (tests/test_cpu_backend.py,
+tests/test_cuda_backend.py): each family's passes through the C++ shims (fused_attn/cpp, device-agnostic) against
+fused_attn/reference on float64 copies of the same inputs, every output and auxiliary output compared.
+
+Each check takes the test file's
+  rand(shape, dtype=float32, layout="nchw", positive=False)   inputs on the device under test ("nchw",
+                                                              "channels_last" or "sliced")
+  check(actual, expected, dtype, what, like=None)             comparison (and layout of 4-D outputs, like `like`)
+"""
+from __future__ import annotations
+
+import torch
+
+from fused_attn.cpp import apply_gates as cpp_gates
+from fused_attn.cpp import channel_pool as cpp_pool
+from fused_attn.cpp import dual_attention as cpp_dual
+from fused_attn.cpp import ema as cpp_ema
+from fused_attn.cpp import squeeze_excite as cpp_se
+from fused_attn.reference import apply_gates as ref_gates
+from fused_attn.reference import channel_pool as ref_pool
+from fused_attn.reference import dual_attention as ref_dual
+from fused_attn.reference import ema as ref_ema
+from fused_attn.reference import squeeze_excite as ref_se
+
+
+def f64(*ts):
+    return [t.double() if isinstance(t, torch.Tensor) else t for t in ts]
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def channel_pool(rand, check, stats, shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    out, argmax, moments = cpp_pool.channel_pool_forward(x, stats)
+    rout, rargmax, rmoments = ref_pool.channel_pool_forward(x.double(), stats)
+    check(out, rout, dtype, "out", like=x)
+    if "max" in stats:
+        assert argmax.dtype == torch.int32 and torch.equal(argmax, rargmax)
+    else:
+        assert argmax.numel() == 0
+    if "std" in stats:
+        assert moments.dtype == _acc(dtype)
+        check(moments, rmoments, dtype, "moments")
+    else:
+        assert moments.numel() == 0
+    g = rand(out.shape, dtype)
+    gx = cpp_pool.channel_pool_backward(g, x, argmax, moments, stats)
+    check(gx, ref_pool.channel_pool_backward(g.double(), x.double(), rargmax, rmoments, stats), dtype, "grad_x", like=x)
+
+
+def squeeze_excite(rand, check, shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    b, c = shape[:2]
+    acc = _acc(dtype)
+    s, gp = rand((b, c), acc, positive=True), rand((b, c), acc)
+    g = rand(shape, dtype, layout)
+    x64, g64, s64, gp64 = f64(x, g, s, gp)
+    pooled = cpp_se.channel_squeeze_forward(x)
+    assert pooled.dtype == acc
+    check(pooled, ref_se.channel_squeeze_forward(x64), dtype, "channel_squeeze")
+    check(cpp_se.channel_squeeze_backward(gp, x), ref_se.channel_squeeze_backward(gp64, x64), dtype,
+          "channel_squeeze_backward", like=x)
+    check(cpp_se.channel_scale_forward(x, s), ref_se.channel_scale_forward(x64, s64), dtype, "channel_scale", like=x)
+    grad_gate = cpp_se.squeeze_excite_grad_gate(g, x)
+    assert grad_gate.dtype == acc
+    check(grad_gate, ref_se.squeeze_excite_grad_gate(g64, x64), dtype, "grad_gate")
+    check(cpp_se.squeeze_excite_grad_input(g, s, gp, x), ref_se.squeeze_excite_grad_input(g64, s64, gp64, x64),
+          dtype, "grad_input", like=x)
+
+
+def dual_attention(rand, check, shape, layout, dtype):
+    """Each pass of dual_attention (reduce, apply, grad_gates, grad_input)."""
+    x, g = rand(shape, dtype, layout), rand(shape, dtype, layout)
+    b, c, h, w = shape
+    acc = _acc(dtype)
+    ws, ch, sp = rand((c,), dtype), rand((b, c), acc, positive=True), rand((b, h, w), acc, positive=True)
+    gl, gp = rand((b, h, w), acc), rand((b, c), acc)
+    x64, g64, ws64, ch64, sp64, gl64, gp64 = f64(x, g, ws, ch, sp, gl, gp)
+    pooled, logit = cpp_dual.dual_attention_reduce(x, ws)
+    rpooled, rlogit = ref_dual.dual_attention_reduce(x64, ws64)
+    assert pooled.dtype == logit.dtype == acc and logit.shape == (b, h, w)
+    check(pooled, rpooled, dtype, "pooled")
+    check(logit, rlogit, dtype, "logit")
+    check(cpp_dual.dual_attention_apply(x, ch, sp), ref_dual.dual_attention_apply(x64, ch64, sp64), dtype, "apply",
+          like=x)
+    grad_ch, grad_sp = cpp_dual.dual_attention_grad_gates(g, x, ch, sp)
+    rgrad_ch, rgrad_sp = ref_dual.dual_attention_grad_gates(g64, x64, ch64, sp64)
+    check(grad_ch, rgrad_ch, dtype, "grad_channel")
+    check(grad_sp, rgrad_sp, dtype, "grad_spatial")
+    grad_x, grad_ws = cpp_dual.dual_attention_grad_input(g, x, ch, sp, ws, gl, gp)
+    rgrad_x, rgrad_ws = ref_dual.dual_attention_grad_input(g64, x64, ch64, sp64, ws64, gl64, gp64)
+    assert grad_ws.dtype == acc and grad_ws.shape == (c,)
+    check(grad_x, rgrad_x, dtype, "grad_x", like=x)
+    check(grad_ws, rgrad_ws, dtype, "grad_ws")
+
+
+def apply_gates(rand, check, shape, parts, layout, dtype, spatial_dtype=None):
+    """parts: (channel, spatial, residual) present; the residual in the other layout; spatial_dtype: the spatial
+    gate's dtype (default: dtype)."""
+    b, c, h, w = shape
+    y = rand(shape, dtype, layout)
+    channel = rand((b, c), dtype, positive=True) if parts[0] else None
+    spatial = rand((b, h, w), spatial_dtype or dtype, positive=True) if parts[1] else None
+    residual = rand(shape, dtype, "nchw" if layout == "channels_last" else "channels_last") if parts[2] else None
+    y64, c64, s64, r64 = f64(y, channel, spatial, residual)
+    check(cpp_gates.apply_gates_forward(y, channel, spatial, residual),
+          ref_gates.apply_gates_forward(y64, c64, s64, r64), dtype, "out", like=y)
+    g = rand(shape, dtype)
+    gy, gc, gs = cpp_gates.apply_gates_backward(g, y, channel, spatial)
+    rgy, rgc, rgs = ref_gates.apply_gates_backward(g.double(), y64, c64, s64)
+    check(gy, rgy, dtype, "grad_y", like=y)
+    for name, got, want, gate in (("grad_channel", gc, rgc, channel), ("grad_spatial", gs, rgs, spatial)):
+        if gate is None:
+            assert got.numel() == 0, name
+        else:
+            assert got.dtype == gate.dtype and got.is_contiguous(), name
+            check(got, want, dtype, name)
+
+
+def ema_strip_pool(rand, check, shape, layout, dtype):
+    x = rand(shape, dtype, layout)
+    pooled = cpp_ema.ema_strip_pool_forward(x)
+    assert pooled.dtype == dtype and pooled.is_contiguous()
+    check(pooled, ref_ema.ema_strip_pool_forward(x.double()), dtype, "pooled")
+    g = rand(pooled.shape, dtype)
+    check(cpp_ema.ema_strip_pool_backward(g, x), ref_ema.ema_strip_pool_backward(g.double(), x.double()), dtype,
+          "grad_x", like=x)
+
+
+def ema_core(rand, check, shape, groups, layout, dtype):
+    """x, x2 and grad_out each read in their own layout ("mixed": x channels_last, x2 NCHW, grad sliced)."""
+    mixed = layout == "mixed"
+    b, c, h, w = shape
+    cg = c // groups
+    x = rand(shape, dtype, "channels_last" if mixed else layout)
+    hw = rand((b, c, h + w), dtype)
+    x2 = rand(shape, dtype, "nchw" if mixed else layout)
+    gw, gb = rand((cg,), dtype, positive=True), rand((cg,), dtype)
+    eps = 1e-5
+    out, mean, rstd = cpp_ema.ema_core_forward(x, hw, x2, gw, gb, groups, eps)
+    rout, rmean, rrstd = ref_ema.ema_core_forward(*f64(x, hw, x2, gw, gb), groups, eps)
+    check(out, rout, dtype, "out", like=x)
+    check(mean, rmean, dtype, "mean")
+    check(rstd / rrstd, torch.ones_like(rrstd), dtype, "rstd (relative)")
+    g = rand(shape, dtype, "sliced" if mixed else layout)
+    grads = cpp_ema.ema_core_backward(g, x, hw, x2, gw, gb, mean, rstd, groups, eps)
+    rgrads = ref_ema.ema_core_backward(*f64(g, x, hw, x2, gw, gb, rmean, rrstd), groups, eps)
+    names = ("grad_x", "grad_hw", "grad_x2", "grad_gn_weight", "grad_gn_bias")
+    likes = (x, None, x2, None, None)
+    for name, got, want, like, inp in zip(names, grads, rgrads, likes, (x, hw, x2, gw, gb)):
+        assert got.dtype == inp.dtype and got.shape == inp.shape, name
+        check(got, want, dtype, name, like=like)
