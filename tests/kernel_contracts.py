@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from fused_attn import functional as FA
 from fused_attn.cpp import apply_gates as cpp_gates
 from fused_attn.cpp import channel_pool as cpp_pool
 from fused_attn.cpp import dual_attention as cpp_dual
@@ -21,6 +22,10 @@ from fused_attn.reference import channel_pool as ref_pool
 from fused_attn.reference import dual_attention as ref_dual
 from fused_attn.reference import ema as ref_ema
 from fused_attn.reference import squeeze_excite as ref_se
+
+
+PUBLIC_CASES = ("channel_pool", "channel_pool_cbam", "channel_squeeze", "squeeze_excite", "apply_gates",
+                "ema_strip_pool", "ema_core", "dual_attention")
 
 
 def f64(*ts):
@@ -152,3 +157,30 @@ def ema_core(rand, check, shape, groups, layout, dtype):
     for name, got, want, like, inp in zip(names, grads, rgrads, likes, (x, hw, x2, gw, gb)):
         assert got.dtype == inp.dtype and got.shape == inp.shape, name
         check(got, want, dtype, name, like=like)
+
+
+# ------------------------------------------------------------------------------ public functions and custom ops
+def public_cases(rand, dtype, layout, shape):
+    """(name, function of (inputs, backend), inputs) for every public function, named as PUBLIC_CASES."""
+    b, c, h, w = shape
+    cr, groups = 3, 2
+    cg = c // groups
+    x = rand(shape, dtype, layout)
+    cases = [
+        ("channel_pool", lambda t, be: FA.channel_pool(t[0], ("max", "mean", "std"), backend=be), [x]),
+        ("channel_pool_cbam", lambda t, be: FA.channel_pool(t[0], ("mean", "max"), backend=be), [x]),
+        ("channel_squeeze", lambda t, be: FA.channel_squeeze(t[0], backend=be), [x]),
+        ("squeeze_excite", lambda t, be: FA.squeeze_excite(t[0], t[1], t[2], t[3], t[4], backend=be),
+         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype)]),
+        ("apply_gates", lambda t, be: FA.apply_gates(t[0], t[1], t[2], t[3], backend=be),
+         [x, rand((b, c), dtype, positive=True), rand((b, h, w), dtype, positive=True), rand(shape, dtype, layout)]),
+        ("ema_strip_pool", lambda t, be: FA.ema_strip_pool(t[0], backend=be), [x]),
+        ("ema_core", lambda t, be: FA.ema_core(t[0], t[1], t[2], t[3], t[4], groups, backend=be),
+         [x, rand((b, c, h + w), dtype), rand(shape, dtype, layout), rand((cg,), dtype, positive=True),
+          rand((cg,), dtype)]),
+        ("dual_attention", lambda t, be: FA.dual_attention(*t, act="silu", backend=be),
+         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype),
+          rand((1, c, 1, 1), dtype), rand((1,), dtype)]),
+    ]
+    assert tuple(name for name, _, _ in cases) == PUBLIC_CASES
+    return cases

@@ -142,31 +142,11 @@ def test_gradient_in_another_layout():
 
 # ------------------------------------------------------------------------------ public functions and custom ops
 def public_cases(dtype=torch.float64, layout="nchw", shape=(2, 8, 5, 7)):
-    """(name, function of (inputs, backend), inputs) for every public function."""
-    b, c, h, w = shape
-    cr, groups = 3, 2
-    cg = c // groups
-    x = rand(shape, dtype, layout)
-    return [
-        ("channel_pool", lambda t, be: FA.channel_pool(t[0], ("max", "mean", "std"), backend=be), [x]),
-        ("channel_pool_cbam", lambda t, be: FA.channel_pool(t[0], ("mean", "max"), backend=be), [x]),
-        ("channel_squeeze", lambda t, be: FA.channel_squeeze(t[0], backend=be), [x]),
-        ("squeeze_excite", lambda t, be: FA.squeeze_excite(t[0], t[1], t[2], t[3], t[4], backend=be),
-         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype)]),
-        ("apply_gates", lambda t, be: FA.apply_gates(t[0], t[1], t[2], t[3], backend=be),
-         [x, rand((b, c), dtype, positive=True), rand((b, h, w), dtype, positive=True), rand(shape, dtype, layout)]),
-        ("ema_strip_pool", lambda t, be: FA.ema_strip_pool(t[0], backend=be), [x]),
-        ("ema_core", lambda t, be: FA.ema_core(t[0], t[1], t[2], t[3], t[4], groups, backend=be),
-         [x, rand((b, c, h + w), dtype), rand(shape, dtype, layout), rand((cg,), dtype, positive=True),
-          rand((cg,), dtype)]),
-        ("dual_attention", lambda t, be: FA.dual_attention(*t, act="silu", backend=be),
-         [x, rand((cr, c), dtype), rand((cr,), dtype), rand((c, cr), dtype), rand((c,), dtype),
-          rand((1, c, 1, 1), dtype), rand((1,), dtype)]),
-    ]
+    return kc.public_cases(rand, dtype, layout, shape)
 
 
 @needs_cpu
-@pytest.mark.parametrize("case", range(8), ids=[c[0] for c in public_cases()])
+@pytest.mark.parametrize("case", range(len(kc.PUBLIC_CASES)), ids=kc.PUBLIC_CASES)
 def test_gradcheck(case):
     name, fn, inputs = public_cases(torch.float64, shape=(2, 4, 2, 3))[case]
     inputs = [t.detach().requires_grad_() for t in inputs]
@@ -175,7 +155,7 @@ def test_gradcheck(case):
 
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("case", range(8), ids=[c[0] for c in public_cases()])
+@pytest.mark.parametrize("case", range(len(kc.PUBLIC_CASES)), ids=kc.PUBLIC_CASES)
 def test_public_functions_match_reference(case, layout):
     """Forward and every input gradient through the custom ops; channels_last stays channels_last."""
     name, fn, inputs = public_cases(torch.float32, layout, shape=(2, 8, 6, 5))[case]
