@@ -113,7 +113,7 @@ std::tuple<Tensor, Tensor> apply_gates_grad_gates(const Tensor& grad_out, const 
 }  // namespace cuda
 }  // namespace fused_attn
 
-TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("apply_gates_forward", &fused_attn::cuda::apply_gates_forward);
   m.impl("apply_gates_backward", &fused_attn::cuda::apply_gates_backward);
   m.impl("apply_gates_grad_gates", &fused_attn::cuda::apply_gates_grad_gates);

@@ -184,11 +184,11 @@ extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, const void* in,
     const int64_t vpr = ceil_div(L, V), total = rows * vpr;
     const unsigned grid = grid_1d(ceil_div(total, kThreads));
     auto kernel = channels_last ? gate_map_kernel<T, true> : gate_map_kernel<T, false>;
-    kernel<<<grid, kThreads, 0, stream>>>(static_cast<const T*>(in), static_cast<const A*>(scale),
-                                          static_cast<const A*>(spatial), static_cast<const T*>(add),
-                                          static_cast<const A*>(shift), static_cast<A>(shift_div),
-                                          static_cast<const A*>(outer_c), static_cast<const A*>(outer_p),
-                                          static_cast<T*>(out), C, N, L, vpr, total, reverse != 0);
+    FA_LAUNCH(grid, kThreads, 0, stream, kernel)(static_cast<const T*>(in), static_cast<const A*>(scale),
+                                                 static_cast<const A*>(spatial), static_cast<const T*>(add),
+                                                 static_cast<const A*>(shift), static_cast<A>(shift_div),
+                                                 static_cast<const A*>(outer_c), static_cast<const A*>(outer_p),
+                                                 static_cast<T*>(out), C, N, L, vpr, total, reverse != 0);
     return cudaGetLastError();
   });
 }
@@ -202,7 +202,7 @@ extern "C" cudaError_t fa_tile_sums(int dtype, const void* a, const void* m, voi
     using T = decltype(tag);
     using A = acc_t<T>;
     const unsigned grid = grid_1d(nb * g.row_chunks * g.col_tiles);
-    tile_sums_kernel<T><<<grid, kThreads, 0, stream>>>(
+    FA_LAUNCH(grid, kThreads, 0, stream, tile_sums_kernel<T>)(
         static_cast<const T*>(a), static_cast<const T*>(m), static_cast<T*>(out), static_cast<const A*>(row_gate),
         static_cast<const A*>(col_gate), static_cast<A*>(row_part), static_cast<A*>(col_part), nb, R, L,
         static_cast<int>(g.tx), g.col_tiles, g.row_chunks);
@@ -221,9 +221,9 @@ extern "C" cudaError_t fa_merge_partials(int in_dtype, int out_dtype, const void
     using A = decltype(acc_tag);
     return dispatch(out_dtype, [&](auto out_tag) -> cudaError_t {
       using O = decltype(out_tag);
-      merge_kernel<A, O><<<grid, kThreads, 0, stream>>>(static_cast<const A*>(part), static_cast<O*>(out), nb, K, n,
-                                                        static_cast<A>(divisor), b_inner, ob1, ob2, i_inner, os1,
-                                                        os2, offset);
+      FA_LAUNCH(grid, kThreads, 0, stream, merge_kernel<A, O>)(static_cast<const A*>(part), static_cast<O*>(out),
+                                                               nb, K, n, static_cast<A>(divisor), b_inner, ob1,
+                                                               ob2, i_inner, os1, os2, offset);
       return cudaGetLastError();
     });
   };

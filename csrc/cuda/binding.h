@@ -19,6 +19,17 @@
 #include "../layout.h"
 #include "launchers.h"
 
+// The library and dispatch key the bindings register under. tools/cuda_emu builds these same files with
+// FA_CUDA_EMULATION for CPU tensors under its own library (fused_attn_cuda_emu), to run the kernels on its CPU
+// emulator of the CUDA execution model.
+#ifdef FA_CUDA_EMULATION
+#define FA_CUDA_LIBRARY fused_attn_cuda_emu
+#define FA_CUDA_KEY CPU
+#else
+#define FA_CUDA_LIBRARY fused_attn_C
+#define FA_CUDA_KEY CUDA
+#endif
+
 namespace fused_attn {
 namespace cuda {
 
@@ -38,7 +49,11 @@ inline int dtype_code(at::ScalarType t) {
 
 inline void check_cuda(const Tensor& t, const char* name) {
   TORCH_CHECK(t.defined(), "fused_attn (cuda): ", name, " is undefined");
+#ifdef FA_CUDA_EMULATION
+  TORCH_CHECK(t.device().is_cpu(), "fused_attn (cuda emulation): ", name, " must be a CPU tensor, got ", t.device());
+#else
   TORCH_CHECK(t.device().is_cuda(), "fused_attn (cuda): ", name, " must be a CUDA tensor, got ", t.device());
+#endif
 }
 
 // x: 4-D CUDA tensor of a supported dtype.
@@ -66,8 +81,13 @@ inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryForm
 
 // The current CUDA stream of `t`'s device, through the CUDA DeviceGuardImpl (no c10/cuda header).
 inline cudaStream_t current_stream(const Tensor& t) {
+#ifdef FA_CUDA_EMULATION
+  (void)t;
+  return nullptr;  // the emulator runs every launch synchronously
+#else
   const c10::Stream s = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(t.device());
   return static_cast<cudaStream_t>(s.native_handle());
+#endif
 }
 
 // Every launcher's status, checked (the launchers call cudaGetLastError after each launch).

@@ -80,7 +80,7 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
 }  // namespace cuda
 }  // namespace fused_attn
 
-TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("channel_pool_forward", &fused_attn::cuda::channel_pool_forward);
   m.impl("channel_pool_backward", &fused_attn::cuda::channel_pool_backward);
 }

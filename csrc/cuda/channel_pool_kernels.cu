@@ -8,7 +8,8 @@
 // NCHW: a thread owns VEC = 16 / sizeof(T) consecutive pixels (one 16-byte load per channel row) and walks the
 //   channels in order: per pixel a running max/argmax, the plain sum (the mean: +-inf and NaN reach it as in
 //   torch.mean) and, for std, a Welford mean/M2 of x_c - x_0 (never E[x^2] - E[x]^2; the shift by the first
-//   channel keeps it exact for data far from zero); a warp reads 32 x 16 contiguous bytes per channel. The backward splits the channels into chunks of kChunk per thread.
+//   channel keeps it exact for data far from zero); a warp reads 32 x 16 contiguous bytes per channel. The
+//   backward splits the channels into chunks of kChunk per thread.
 // channels_last: TX lanes (a power of two <= 32) share a pixel's C contiguous channels, VEC per 16-byte load;
 //   lane partial sums and (max, argmax) are combined by butterflies, the squared deviations from the exact mean
 //   are summed in a second pass over the same (cached) row.
@@ -279,12 +280,12 @@ cudaError_t launch_forward(bool cl, const void* x, void* out, int32_t* argmax, v
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    pool_forward_cl<T, MAX, MOM><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
-                                                                argmax, static_cast<A*>(moments), s, B, C, N, tx);
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_cl<T, MAX, MOM>)(
+        static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(N, V), kThreads));
-    pool_forward_nchw<T, MAX, MOM><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
-                                                                  argmax, static_cast<A*>(moments), s, B, C, N);
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_nchw<T, MAX, MOM>)(
+        static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N);
   }
   return cudaGetLastError();
 }
@@ -297,12 +298,12 @@ cudaError_t launch_backward(bool cl, const void* g, const void* x, const int32_t
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    pool_backward_cl<T, MAX, STD><<<grid, kThreads, 0, stream>>>(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_backward_cl<T, MAX, STD>)(
         static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
         static_cast<T*>(gx), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(C, kChunk) * ceil_div(N, V), kThreads));
-    pool_backward_nchw<T, MAX, STD><<<grid, kThreads, 0, stream>>>(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_backward_nchw<T, MAX, STD>)(
         static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
         static_cast<T*>(gx), s, B, C, N);
   }

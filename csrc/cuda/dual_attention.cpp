@@ -123,7 +123,7 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
 }  // namespace cuda
 }  // namespace fused_attn
 
-TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("dual_attention_forward", &fused_attn::cuda::dual_attention_forward);
   m.impl("dual_attention_backward", &fused_attn::cuda::dual_attention_backward);
 }

@@ -171,7 +171,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_backward(
 }  // namespace cuda
 }  // namespace fused_attn
 
-TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("ema_strip_pool_forward", &fused_attn::cuda::ema_strip_pool_forward);
   m.impl("ema_strip_pool_backward", &fused_attn::cuda::ema_strip_pool_backward);
   m.impl("ema_core_forward", &fused_attn::cuda::ema_core_forward);

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(kThreads)
                         acc_t<T>* __restrict__ rstd_out, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W,
                         acc_t<T> eps) {
   using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  FA_DYNAMIC_SMEM(smem);
   const int64_t cg = C / G, N = H * W;
   A* s_mean = reinterpret_cast<A*>(smem);
   A *s_rstd = s_mean + cg, *s_a2 = s_rstd + cg, *s_gw = s_a2 + cg, *s_gb = s_gw + cg, *s_a1 = s_gb + cg;
@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
                          acc_t<T>* __restrict__ gn_part, acc_t<T>* __restrict__ pix, int64_t B, int64_t C, int64_t G,
                          int64_t H, int64_t W) {
   using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  FA_DYNAMIC_SMEM(smem);
   const int64_t cg = C / G, N = H * W;
   A* s_mean = reinterpret_cast<A*>(smem);
   A *s_rstd = s_mean + cg, *s_a2 = s_rstd + cg, *s_gw = s_a2 + cg, *s_gb = s_gw + cg, *s_a1 = s_gb + cg;
@@ -441,7 +441,7 @@ cudaError_t launch_tiles(K kernel, int64_t tiles, int64_t smem, cudaStream_t str
                                                static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  kernel<<<grid_1d(tiles, 1LL << 30), kThreads, static_cast<size_t>(smem), stream>>>(args...);
+  FA_LAUNCH(grid_1d(tiles, 1LL << 30), kThreads, static_cast<size_t>(smem), stream, kernel)(args...);
   return cudaGetLastError();
 }
 
@@ -475,8 +475,8 @@ extern "C" cudaError_t fa_ema_strip_pool_forward(int dtype, int channels_last, c
     int tx = 1;
     while (tx < 32 && tx < ceil_div(C, V)) tx *= 2;
     const int64_t units = B * ceil_div(C, static_cast<int64_t>(tx) * V) * ceil_div(H, FA_STRIP_POOL_ROWS);
-    strip_pool_cl_kernel<T><<<grid_1d(units), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
-                                                                     static_cast<A*>(scratch), B, C, H, W, tx);
+    FA_LAUNCH(grid_1d(units), kThreads, 0, stream, strip_pool_cl_kernel<T>)(
+        static_cast<const T*>(x), static_cast<T*>(out), static_cast<A*>(scratch), B, C, H, W, tx);
     return cudaGetLastError();
   });
   if (e != cudaSuccess) return e;
@@ -495,9 +495,8 @@ extern "C" cudaError_t fa_ema_strip_pool_backward(int dtype, int channels_last, 
     constexpr int V = Vec<T>::kN;
     const int64_t L = channels_last ? C : W, rows = B * C * H * W / L, vpr = ceil_div(L, V), total = rows * vpr;
     auto kernel = channels_last ? strip_unpool_kernel<T, true> : strip_unpool_kernel<T, false>;
-    kernel<<<grid_1d(ceil_div(total, kThreads)), kThreads, 0, stream>>>(static_cast<const A*>(grad),
-                                                                        static_cast<T*>(grad_x), C, H, W, L, vpr,
-                                                                        total);
+    FA_LAUNCH(grid_1d(ceil_div(total, kThreads)), kThreads, 0, stream, kernel)(
+        static_cast<const A*>(grad), static_cast<T*>(grad_x), C, H, W, L, vpr, total);
     return cudaGetLastError();
   });
 }

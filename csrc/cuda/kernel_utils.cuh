@@ -10,6 +10,16 @@
 
 #include "launchers.h"
 
+// Launches and dynamic shared memory go through these two macros so that tools/cuda_emu (a CPU emulator of the
+// CUDA execution model, which CI uses to run these kernels without a GPU) can compile the files as plain C++
+// with its own definitions:
+//   FA_LAUNCH(grid, block, smem, stream, kernel)(args...)   kernel<<<grid, block, smem, stream>>>(args...)
+//   FA_DYNAMIC_SMEM(name);                                  the block's dynamic shared memory, 16-byte aligned
+#ifndef FA_CUDA_EMULATION
+#define FA_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define FA_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace fa {
 
 // ----------------------------------------------------------------------------------------------- type traits

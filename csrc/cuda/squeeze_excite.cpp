@@ -103,7 +103,7 @@ Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tens
 }  // namespace cuda
 }  // namespace fused_attn
 
-TORCH_LIBRARY_IMPL(fused_attn_C, CUDA, m) {
+TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("channel_squeeze_forward", &fused_attn::cuda::channel_squeeze_forward);
   m.impl("channel_squeeze_backward", &fused_attn::cuda::channel_squeeze_backward);
   m.impl("squeeze_excite_forward", &fused_attn::cuda::squeeze_excite_forward);
