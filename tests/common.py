@@ -29,6 +29,20 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.1e} * {scale:.3e}"
 
 
+def rand(shape, dtype=torch.float32, layout="nchw", positive=False, device="cpu"):
+    """A tensor of `shape` laid out as asked: dense NCHW, dense channels_last, or a non-contiguous slice; normal
+    values, or uniform in [0.5, 1.5) when `positive`."""
+    def draw(*s):
+        return (torch.rand(*s, dtype=dtype, device=device) + 0.5 if positive
+                else torch.randn(*s, dtype=dtype, device=device))
+    if layout == "channels_last" and len(shape) == 4:
+        return draw(*shape).contiguous(memory_format=torch.channels_last)
+    if layout == "sliced" and len(shape) == 4:
+        b, c, h, w = shape
+        return draw(b, c + 1, h, w + 2)[:, 1:, :, 1:-1]
+    return draw(*shape)
+
+
 def randn4d(b, c, h, w, dtype=torch.float32, channels_last=False, device="cpu", requires_grad=False):
     x = torch.randn(b, c, h, w, dtype=dtype, device=device)
     if channels_last:

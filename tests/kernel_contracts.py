@@ -9,9 +9,14 @@ Each check takes the test file's
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from fused_attn import functional as FA
+from fused_attn import nn as fnn
+from fused_attn import ops
+from fused_attn._layout import memory_format
 from fused_attn.cpp import apply_gates as cpp_gates
 from fused_attn.cpp import channel_pool as cpp_pool
 from fused_attn.cpp import dual_attention as cpp_dual
@@ -22,6 +27,8 @@ from fused_attn.reference import channel_pool as ref_pool
 from fused_attn.reference import dual_attention as ref_dual
 from fused_attn.reference import ema as ref_ema
 from fused_attn.reference import squeeze_excite as ref_se
+
+from common import TOL, assert_close
 
 
 PUBLIC_CASES = ("channel_pool", "channel_pool_cbam", "channel_squeeze", "squeeze_excite", "apply_gates",
@@ -121,7 +128,7 @@ def apply_gates(rand, check, shape, parts, layout, dtype, spatial_dtype=None):
             assert got.numel() == 0, name
         else:
             assert got.dtype == gate.dtype and got.is_contiguous(), name
-            check(got, want, dtype, name)
+            check(got, want, max(dtype, gate.dtype, key=TOL.get), name)  # returned in the gate's dtype
 
 
 def ema_strip_pool(rand, check, shape, layout, dtype):
@@ -184,3 +191,122 @@ def public_cases(rand, dtype, layout, shape):
     ]
     assert tuple(name for name, _, _ in cases) == PUBLIC_CASES
     return cases
+
+
+def public_function(rand, check, case, layout, dtype, backend, shape=(2, 8, 6, 5)):
+    """Public case `case` (index into PUBLIC_CASES) on `backend`: forward and every input gradient through the
+    custom ops vs the reference backend on float64 copies; 4-D results keep their input's memory format."""
+    name, fn, inputs = public_cases(rand, dtype, layout, shape)[case]
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    out = fn(inputs, backend)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, g)
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    rout = fn(ref_inputs, "reference")
+    rgrads = torch.autograd.grad(rout, ref_inputs, g.double())
+    check(out, rout, dtype, f"{name} out", like=inputs[0] if out.dim() == 4 else None)
+    for i, (got, want) in enumerate(zip(grads, rgrads)):
+        check(got, want, dtype, f"{name} grad {i}", like=inputs[i] if got.dim() == 4 else None)
+
+
+OPCHECK_CASES = ("channel_pool", "channel_pool_std_max", "channel_squeeze", "squeeze_excite", "apply_gates",
+                 "apply_gates_spatial", "ema_strip_pool", "ema_core", "dual_attention", "dual_attention_hard")
+
+
+def opcheck_cases(rand, layout, backend):
+    """(op, args) for torch.library.opcheck, named as OPCHECK_CASES: every custom op, float32."""
+    dtype = torch.float32
+    x = rand((2, 8, 5, 6), dtype, layout).requires_grad_()
+    b, c, h, w = x.shape
+    groups, cg = 2, 4
+
+    def leaf(*shape, positive=False, lay="nchw"):
+        return rand(shape, dtype, lay, positive).requires_grad_()
+    return [
+        (ops.channel_pool.channel_pool, (x, "max,mean,std", backend)),
+        (ops.channel_pool.channel_pool, (x, "std,max", backend)),
+        (ops.squeeze_excite.channel_squeeze, (x, backend)),
+        (ops.squeeze_excite.squeeze_excite, (x, leaf(3, c), leaf(3), leaf(c, 3), None, "relu", "sigmoid", backend)),
+        (ops.apply_gates.apply_gates, (x, leaf(b, c, positive=True), leaf(b, h, w, positive=True),
+                                       leaf(b, c, h, w, lay=layout), backend)),
+        (ops.apply_gates.apply_gates, (x, None, leaf(b, h, w, positive=True), None, backend)),
+        (ops.ema.ema_strip_pool, (x, backend)),
+        (ops.ema.ema_core, (x, leaf(b, c, h + w), leaf(b, c, h, w, lay=layout), leaf(cg, positive=True), leaf(cg),
+                            groups, 1e-5, backend)),
+        (ops.dual_attention.dual_attention, (x, leaf(3, c), leaf(3), leaf(c, 3), leaf(c), leaf(c), leaf(1), "relu",
+                                             "sigmoid", backend)),
+        (ops.dual_attention.dual_attention, (x, leaf(3, c), None, leaf(c, 3), None, leaf(c), None, "hardswish",
+                                             "hardsigmoid", backend)),
+    ]
+
+
+# (channels, constructor of backend) of every drop-in module, small.
+MODULES = {
+    "SEBlock": (32, lambda be: fnn.SEBlock(32, backend=be)),
+    "CBAM": (32, lambda be: fnn.CBAM(32, reduction=4, backend=be)),
+    "MultiScaleAttention": (32, lambda be: fnn.MultiScaleAttention(32, backend=be)),
+    "DualAttention": (16, lambda be: fnn.DualAttention(16, backend=be)),
+    "LiteDualAttention": (32, lambda be: fnn.LiteDualAttention(32, backend=be)),
+    "AttnResBlock": (16, lambda be: fnn.AttnResBlock(16, backend=be)),
+    "EMA": (16, lambda be: fnn.EMA(16, factor=4, backend=be)),
+    "EMAX": (32, lambda be: fnn.EMAX(32, factor=8, backend=be)),
+}
+
+
+def module_matches_reference(rand, kind, layout, backend, device="cpu"):
+    """Module `kind` on `backend` vs the same module (same, perturbed parameters) on the reference backend:
+    forward, input gradient and every parameter gradient, float32; the output keeps x's memory format."""
+    channels, make = MODULES[kind]
+    ref = make("reference").to(device)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ours = copy.deepcopy(ref)
+    for m in ours.modules():  # AttnResBlock holds its DualAttention
+        if isinstance(m, fnn.AttentionModule):
+            m.backend = backend
+    x = rand((2, channels, 9, 7), layout=layout)
+    xs = [x.detach().clone().requires_grad_() for _ in range(2)]
+    outs = [m(t) for m, t in zip((ours, ref), xs)]
+    g = torch.randn_like(outs[1])
+    outs[0].backward(g)
+    outs[1].backward(g)
+    assert_close(outs[0], outs[1], torch.float32, f"{kind} out")
+    assert memory_format(outs[0]) == memory_format(x)
+    assert_close(xs[0].grad, xs[1].grad, torch.float32, f"{kind} grad_x")
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        if q.grad is None:  # a parameter this forward does not use
+            assert p.grad is None, f"{kind} grad {name}"
+        else:
+            assert_close(p.grad, q.grad, torch.float32, f"{kind} grad {name}")
+
+
+def assert_specials_and_close(out, ref, what):
+    """+-inf / NaN exactly where `ref` has them, the finite rest within float32's tolerance."""
+    special = ~ref.isfinite()
+    same = (out == ref) | (out.isnan() & ref.isnan())
+    assert bool(same[special].all()), f"{what}: +-inf / NaN differ at {(special & ~same).nonzero().tolist()}"
+    assert_close(out[~special], ref[~special], torch.float32, what)
+
+
+def channel_pool_specials(rand, layout):
+    """Ties go to the first maximal channel and NaN counts as the maximum (torch.argmax), across lane groups;
+    +-inf reach the mean as in torch.mean (std NaN there); Welford / two-pass std stays exact around a large mean."""
+    x = rand((2, 70, 4, 6)).round()  # many ties
+    x[0, 5, 1, 2] = float("nan")
+    x[1, 33:, 0, 0] = float("nan")
+    x[1, :, 2, 2] = float("-inf")
+    xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    out, argmax, _ = cpp_pool.channel_pool_forward(xl, ("max", "mean"))
+    rout, rargmax, _ = ref_pool.channel_pool_forward(x, ("max", "mean"))
+    assert torch.equal(argmax, rargmax)
+    assert_specials_and_close(out, rout, "max, mean")
+    x[0, 0, 3, 3] = x[0, 9, 3, 4] = float("inf")
+    xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    out = cpp_pool.channel_pool_forward(xl, ("max", "mean", "std"))[0]
+    rout = ref_pool.channel_pool_forward(x, ("max", "mean", "std"))[0]
+    assert rout[0, 1, 3, 3] == float("inf") and rout[1, 1, 2, 2] == float("-inf")  # the cases are real
+    assert_specials_and_close(out, rout, "max, mean, std")
+    big = rand((2, 37, 3, 5), layout=layout) + 1000.0
+    assert_close(cpp_pool.channel_pool_forward(big, ("std",))[0], big.double().std(dim=1, keepdim=True),
+                 torch.float32)

@@ -24,7 +24,7 @@ from fused_attn.reference import channel_pool as ref_pool
 from fused_attn.reference import squeeze_excite as ref_se
 
 import kernel_contracts as kc
-from common import DTYPES, assert_close
+from common import DTYPES, assert_close, rand
 
 CPU_REASON = _backend.unavailable_reason("cpu", "channel_pool", "cpu", torch.float32)
 needs_cpu = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")
@@ -39,19 +39,6 @@ SHAPES = [(2, 17, 7, 9), (1, 3, 5, 5), (1, 1, 1, 5), (3, 16, 1, 1), (2, 16, 5, 7
 LAYOUTS = ["nchw", "channels_last", "sliced"]
 # every kernel variant (max with no / plain-sum / Welford moments, moments without max), in several orders
 STATS = [("max", "mean", "std"), ("mean", "max"), ("std", "mean"), ("max",), ("mean",)]
-
-
-def rand(shape, dtype=torch.float32, layout="nchw", positive=False):
-    """A tensor of `shape` laid out as asked: dense NCHW, dense channels_last, or a non-contiguous slice."""
-    def draw(*s):
-        return torch.rand(*s, dtype=dtype) + 0.5 if positive else torch.randn(*s, dtype=dtype)
-    if layout == "channels_last":
-        return draw(*shape).contiguous(memory_format=torch.channels_last)
-    if layout == "sliced" and len(shape) == 4:
-        b, c, h, w = shape
-        return draw(b, c + 1, h, w + 2)[:, 1:, :, 1:-1]
-    return draw(*shape)
-
 
 
 def check(actual, expected, dtype, what, like=None):
@@ -79,18 +66,9 @@ def test_channel_pool(stats, shape, layout, dtype):
 
 
 @needs_cpu
-def test_channel_pool_ties_and_nan():
-    """Ties go to the first maximal channel, NaN counts as the maximum (torch.argmax); in both layouts."""
-    x = torch.randn(2, 19, 4, 6).round()  # many ties
-    x[0, 5, 1, 2] = float("nan")
-    x[1, 3:, 0, 0] = float("nan")
-    x[1, :, 2, 2] = float("-inf")
-    for layout in ("nchw", "channels_last"):
-        xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-        out, argmax, _ = cpp_pool.channel_pool_forward(xl, ("max", "mean"))
-        rout, rargmax, _ = ref_pool.channel_pool_forward(x, ("max", "mean"))
-        assert torch.equal(argmax, rargmax), layout
-        torch.testing.assert_close(out, rout, equal_nan=True)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_channel_pool_ties_nan_and_large_mean(layout):
+    kc.channel_pool_specials(rand, layout)
 
 
 @kernel_grid
@@ -158,50 +136,14 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("case", range(len(kc.PUBLIC_CASES)), ids=kc.PUBLIC_CASES)
 def test_public_functions_match_reference(case, layout):
     """Forward and every input gradient through the custom ops; channels_last stays channels_last."""
-    name, fn, inputs = public_cases(torch.float32, layout, shape=(2, 8, 6, 5))[case]
-    inputs = [t.detach().requires_grad_() for t in inputs]
-    out = fn(inputs, "cpu")
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, inputs, g)
-    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    rout = fn(ref_inputs, "reference")
-    rgrads = torch.autograd.grad(rout, ref_inputs, g.double())
-    check(out, rout, torch.float32, f"{name} out", like=inputs[0] if out.dim() == 4 else None)
-    for i, (got, want) in enumerate(zip(grads, rgrads)):
-        check(got, want, torch.float32, f"{name} grad {i}", like=inputs[i] if got.dim() == 4 else None)
-
-
-def opcheck_cases(layout):
-    dtype = torch.float32
-    x = rand((2, 8, 5, 6), dtype, layout).requires_grad_()
-    b, c, h, w = x.shape
-    groups, cg = 2, 4
-
-    def leaf(*shape, positive=False, lay="nchw"):
-        return rand(shape, dtype, lay, positive).requires_grad_()
-    return [
-        (ops.channel_pool.channel_pool, (x, "max,mean,std", "cpu")),
-        (ops.channel_pool.channel_pool, (x, "std,max", "cpu")),
-        (ops.squeeze_excite.channel_squeeze, (x, "cpu")),
-        (ops.squeeze_excite.squeeze_excite, (x, leaf(3, c), leaf(3), leaf(c, 3), None, "relu", "sigmoid", "cpu")),
-        (ops.apply_gates.apply_gates, (x, leaf(b, c, positive=True), leaf(b, h, w, positive=True),
-                                       leaf(b, c, h, w, lay=layout), "cpu")),
-        (ops.apply_gates.apply_gates, (x, None, leaf(b, h, w, positive=True), None, "cpu")),
-        (ops.ema.ema_strip_pool, (x, "cpu")),
-        (ops.ema.ema_core, (x, leaf(b, c, h + w), leaf(b, c, h, w, lay=layout), leaf(cg, positive=True), leaf(cg),
-                            groups, 1e-5, "cpu")),
-        (ops.dual_attention.dual_attention, (x, leaf(3, c), leaf(3), leaf(c, 3), leaf(c), leaf(c), leaf(1), "relu",
-                                             "sigmoid", "cpu")),
-        (ops.dual_attention.dual_attention, (x, leaf(3, c), None, leaf(c, 3), None, leaf(c), None, "hardswish",
-                                             "hardsigmoid", "cpu")),
-    ]
+    kc.public_function(rand, check, case, layout, torch.float32, "cpu")
 
 
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(len(kc.OPCHECK_CASES)), ids=kc.OPCHECK_CASES)
 def test_opcheck(case, layout):
-    op, args = opcheck_cases(layout)[case]
+    op, args = kc.opcheck_cases(rand, layout, "cpu")[case]
     torch.library.opcheck(op, args)
 
 
