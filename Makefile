@@ -1,6 +1,7 @@
 # fused_attn — the two commands (README's Quick start):
 #   make bench    set up (venv, torch==2.13.0, triton, build) and run the main job
-#   make test     set up and run the whole test suite (+ nvcc compile check of csrc/cuda when nvcc exists)
+#   make test     set up and run the whole test suite (+ nvcc compile check of csrc/cuda when nvcc exists,
+#                 + ahead-of-time compile check of the Triton kernels for sm_80 / sm_90, no GPU needed)
 # VENV= (empty) uses the current python3 as it is: for machines with torch preinstalled and no network.
 VENV ?= .venv
 PYTHON ?= python3
@@ -10,9 +11,10 @@ else
 PY := $(VENV)/bin/python
 endif
 PYTEST_ARGS ?=
+TRITON_CHECK_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup test bench info cuda-check clean
+.PHONY: setup test bench info cuda-check triton-check clean
 
 setup:
 	$(PYTHON) tools/setup_env.py --venv "$(VENV)"
@@ -20,7 +22,12 @@ setup:
 cuda-check:
 	bash tools/check_cuda_kernels.sh
 
-test: setup cuda-check
+# every Triton kernel, as the launchers specialise it, compiled for sm_80 / sm_90 (to cubin) without a GPU;
+# skipped when triton is not installed. TRITON_CHECK_ARGS=--quick for a smaller matrix (docs/triton.md)
+triton-check: setup
+	$(PY) tools/check_triton_kernels.py $(TRITON_CHECK_ARGS)
+
+test: setup cuda-check triton-check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
