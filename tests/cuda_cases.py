@@ -1,6 +1,6 @@
-"""Case grids and call lists of the CUDA kernel tests, shared by tests/test_cuda_backend.py (the kernels on a GPU)
-and tests/test_cuda_emulated.py (the same kernels on the CPU emulator, tools/cuda_emu): which shapes take the
-multi-tile reductions, both EMA tile paths, every dtype and layout."""
+"""Case grids, call lists and the kernel-contract tests of the CUDA kernels, shared by tests/test_cuda_backend.py
+(the kernels on a GPU) and tests/test_cuda_emulated.py (the same kernels on the CPU emulator, tools/cuda_emu):
+which shapes take the multi-tile reductions, both EMA tile paths, every dtype and layout."""
 from __future__ import annotations
 
 import itertools
@@ -15,6 +15,7 @@ from fused_attn.cpp import dual_attention as cpp_dual
 from fused_attn.cpp import ema as cpp_ema
 from fused_attn.cpp import squeeze_excite as cpp_se
 
+import kernel_contracts as kc
 from common import DTYPES
 
 # (B, C, H, W): odd sizes, C = 1, H = W = 1; (2, 130, 9, 15) takes several column tiles and row chunks of the
@@ -38,6 +39,14 @@ def kernel_cases(full_dtypes=(torch.float32, torch.bfloat16)):
     return cases
 
 
+
+def kernel_grid(test):
+    return pytest.mark.parametrize("dtype,layout,shape", kernel_cases())(test)
+
+
+# every stat subset (each kernel variant) on every kernel case
+POOL_CASES = [pytest.param(st, *c.values, id=f"{','.join(st)}-{c.id}") for c in kernel_cases() for st in STATS]
+
 PARTS = list(itertools.product((False, True), repeat=3))
 GATE_CASES = [pytest.param(sh, parts, lay, dt, id="-".join(["x".join(map(str, sh)),
                                                               "".join(n for n, on in zip("csr", parts) if on) or "none",
@@ -58,6 +67,40 @@ EMA_PARAMS = [pytest.param(sh, g, lay, dt, id=f"{'x'.join(map(str, sh))}-g{g}-{l
               for sh, g in EMA_CASES for dt in DTYPES
               for lay in LAYOUTS + (["sliced", "mixed"] if dt == torch.float32 else [])]  # copies: any dtype
 
+
+
+class KernelContracts:
+    """The kernel-contract tests (tests/kernel_contracts.py) on the grids above. A test file subclasses it as
+    `TestKernelContracts`, with its device's `rand` and `check` as static methods (and its skip marks)."""
+    rand = check = None
+
+    @pytest.mark.parametrize("stats,dtype,layout,shape", POOL_CASES)
+    def test_channel_pool(self, stats, dtype, layout, shape):
+        kc.channel_pool(self.rand, self.check, stats, shape, layout, dtype)
+
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    def test_channel_pool_ties_nan_and_large_mean(self, layout):
+        kc.channel_pool_specials(self.rand, layout)
+
+    @kernel_grid
+    def test_squeeze_excite(self, dtype, layout, shape):
+        kc.squeeze_excite(self.rand, self.check, shape, layout, dtype)
+
+    @kernel_grid
+    def test_dual_attention(self, dtype, layout, shape):
+        kc.dual_attention(self.rand, self.check, shape, layout, dtype)
+
+    @pytest.mark.parametrize("shape,parts,layout,dtype", GATE_CASES)
+    def test_apply_gates(self, shape, parts, layout, dtype):  # the spatial gate in another dtype
+        kc.apply_gates(self.rand, self.check, shape, parts, layout, dtype, spatial_dtype=torch.float32)
+
+    @kernel_grid
+    def test_ema_strip_pool(self, dtype, layout, shape):
+        kc.ema_strip_pool(self.rand, self.check, shape, layout, dtype)
+
+    @pytest.mark.parametrize("shape,groups,layout,dtype", EMA_PARAMS)
+    def test_ema_core(self, shape, groups, layout, dtype):
+        kc.ema_core(self.rand, self.check, shape, groups, layout, dtype)
 
 def kernel_calls(x, g, s, gp, ch, sp, hw, x2, gw, gb):
     """Every CUDA kernel op once (forward and backward) on the given inputs -> flat list of results."""

@@ -21,7 +21,7 @@ from fused_attn._layout import memory_format
 import common
 import kernel_contracts as kc
 from common import DTYPES, assert_close
-from cuda_cases import EMA_PARAMS, GATE_CASES, LAYOUTS, STATS, kernel_calls, kernel_cases, kernel_inputs
+from cuda_cases import LAYOUTS, KernelContracts, kernel_calls, kernel_inputs
 
 pytestmark = pytest.mark.cuda
 
@@ -56,10 +56,6 @@ def check(actual, expected, dtype, what, like=None):
         assert actual.is_contiguous(memory_format=memory_format(like)), f"{what}: layout of {tuple(actual.stride())}"
 
 
-def kernel_grid(test):
-    return needs_cuda_backend(pytest.mark.parametrize("dtype,layout,shape", kernel_cases())(test))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_backend_serves_every_op():
     """On a GPU machine the extension must have been built with the CUDA kernels (a failed build fails here)."""
@@ -71,49 +67,10 @@ def test_cuda_backend_serves_every_op():
 
 
 # --------------------------------------------------------------------------------------- kernels vs reference
-POOL_CASES = [pytest.param(st, *c.values, id=f"{','.join(st)}-{c.id}") for c in kernel_cases()
-              for st in (STATS if c.values[0] == torch.float32 else STATS[:1] + STATS[4:])]
-
-
 @needs_cuda_backend
-@pytest.mark.parametrize("stats,dtype,layout,shape", POOL_CASES)
-def test_channel_pool(stats, dtype, layout, shape):
-    kc.channel_pool(rand, check, stats, shape, layout, dtype)
-
-
-@needs_cuda_backend
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_channel_pool_ties_nan_and_large_mean(layout):
-    kc.channel_pool_specials(rand, layout)
-
-
-@kernel_grid
-def test_squeeze_excite(dtype, layout, shape):
-    kc.squeeze_excite(rand, check, shape, layout, dtype)
-
-
-@kernel_grid
-def test_dual_attention(dtype, layout, shape):
-    kc.dual_attention(rand, check, shape, layout, dtype)
-
-
-@needs_cuda_backend
-@pytest.mark.parametrize("shape,parts,layout,dtype", GATE_CASES)
-def test_apply_gates(shape, parts, layout, dtype):
-    kc.apply_gates(rand, check, shape, parts, layout, dtype, spatial_dtype=torch.float32)  # a gate in another dtype
-
-
-@kernel_grid
-def test_ema_strip_pool(dtype, layout, shape):
-    kc.ema_strip_pool(rand, check, shape, layout, dtype)
-
-
-
-
-@needs_cuda_backend
-@pytest.mark.parametrize("shape,groups,layout,dtype", EMA_PARAMS)
-def test_ema_core(shape, groups, layout, dtype):
-    kc.ema_core(rand, check, shape, groups, layout, dtype)
+class TestKernelContracts(KernelContracts):
+    rand = staticmethod(rand)
+    check = staticmethod(check)
 
 
 @needs_cuda_backend

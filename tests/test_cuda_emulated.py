@@ -36,7 +36,7 @@ from fused_attn.cpp import squeeze_excite as cpp_se
 
 import kernel_contracts as kc
 from common import assert_close, rand
-from cuda_cases import EMA_PARAMS, GATE_CASES, LAYOUTS, STATS, kernel_calls, kernel_cases, kernel_inputs
+from cuda_cases import LAYOUTS, KernelContracts, kernel_calls, kernel_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_REASON = _backend.unavailable_reason("cpu", "channel_pool", "cpu", torch.float32)
@@ -81,45 +81,10 @@ def check(actual, expected, dtype, what, like=None):
         assert actual.is_contiguous(memory_format=memory_format(like)), f"{what}: layout of {tuple(actual.stride())}"
 
 
-def kernel_grid(test):
-    return pytest.mark.parametrize("dtype,layout,shape", kernel_cases())(test)
-
-
 # ------------------------------------------------------------------------------- kernel contracts (GPU grid)
-@pytest.mark.parametrize("stats", STATS, ids=",".join)
-@kernel_grid
-def test_channel_pool(stats, dtype, layout, shape):
-    kc.channel_pool(rand, check, stats, shape, layout, dtype)
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_channel_pool_ties_nan_and_large_mean(layout):
-    kc.channel_pool_specials(rand, layout)
-
-
-@kernel_grid
-def test_squeeze_excite(dtype, layout, shape):
-    kc.squeeze_excite(rand, check, shape, layout, dtype)
-
-
-@kernel_grid
-def test_dual_attention(dtype, layout, shape):
-    kc.dual_attention(rand, check, shape, layout, dtype)
-
-
-@pytest.mark.parametrize("shape,parts,layout,dtype", GATE_CASES)
-def test_apply_gates(shape, parts, layout, dtype):
-    kc.apply_gates(rand, check, shape, parts, layout, dtype, spatial_dtype=torch.float32)
-
-
-@kernel_grid
-def test_ema_strip_pool(dtype, layout, shape):
-    kc.ema_strip_pool(rand, check, shape, layout, dtype)
-
-
-@pytest.mark.parametrize("shape,groups,layout,dtype", EMA_PARAMS)
-def test_ema_core(shape, groups, layout, dtype):
-    kc.ema_core(rand, check, shape, groups, layout, dtype)
+class TestKernelContracts(KernelContracts):
+    rand = staticmethod(rand)
+    check = staticmethod(check)
 
 
 def test_errors_name_the_problem(emu):
