@@ -25,6 +25,8 @@
 // sigmoid(hw) and softmax(gn_bias) are computed by the binding (tiny aten ops) and passed in.
 #include <math.h>
 
+#include <type_traits>
+
 #include "kernel_utils.cuh"
 
 namespace fa {
@@ -445,6 +447,16 @@ cudaError_t launch_tiles(K kernel, int64_t tiles, int64_t smem, cudaStream_t str
   return cudaGetLastError();
 }
 
+// f(std::integral_constant<bool, a>, std::integral_constant<bool, b>) for the runtime flags (the core kernels'
+// layout x tile-cache instantiation).
+template <typename F>
+cudaError_t with_flags(bool a, bool b, F&& f) {
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (a) return b ? f(yes{}, yes{}) : f(yes{}, no{});
+  return b ? f(no{}, yes{}) : f(no{}, no{});
+}
+
 }  // namespace
 }  // namespace fa
 
@@ -519,9 +531,9 @@ extern "C" cudaError_t fa_ema_core_forward(int dtype, int channels_last, const v
                           static_cast<const A*>(a1), static_cast<T*>(out), static_cast<A*>(mean),
                           static_cast<A*>(rstd), B, C, G, H, W, static_cast<A>(eps));
     };
-    if (channels_last)
-      return use_cache ? args(core_forward_kernel<T, true, true>) : args(core_forward_kernel<T, true, false>);
-    return use_cache ? args(core_forward_kernel<T, false, true>) : args(core_forward_kernel<T, false, false>);
+    return with_flags(channels_last, use_cache, [&](auto cl, auto cached) {
+      return args(core_forward_kernel<T, decltype(cl)::value, decltype(cached)::value>);
+    });
   });
 }
 
@@ -545,8 +557,8 @@ extern "C" cudaError_t fa_ema_core_backward(int dtype, int channels_last, const 
                           static_cast<const A*>(rstd), static_cast<T*>(grad_x), static_cast<T*>(grad_x2),
                           static_cast<A*>(grad_hw), static_cast<A*>(gn_part), static_cast<A*>(pix), B, C, G, H, W);
     };
-    if (channels_last)
-      return use_cache ? args(core_backward_kernel<T, true, true>) : args(core_backward_kernel<T, true, false>);
-    return use_cache ? args(core_backward_kernel<T, false, true>) : args(core_backward_kernel<T, false, false>);
+    return with_flags(channels_last, use_cache, [&](auto cl, auto cached) {
+      return args(core_backward_kernel<T, decltype(cl)::value, decltype(cached)::value>);
+    });
   });
 }
