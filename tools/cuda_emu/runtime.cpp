@@ -76,7 +76,6 @@ thread_local std::string last_message;
 
 // Schedule of the fibers between barriers (set_schedule).
 int schedule_mode = 0;  // 0 forward, 1 reverse, 2 random
-uint64_t schedule_seed = 0;
 std::mt19937_64 schedule_rng;
 
 struct Stats {
@@ -256,12 +255,10 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const void*
           for (size_t i = 0; i < threads; ++i) order[i] = i;
           if (schedule_mode == 1) std::reverse(order.begin(), order.end());
           if (schedule_mode == 2) std::shuffle(order.begin(), order.end(), schedule_rng);
-          bool ran = false;
           for (size_t k = 0; k < threads && b.error.empty(); ++k) {
             const size_t i = order[k];
             Fiber& f = b.fibers[i];
             if (f.state != State::Runnable) continue;
-            ran = true;
             b.current = &f;
             b.current_index = static_cast<int>(i);
             builtins.thread_idx = make_uint3(static_cast<unsigned>(i % block.x),
@@ -273,7 +270,6 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const void*
             swapcontext(&b.scheduler, &f.ctx);
           }
           if (!b.error.empty()) break;
-          (void)ran;
           size_t done = 0, at_block = 0;
           for (const Fiber& f : b.fibers) {
             done += f.state == State::Done;
@@ -313,7 +309,6 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const void*
 
 void set_schedule(int mode, uint64_t seed) {
   schedule_mode = mode;
-  schedule_seed = seed;
   schedule_rng.seed(seed);
 }
 
