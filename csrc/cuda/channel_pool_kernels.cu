@@ -33,7 +33,7 @@ __device__ __forceinline__ bool takes_max(A v, A m) {  // v replaces the running
   return (v > m) || ((v != v) && (m == m));
 }
 
-template <typename T, bool MAX, int MOM>
+template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_forward_nchw(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
                       acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N) {
@@ -64,8 +64,8 @@ __global__ void __launch_bounds__(kThreads)
           mx[k] = v[k];
           am[k] = static_cast<int32_t>(c);
         }
-        if (MOM >= 1) sm[k] += v[k];
-        if (MOM == 2) {
+        sm[k] += v[k];
+        if (STD) {
           const A y = v[k] - x0[k], d = y - mu[k];
           mu[k] += d * inv;
           m2[k] += d * (y - mu[k]);
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       mean[k] = sm[k] / A(C);
-      sd[k] = MOM == 2 ? acc_sqrt(m2[k] / A(C - 1)) : A(0);
+      sd[k] = STD ? acc_sqrt(m2[k] / A(C - 1)) : A(0);
     }
     auto plane = [&](int k) { return out + (b * s.K + k) * N + p0; };
     if (MAX) {
@@ -99,16 +99,29 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// f(v, n, c0) for each 16-byte piece of a channels_last row that lane tx of tx_n owns: channels c0 .. c0 + n - 1
+// (n < VEC only at the row's end; v[n..] are 0), c0 = (tx + j tx_n) VEC.
+template <typename T, typename F>
+__device__ __forceinline__ void for_lane_pieces(const T* row, int64_t C, int tx, int tx_n, F&& f) {
+  constexpr int V = Vec<T>::kN;
+  for (int64_t c0 = static_cast<int64_t>(tx) * V; c0 < C; c0 += static_cast<int64_t>(tx_n) * V) {
+    const int n = static_cast<int>(C - c0 < V ? C - c0 : V);
+    acc_t<T> v[V];
+    load_acc<T, V>(row + c0, n, n == V && aligned16(row + c0), v);
+    f(v, n, c0);
+  }
+}
+
 // Block iteration: TY = kThreads / TX pixels, TX lanes each. Every lane runs every shuffle (invalid pixels
 // load nothing).
-template <typename T, bool MAX, int MOM>
+template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_forward_cl(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
                     acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N, int tx_n) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int ty_n = kThreads / tx_n, tx = threadIdx.x % tx_n, ty = threadIdx.x / tx_n;
-  const int64_t BN = B * N, step = static_cast<int64_t>(tx_n) * V;
+  const int64_t BN = B * N;
   for (int64_t blk = blockIdx.x; blk * ty_n < BN; blk += gridDim.x) {
     const int64_t gp = blk * ty_n + ty;  // pixel b * N + p
     const bool valid = gp < BN;
@@ -116,10 +129,7 @@ __global__ void __launch_bounds__(kThreads)
     A sum = A(0), mx = -INFINITY;
     int32_t am = INT32_MAX;
     if (valid) {
-      for (int64_t c0 = static_cast<int64_t>(tx) * V; c0 < C; c0 += step) {
-        const int n = static_cast<int>(C - c0 < V ? C - c0 : V);
-        A v[V];
-        load_acc<T, V>(row + c0, n, n == V && aligned16(row + c0), v);
+      for_lane_pieces(row, C, tx, tx_n, [&](const A* v, int n, int64_t c0) {
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           if (k < n) {
@@ -127,25 +137,22 @@ __global__ void __launch_bounds__(kThreads)
             if (MAX) max_merge(mx, am, v[k], static_cast<int32_t>(c0 + k));
           }
         }
-      }
+      });
     }
     sum = group_sum(sum, tx_n);
     if (MAX) group_max(mx, am, tx_n);
     const A mean = sum / A(C);
     A sd = A(0);
-    if (MOM == 2) {
+    if (STD) {
       A ss = A(0);
       if (valid) {
-        for (int64_t c0 = static_cast<int64_t>(tx) * V; c0 < C; c0 += step) {
-          const int n = static_cast<int>(C - c0 < V ? C - c0 : V);
-          A v[V];
-          load_acc<T, V>(row + c0, n, n == V && aligned16(row + c0), v);
+        for_lane_pieces(row, C, tx, tx_n, [&](const A* v, int n, int64_t) {
 #pragma unroll
           for (int k = 0; k < V; ++k) {
             const A d = v[k] - mean;
             if (k < n) ss += d * d;
           }
-        }
+        });
       }
       ss = group_sum(ss, tx_n);
       sd = acc_sqrt(ss / A(C - 1));
@@ -196,6 +203,14 @@ __device__ __forceinline__ Coef<acc_t<T>> coefficients(const T* __restrict__ g, 
   return k;
 }
 
+template <bool MAX, bool STD, typename A>
+__device__ __forceinline__ A grad_at(const Coef<A>& k, A xc, int64_t c) {  // grad_x[c] given x_c
+  A r = k.base;
+  if (STD) r += k.coef * (xc - k.mean);
+  if (MAX) r += k.am == c ? k.gmax : A(0);
+  return r;
+}
+
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_backward_nchw(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
@@ -220,14 +235,7 @@ __global__ void __launch_bounds__(kThreads)
       if (STD) load_acc<T, V>(x + off, n, n == V && aligned16(x + off), v);
 #pragma unroll
       for (int q = 0; q < V; ++q) {
-        if (q < n) {
-          A r = k[q].base;
-          if (STD) r += k[q].coef * (v[q] - k[q].mean);
-          if (MAX) r += k[q].am == c ? k[q].gmax : A(0);
-          o[q] = r;
-        } else {
-          o[q] = A(0);
-        }
+        o[q] = q < n ? grad_at<MAX, STD>(k[q], v[q], c) : A(0);
       }
       store_acc<T, V>(gx + off, n, n == V && aligned16(gx + off), o);
     }
@@ -254,12 +262,7 @@ __global__ void __launch_bounds__(kThreads)
       A v[V], o[V];
       if (STD) load_acc<T, V>(x + off, n, n == V && aligned16(x + off), v);
 #pragma unroll
-      for (int q = 0; q < V; ++q) {
-        A r = k.base;
-        if (STD) r += k.coef * (v[q] - k.mean);
-        if (MAX) r += k.am == c0 + q ? k.gmax : A(0);
-        o[q] = r;
-      }
+      for (int q = 0; q < V; ++q) o[q] = grad_at<MAX, STD>(k, v[q], c0 + q);
       store_acc<T, V>(gx + off, n, n == V && aligned16(gx + off), o);
     }
   }
@@ -272,7 +275,7 @@ int lanes_for(int64_t C, int V) {  // TX: a power of two <= 32 covering C / V
   return tx;
 }
 
-template <typename T, bool MAX, int MOM>
+template <typename T, bool MAX, bool STD>
 cudaError_t launch_forward(bool cl, const void* x, void* out, int32_t* argmax, void* moments, Stats s, int64_t B,
                            int64_t C, int64_t N, cudaStream_t stream) {
   using A = acc_t<T>;
@@ -280,11 +283,11 @@ cudaError_t launch_forward(bool cl, const void* x, void* out, int32_t* argmax, v
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_cl<T, MAX, MOM>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_cl<T, MAX, STD>)(
         static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(N, V), kThreads));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_nchw<T, MAX, MOM>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_nchw<T, MAX, STD>)(
         static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N);
   }
   return cudaGetLastError();
@@ -322,16 +325,12 @@ extern "C" cudaError_t fa_channel_pool_forward(int dtype, int channels_last, con
   if (B * N == 0 || C == 0 || K == 0) return cudaSuccess;
   const Stats s{K, stat_max, stat_mean, stat_std};
   const bool cl = channels_last != 0;
-  const int mom = stat_std >= 0 ? 2 : stat_mean >= 0 ? 1 : 0;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    if (stat_max >= 0) {
-      if (mom == 2) return launch_forward<T, true, 2>(cl, x, out, argmax, moments, s, B, C, N, stream);
-      if (mom == 1) return launch_forward<T, true, 1>(cl, x, out, argmax, moments, s, B, C, N, stream);
-      return launch_forward<T, true, 0>(cl, x, out, argmax, moments, s, B, C, N, stream);
-    }
-    if (mom == 2) return launch_forward<T, false, 2>(cl, x, out, argmax, moments, s, B, C, N, stream);
-    return launch_forward<T, false, 1>(cl, x, out, argmax, moments, s, B, C, N, stream);
+    return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
+      return launch_forward<T, decltype(mx)::value, decltype(sd)::value>(cl, x, out, argmax, moments, s, B, C, N,
+                                                                          stream);
+    });
   });
 }
 
@@ -344,10 +343,9 @@ extern "C" cudaError_t fa_channel_pool_backward(int dtype, int channels_last, co
   const bool cl = channels_last != 0;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    if (stat_max >= 0 && stat_std >= 0)
-      return launch_backward<T, true, true>(cl, grad, x, argmax, moments, grad_x, s, B, C, N, stream);
-    if (stat_max >= 0) return launch_backward<T, true, false>(cl, grad, x, argmax, moments, grad_x, s, B, C, N, stream);
-    if (stat_std >= 0) return launch_backward<T, false, true>(cl, grad, x, argmax, moments, grad_x, s, B, C, N, stream);
-    return launch_backward<T, false, false>(cl, grad, x, argmax, moments, grad_x, s, B, C, N, stream);
+    return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
+      return launch_backward<T, decltype(mx)::value, decltype(sd)::value>(cl, grad, x, argmax, moments, grad_x, s,
+                                                                           B, C, N, stream);
+    });
   });
 }

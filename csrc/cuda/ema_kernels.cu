@@ -25,8 +25,6 @@
 // sigmoid(hw) and softmax(gn_bias) are computed by the binding (tiny aten ops) and passed in.
 #include <math.h>
 
-#include <type_traits>
-
 #include "kernel_utils.cuh"
 
 namespace fa {
@@ -445,16 +443,6 @@ cudaError_t launch_tiles(K kernel, int64_t tiles, int64_t smem, cudaStream_t str
   }
   FA_LAUNCH(grid_1d(tiles, 1LL << 30), kThreads, static_cast<size_t>(smem), stream, kernel)(args...);
   return cudaGetLastError();
-}
-
-// f(std::integral_constant<bool, a>, std::integral_constant<bool, b>) for the runtime flags (the core kernels'
-// layout x tile-cache instantiation).
-template <typename F>
-cudaError_t with_flags(bool a, bool b, F&& f) {
-  using yes = std::true_type;
-  using no = std::false_type;
-  if (a) return b ? f(yes{}, yes{}) : f(yes{}, no{});
-  return b ? f(no{}, yes{}) : f(no{}, no{});
 }
 
 }  // namespace

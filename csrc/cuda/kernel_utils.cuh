@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "launchers.h"
 
 // Launches and dynamic shared memory go through these two macros so that tools/cuda_emu (a CPU emulator of the
@@ -192,6 +194,16 @@ cudaError_t dispatch(int dtype, F&& f) {
     case FA_BFLOAT16: return f(__nv_bfloat16{});
     default: return cudaErrorInvalidValue;
   }
+}
+
+// Runs f(std::integral_constant<bool, a>{}, std::integral_constant<bool, b>{}) for two runtime flags: picks the
+// kernel instantiation whose compile-time flags match (layout x tile cache, statistic subsets, ...).
+template <typename F>
+cudaError_t with_flags(bool a, bool b, F&& f) {
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (a) return b ? f(yes{}, yes{}) : f(yes{}, no{});
+  return b ? f(no{}, yes{}) : f(no{}, no{});
 }
 
 }  // namespace fa
