@@ -28,6 +28,9 @@ __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", 
            "ema_strip_pool", "ema_core", "ema"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# torch.amp.is_autocast_available per device type, read once here: dynamo in torch 2.11 cannot trace it (a
+# graph break under torch.compile(fullgraph=True)), while this dict lookup and is_autocast_enabled trace anywhere.
+_AUTOCAST_AVAILABLE = {t: torch.amp.is_autocast_available(t) for t in ("cpu", "cuda", "xpu", "mps", "hpu", "meta")}
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -115,6 +118,13 @@ def _mlp_weights(x: Tensor, w1: Tensor, b1, w2: Tensor, b2, act: str, gate: str)
     return w1, w2
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    available = _AUTOCAST_AVAILABLE.get(device_type)
+    if available is None:  # another backend's device type: asked at run time
+        available = torch.amp.is_autocast_available(device_type)
+    return available and torch.is_autocast_enabled(device_type)
+
+
 def channel_gate(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
                  act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None) -> Tensor:
     """Channel attention weights s = gate(w2 act(w1 mean_hw(x) + b1) + b2) -> [B, C] in x's dtype.
@@ -125,10 +135,9 @@ def channel_gate(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Op
     _check_x(x)
     w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
     pooled = channel_squeeze(x, backend=backend).to(acc_dtype(x.dtype))
-    device = x.device.type
     out_dtype = x.dtype
-    if x.dtype != torch.float64 and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        out_dtype = torch.get_autocast_dtype(device)
+    if x.dtype != torch.float64 and _autocast_enabled(x.device.type):
+        out_dtype = torch.get_autocast_dtype(x.device.type)
     return _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2].to(out_dtype)
 
 
