@@ -102,8 +102,11 @@ def library(force: bool = False, verbose: bool = False) -> Path:
     cuda_inc = cuda_include()
     cxx, jobs = _jobs(cuda_inc)
     libs = library_paths()
-    # libraries after the objects (linkers that default to --as-needed drop those named first)
-    link = [f"-L{d}" for d in libs] + [f"-Wl,-rpath,{d}" for d in libs] + ["-lc10", "-ltorch_cpu", "-ltorch"]
+    # libraries after the objects (linkers that default to --as-needed drop those named first). -Bsymbolic: the
+    # kernels' cudaGetLastError, cudaFuncSetAttribute, ... bind to runtime.cpp's, never to a real libcudart that a
+    # CUDA build of torch has already loaded into the process (whose answer, without a GPU, is "no driver")
+    link = [f"-L{d}" for d in libs] + [f"-Wl,-rpath,{d}" for d in libs] + ["-lc10", "-ltorch_cpu", "-ltorch",
+                                                                           "-Wl,-Bsymbolic"]
     out_dir = BUILD / _digest(jobs, [cxx] + link)
     lib = out_dir / "libfused_attn_cuda_emu.so"
     if lib.is_file() and not force:
