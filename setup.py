@@ -28,7 +28,7 @@ def extension_modules():
 
     with_cuda = os.environ.get("FORCE_CUDA") == "1" or (torch.version.cuda is not None and CUDA_HOME is not None)
     sources = ["csrc/fused_attn.cpp"] + _sources("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]  # BuildExtension adds -DPy_LIMITED_API (CPython 3.10) for abi3
     link = ["-fopenmp"]  # without it at::parallel_for runs on one thread
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -49,5 +49,5 @@ setup(
     packages=find_packages(include=["fused_attn", "fused_attn.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {},
 )
