@@ -48,11 +48,12 @@ def pip_install(python, specs, required):
         print(f"setup: warning: could not install optional package {specs[0]}; tests that need it are skipped")
 
 
-def sources_digest():
+def sources_digest(root=ROOT):
+    """What the extension's build depends on under root (its sources, setup.py, pyproject.toml, build flags)."""
     h = hashlib.sha256()
-    files = sorted(p for p in (ROOT / "csrc").rglob("*") if p.is_file())
-    for p in files + [ROOT / "setup.py", ROOT / "pyproject.toml"]:
-        h.update(str(p.relative_to(ROOT)).encode())
+    files = sorted(p for p in (root / "csrc").rglob("*") if p.is_file())
+    for p in files + [root / "setup.py", root / "pyproject.toml"]:
+        h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     h.update(os.environ.get("FUSED_ATTN_NO_EXT", "").encode())
     h.update(os.environ.get("FORCE_CUDA", "").encode())
