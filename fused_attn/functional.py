@@ -126,15 +126,24 @@ def _autocast_enabled(device_type: str) -> bool:
 
 
 def channel_gate(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
-                 act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None) -> Tensor:
+                 act: str = "relu", gate: str = "sigmoid", *, backend: Optional[str] = None,
+                 pooled: Optional[Tensor] = None) -> Tensor:
     """Channel attention weights s = gate(w2 act(w1 mean_hw(x) + b1) + b2) -> [B, C] in x's dtype.
 
     Under autocast the MLP's matmuls autocast like eager's Linear / 1x1 conv and s has the autocast dtype
     (fp16 / bf16), as the seeds' `channel_attention(x)` has; float64 x stays float64 (autocast leaves it).
+    pooled: mean_hw(x) [B, C] where the caller already has it (EMAX takes it from the EMA strip means); x is
+    then not read, only its shape, dtype and device are used.
     """
     _check_x(x)
     w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
-    pooled = channel_squeeze(x, backend=backend).to(acc_dtype(x.dtype))
+    if pooled is None:
+        pooled = channel_squeeze(x, backend=backend)
+    else:
+        _check_tensor("pooled", pooled, 2)
+        _check_shape("pooled", pooled, tuple(x.shape[:2]))
+        _check_devices(x=x, pooled=pooled)
+    pooled = pooled.to(acc_dtype(x.dtype))
     out_dtype = x.dtype
     if x.dtype != torch.float64 and _autocast_enabled(x.device.type):
         out_dtype = torch.get_autocast_dtype(x.device.type)
@@ -282,15 +291,23 @@ def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tens
 
 def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3x3_weight: Tensor,
         conv3x3_bias: Optional[Tensor], gn_weight: Tensor, gn_bias: Tensor, groups: int, eps: float = 1e-5, *,
-        backend: Optional[str] = None) -> Tensor:
+        backend: Optional[str] = None, strips: Optional[Tensor] = None) -> Tensor:
     """The whole EMA block: strip pooling, conv1x1 of the strips, conv3x3 of the groups (both aten), core.
 
     Weights as in the official EMA: conv1x1 [cg, cg, 1, 1], conv3x3 [cg, cg, 3, 3], gn [cg], cg = C / groups.
+    strips: `ema_strip_pool(x)` [B, C, H + W] where the caller already has it (it does not depend on groups:
+    EMAX shares one between its EMA branches and its channel gates).
     """
     _check_x(x)
     cg = _check_groups(x, groups)
     b, c, h, w = x.shape
-    pooled = ema_strip_pool(x, backend=backend)
+    if strips is None:
+        pooled = ema_strip_pool(x, backend=backend)
+    else:
+        _check_tensor("strips", strips, 3)
+        _check_shape("strips", strips, (b, c, h + w))
+        _check_devices(x=x, strips=strips)
+        pooled = strips
     hw = F.conv2d(pooled.reshape(b * groups, cg, h + w, 1), conv1x1_weight, conv1x1_bias).reshape(b, c, h + w)
     if memory_format(x) == torch.channels_last:
         # the shared conv3x3 as a grouped conv of x itself: x.reshape(B G, cg, H, W) would copy a channels_last x

@@ -65,4 +65,5 @@ MODULE_OPS = {"SEBlock": ("squeeze_excite",), "MultiScaleAttention": _GATE_OPS +
               "DualAttention": ("dual_attention",), "LiteDualAttention": ("dual_attention",),
               "AttnResBlock": ("dual_attention",), "EMA": ("ema_strip_pool", "ema_core"),
               "CBAM": _GATE_OPS + ("channel_pool",)}
-MODULE_OPS["EMAX"] = MODULE_OPS["EMAX-dynamic"] = MODULE_OPS["EMA"] + _GATE_OPS + ("squeeze_excite",)
+# EMAX: its channel gate's mean_hw x comes from the EMA strip means (no channel_squeeze)
+MODULE_OPS["EMAX"] = MODULE_OPS["EMAX-dynamic"] = MODULE_OPS["EMA"] + ("apply_gates", "squeeze_excite")

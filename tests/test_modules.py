@@ -30,7 +30,7 @@ SPECS = {
     "EMA": (16, lambda: fnn.EMA(16, factor=4), lambda: OfficialEMA(16, factor=4), None, EMA_OPS),
     "EMA-factor32": (32, lambda: fnn.EMA(32), lambda: OfficialEMA(32), None, EMA_OPS),
     "EMAX": (32, lambda: fnn.EMAX(32, factor=8), lambda: SEED.EMAX(32, factor=8), lambda m: lambda x: m(x, groups=8),
-             EMA_OPS + GATE_OPS + ("squeeze_excite",)),
+             EMA_OPS + ("apply_gates", "squeeze_excite")),
 }
 SEEDLESS = {"EMA", "EMA-factor32"}
 SHAPES = [(2, 7, 9), (1, 5, 5), (2, 1, 6)]          # (B, H, W): odd sizes, batch 1, a single row

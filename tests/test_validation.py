@@ -38,6 +38,12 @@ X = torch.randn(2, 4, 3, 5)
      r"gn_weight must have shape \(2,\)"),
     (lambda: FA.ema_core(X, torch.randn(2, 4, 8), X, torch.randn(2), torch.randn(2), groups=0), ValueError,
      "groups must be a positive int"),
+    (lambda: FA.channel_gate(X, torch.randn(2, 4), None, torch.randn(4, 2), None, pooled=torch.randn(2, 3)),
+     ValueError, r"pooled must have shape \(2, 4\)"),
+    (lambda: FA.channel_gate(X, torch.randn(2, 4), None, torch.randn(4, 2), None, pooled=torch.randn(2, 4, 1)),
+     ValueError, "pooled must be 2-D"),
+    (lambda: FA.ema(X, torch.randn(2, 2, 1, 1), None, torch.randn(2, 2, 3, 3), None, torch.randn(2), torch.randn(2),
+                    2, strips=torch.randn(2, 4, 7)), ValueError, r"strips must have shape \(2, 4, 8\)"),
 ])
 def test_bad_input_raises_a_named_error(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -154,3 +160,24 @@ def test_channel_std_is_accurate_far_from_zero(channels_last):
         assert_close(out[:, :1], x64.mean(1, keepdim=True), torch.float32, what=f"{backend} mean")
         (grad,) = torch.autograd.grad(out[:, 1:], x, g.float())
         assert_close(grad, ref_grad, torch.float32, what=f"{backend} grad std")
+
+
+def test_precomputed_pooled_and_strips_give_the_same_results():
+    """channel_gate(pooled=mean_hw x) and ema(strips=ema_strip_pool x) equal the calls that compute them, and
+    mean_hw x is the mean of the H row means in the strips (what EMAX relies on), forward and backward, fp64."""
+    x = torch.randn(2, 4, 5, 7, dtype=torch.float64, requires_grad=True)
+    w1, w2 = torch.randn(2, 4, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    ema_w = (torch.randn(2, 2, 1, 1, dtype=torch.float64), torch.randn(2, dtype=torch.float64),
+             torch.randn(2, 2, 3, 3, dtype=torch.float64), None, torch.rand(2, dtype=torch.float64) + 0.5,
+             torch.randn(2, dtype=torch.float64))
+    strips = FA.ema_strip_pool(x)
+    torch.testing.assert_close(strips[:, :, :5].mean(-1), x.mean(dim=(2, 3)))
+    gate = FA.channel_gate(x, w1, None, w2, None)
+    gate_pooled = FA.channel_gate(x, w1, None, w2, None, pooled=strips[:, :, :5].mean(-1))
+    out, out_strips = FA.ema(x, *ema_w, 2), FA.ema(x, *ema_w, 2, strips=strips)
+    torch.testing.assert_close(gate_pooled, gate)
+    torch.testing.assert_close(out_strips, out)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((gate.sum(), (out * g).sum()), x)
+    grads_shared = torch.autograd.grad((gate_pooled.sum(), (out_strips * g).sum()), x)
+    torch.testing.assert_close(grads_shared, grads)

@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Mapping
 from typing import Iterator, Optional
 
-import torch
 from torch import Tensor, nn
 
 from .. import functional as FA
@@ -54,9 +53,9 @@ class AttentionModule(nn.Module):
     def _record(self, **maps: Optional[Tensor]) -> None:
         self.attention_maps = {k: v.detach() for k, v in maps.items() if v is not None}
 
-    def _gate(self, x: Tensor, seq: nn.Sequential) -> Tensor:
-        """seq's channel gate of x, [B, C]: gate(fc2 act(fc1 mean_hw(x)))."""
-        return FA.channel_gate(x, *mlp_gate_args(seq), backend=self.backend)
+    def _gate(self, x: Tensor, seq: nn.Sequential, pooled: Optional[Tensor] = None) -> Tensor:
+        """seq's channel gate of x, [B, C]: gate(fc2 act(fc1 mean_hw(x))); pooled: mean_hw(x) if known."""
+        return FA.channel_gate(x, *mlp_gate_args(seq), backend=self.backend, pooled=pooled)
 
     def _excite(self, x: Tensor, seq: nn.Sequential) -> tuple[Tensor, Optional[Tensor]]:
         """(x * gate, gate): one squeeze_excite op, or (when recording) channel_gate + apply_gates to keep the gate."""

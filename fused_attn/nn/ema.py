@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as FA
+from .._layout import acc_dtype
 from .base import AttentionModule
 
 __all__ = ["EMA", "EMAX", "ema_attention_map"]
@@ -25,10 +25,16 @@ def _ema_layers(module: nn.Module, cg: int) -> None:
     module.conv3x3 = nn.Conv2d(cg, cg, kernel_size=3, stride=1, padding=1)
 
 
-def _ema(module: nn.Module, x: Tensor, groups: int, backend: Optional[str]) -> Tensor:
-    """The EMA block with `module`'s gn / conv1x1 / conv3x3 (`functional.ema`)."""
+def _ema(module: nn.Module, x: Tensor, groups: int, backend: Optional[str], strips: Optional[Tensor] = None) -> Tensor:
+    """The EMA block with `module`'s gn / conv1x1 / conv3x3 (`functional.ema`; strips: x's strip means if known)."""
     return FA.ema(x, module.conv1x1.weight, module.conv1x1.bias, module.conv3x3.weight, module.conv3x3.bias,
-                  module.gn.weight, module.gn.bias, groups, module.gn.eps, backend=backend)
+                  module.gn.weight, module.gn.bias, groups, module.gn.eps, backend=backend, strips=strips)
+
+
+def _strip_channel_mean(strips: Tensor, height: int) -> Tensor:
+    """mean_hw(x) [B, C] from x's strip means [B, C, H + W]: the mean of its H row means (each over W pixels),
+    in the accumulation dtype. O(B C H) work instead of another pass over x."""
+    return strips[:, :, :height].to(acc_dtype(strips.dtype)).mean(dim=-1)
 
 
 @torch.no_grad()
@@ -147,16 +153,16 @@ class EMAX(AttentionModule):
         dyn = [f"dynamic_groups=True, group_choices={self.group_choices}"] if self.dynamic_groups else []
         return ", ".join([p for p in [super().extra_repr()] if p] + dyn)
 
-    def _dynamic_spatial(self, x: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """(sum_k p_k EMA_{g_k}(x), p [B, K], recorded spatial map or None)."""
-        pooled = FA.channel_squeeze(x, backend=self.backend)
+    def _dynamic_spatial(self, x: Tensor, strips: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """(sum_k p_k EMA_{g_k}(x), p [B, K], recorded spatial map or None); strips, pooled: x's strip means and
+        mean_hw(x), shared by every branch."""
         logits = self.group_controller(pooled.to(self.group_controller.weight.dtype))        # [B, factor]
         p = logits.index_select(1, self.choice_columns).softmax(dim=-1)
         spatial, smap = None, None
         for k, g in enumerate(self.group_choices):
             module = self if g == self.groups else self.branches[str(g)]
             pk = p[:, k].to(x.dtype)[:, None, None, None]
-            term = pk * _ema(module, x, g, self.backend)
+            term = pk * _ema(module, x, g, self.backend, strips)
             spatial = term if spatial is None else spatial + term
             if self.record_attention:
                 m = pk[:, 0] * ema_attention_map(module, x, g).mean(dim=1)
@@ -164,12 +170,16 @@ class EMAX(AttentionModule):
         return spatial, p, smap
 
     def forward(self, x: Tensor) -> Tensor:
+        # one strip pool of x serves every EMA branch (it does not depend on the groups) and, through
+        # mean_hw x = mean_h(row means), the channel gate and the controller: x is not read a second time
+        strips = FA.ema_strip_pool(x, backend=self.backend)
+        pooled = _strip_channel_mean(strips, x.shape[2])
         if self.dynamic_groups:
-            spatial, p, smap = self._dynamic_spatial(x)
+            spatial, p, smap = self._dynamic_spatial(x, strips, pooled)
         else:
-            spatial, p = _ema(self, x, self.groups, self.backend), None
+            spatial, p = _ema(self, x, self.groups, self.backend, strips), None
             smap = ema_attention_map(self, x, self.groups) if self.record_attention else None
-        channel = self._gate(x, self.channel_gate)
+        channel = self._gate(x, self.channel_gate, pooled)
         # gamma * channel promotes as the seed's gamma * x * channel does (an fp32 gamma under autocast)
         fused = FA.apply_gates(x, channel=self.gamma * channel, residual=spatial, backend=self.backend)
         out, global_weights = self._excite(fused, self.global_attn)
