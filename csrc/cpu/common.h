@@ -151,6 +151,19 @@ inline void sum_partials(const A* partial, T* out, int64_t B, int64_t K, int64_t
   }
 }
 
+// Deterministic parallel reduction into out [B, n]: each of the B * K units (b, k) adds into its own zero-filled
+// partial row of n via f(b, k, part); the K rows of each b are then added in k order (sum_partials).
+template <typename A, typename T, typename F>
+inline void reduce_in_parts(T* out, int64_t B, int64_t K, int64_t n, F&& f) {
+  std::vector<A> partial(static_cast<size_t>(B * K * n));
+  parallel_units(B * K, [&](int64_t u) {
+    A* __restrict__ part = partial.data() + u * n;
+    std::fill(part, part + n, A(0));
+    f(u / K, u % K, part);
+  });
+  sum_partials(partial.data(), out, B, K, n);
+}
+
 // exp(v) in float without a libm call, so that loops over it vectorise: v = k ln2 + r with |r| <= ln2 / 2,
 // exp(r) by the Cephes expf polynomial (relative error ~1e-7), 2^k written into the exponent bits; v is
 // clamped to [-87, 88] (the normal range); NaN stays NaN.

@@ -42,22 +42,15 @@ void reduce_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ ws, acc
   using A = acc_t<T>;
   if (!channels_last) {
     const int64_t chunks = (C + kChunk - 1) / kChunk;
-    std::vector<A> partial(static_cast<size_t>(B * chunks * N));
-    parallel_units(B * chunks, [&](int64_t u) {
-      const int64_t b = u / chunks, c0 = (u % chunks) * kChunk, c1 = std::min(C, c0 + kChunk);
-      A* __restrict__ part = partial.data() + u * N;
-      std::fill(part, part + N, A(0));
+    reduce_in_parts<A>(logit, B, chunks, N, [&](int64_t b, int64_t k, A* __restrict__ part) {
+      const int64_t c0 = k * kChunk, c1 = std::min(C, c0 + kChunk);
       for (int64_t c = c0; c < c1; ++c) sums[b * C + c] = reduce_row<T>(x + (b * C + c) * N, ws[c], part, N);
     });
-    sum_partials(partial.data(), logit, B, chunks, N);
     return;
   }
   const int64_t blocks = (N + kPixels - 1) / kPixels;
-  std::vector<A> partial(static_cast<size_t>(B * blocks * C));
-  parallel_units(B * blocks, [&](int64_t u) {
-    const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
-    A* __restrict__ part = partial.data() + u * C;
-    std::fill(part, part + C, A(0));
+  reduce_in_parts<A>(sums, B, blocks, C, [&](int64_t b, int64_t k, A* __restrict__ part) {
+    const int64_t p0 = k * kPixels, p1 = std::min(N, p0 + kPixels);
     for (int64_t p = p0; p < p1; ++p) {
       const T* __restrict__ xr = x + (b * N + p) * C;
       A lanes[kLanes<A>] = {};
@@ -69,7 +62,6 @@ void reduce_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ ws, acc
       logit[b * N + p] = lanes_total(lanes);
     }
   });
-  sum_partials(partial.data(), sums, B, blocks, C);
 }
 
 // -> (pooled [B, C], logit [B, H, W]) in the accumulation dtype

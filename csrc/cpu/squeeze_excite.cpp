@@ -37,17 +37,13 @@ void hw_sum_kernel(const T* __restrict__ a, const T* __restrict__ m, acc_t<T>* _
   }
   constexpr int64_t kPixels = 64;
   const int64_t blocks = (N + kPixels - 1) / kPixels;
-  std::vector<A> partial(static_cast<size_t>(B * blocks * C));
-  parallel_units(B * blocks, [&](int64_t u) {
-    const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
-    A* __restrict__ acc = partial.data() + u * C;
-    std::fill(acc, acc + C, A(0));
+  reduce_in_parts<A>(sums, B, blocks, C, [&](int64_t b, int64_t k, A* __restrict__ acc) {
+    const int64_t p0 = k * kPixels, p1 = std::min(N, p0 + kPixels);
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t off = (b * N + p) * C;
       for (int64_t c = 0; c < C; ++c) acc[c] += PROD ? A(a[off + c]) * A(m[off + c]) : A(a[off + c]);
     }
   });
-  sum_partials(partial.data(), sums, B, blocks, C);
 }
 
 // [B, C] sums over H, W of a (or a * m, m read in a's layout), in the accumulation dtype.
