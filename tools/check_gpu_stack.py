@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from setup_env import sources_digest  # noqa: E402
+from setup_env import build_is_current, run, sources_digest  # noqa: E402
 
 WORK = ROOT / "build" / "gpu_stack"
 STACK = ["torch==2.11.0", "triton==3.6.0"]
@@ -53,15 +53,6 @@ def say(msg: str) -> None:
 def skip(msg: str, require: bool) -> None:
     say(("FAILED (--require): " if require else "SKIPPED: ") + msg)
     sys.exit(1 if require else 0)
-
-
-def run(cmd, cwd=ROOT, env=None, check=True) -> int:
-    print("+", " ".join(str(c) for c in cmd), flush=True)
-    code = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env).returncode
-    if check and code:
-        say(f"FAILED: {' '.join(str(c) for c in cmd[:4])} ... exited with {code}")
-        sys.exit(1)
-    return code
 
 
 def cuda_home(nvcc: str) -> Path:
@@ -114,8 +105,7 @@ def build(python: Path, tree: Path, nvcc: str) -> None:
     stamp = WORK / "build-stamp"
     digest = sources_digest(tree)
     probe = "import fused_attn._ext as e; assert e.built_with_cuda(), e.load_error() or e.build_info()"
-    if stamp.exists() and stamp.read_text() == digest and \
-            subprocess.run([python, "-c", probe], cwd=tree, capture_output=True).returncode == 0:
+    if build_is_current(stamp, digest, python, probe, cwd=tree):
         say("extension (with CUDA) is built and up to date")
         return
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],

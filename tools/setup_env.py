@@ -26,9 +26,10 @@ OPTIONAL = {"triton": "triton>=3.6,<3.10", "numpy": "numpy", "expecttest": "expe
             "onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"}
 
 
-def run(cmd, check=True):
+def run(cmd, check=True, cwd=ROOT, env=None):
+    cmd = [str(c) for c in cmd]
     print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, check=check).returncode
+    return subprocess.run(cmd, cwd=cwd, env=env, check=check).returncode
 
 
 def importable(python, module):
@@ -60,6 +61,12 @@ def sources_digest(root=ROOT):
     return h.hexdigest()
 
 
+def build_is_current(stamp, digest, python, probe, cwd="/"):
+    """The extension was built from these sources (stamp holds digest) and still loads (probe runs in python)."""
+    return stamp.exists() and stamp.read_text() == digest and \
+        subprocess.run([python, "-c", probe], cwd=cwd, capture_output=True).returncode == 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", default=".venv", help='virtual environment folder; "" = use this python3')
@@ -78,8 +85,7 @@ def main():
     stamp = ROOT / "build" / f"ext-stamp-{hashlib.sha256(python.encode()).hexdigest()[:12]}"
     digest = sources_digest()
     probe = "import fused_attn, fused_attn._ext as e; assert e.available() or e.load_error().startswith('disabled')"
-    if stamp.exists() and stamp.read_text() == digest and importable(python, "fused_attn") and \
-            subprocess.run([python, "-c", probe], cwd="/", capture_output=True).returncode == 0:
+    if build_is_current(stamp, digest, python, probe):
         print("setup: fused_attn is built and up to date")
         return
     run([python, "-m", "pip", "install", "-q", "-e", ".", "--no-build-isolation", "--no-deps"])
