@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+from build_flags import cxx_standard  # noqa: E402
 HERE = Path(__file__).resolve().parent
 BUILD = ROOT / "build" / "cuda_emu"
 # the defines torch's CUDAExtension passes nvcc (tools/check_cuda_kernels.sh uses the same)
 CUDA_DEFINES = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
                 "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
-COMMON = ["-std=c++17", "-fPIC", "-fno-strict-aliasing", "-DFA_CUDA_EMULATION", "-Wall", "-Wextra",
+COMMON = ["-fPIC", "-fno-strict-aliasing", "-DFA_CUDA_EMULATION", "-Wall", "-Wextra",
           "-Wno-unused-parameter"]
 
 
@@ -66,8 +68,9 @@ def _jobs(cuda_inc: Path):
     if not shutil.which(cxx):
         raise Unavailable(f"no C++ compiler ({cxx})")
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"
-    kernel_flags = COMMON + CUDA_DEFINES + ["-O2", "-isystem", str(cuda_inc), "-include", str(HERE / "cuda_emu.h")]
-    torch_flags = COMMON + CUDA_DEFINES + ["-O1", abi, "-isystem", str(cuda_inc)]
+    common = [f"-std={cxx_standard(torch.__version__)}"] + COMMON
+    kernel_flags = common + CUDA_DEFINES + ["-O2", "-isystem", str(cuda_inc), "-include", str(HERE / "cuda_emu.h")]
+    torch_flags = common + CUDA_DEFINES + ["-O1", abi, "-isystem", str(cuda_inc)]
     for d in include_paths():
         torch_flags += ["-isystem", d]
     jobs = []
