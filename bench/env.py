@@ -66,7 +66,7 @@ def file_digest(path: Optional[Path]) -> Optional[str]:
 
 def metadata(device: torch.device) -> dict:
     import fused_attn
-    from fused_attn import _backend, _ext
+    from fused_attn import _ext, dispatch
     props = {}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
@@ -88,6 +88,6 @@ def metadata(device: torch.device) -> dict:
         "extension": _ext.build_info() if _ext.available() else _ext.load_error(),
         "threads": torch.get_num_threads(),
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-        "available_backends": _backend.available_backends(device),
+        "available_backends": dispatch.available_backends(device),
         "argv": sys.argv[1:],
     }

@@ -103,8 +103,8 @@ class Config:
 
 
 def _kernel_backends_for_op(op: str, cfg: Config, dtype) -> list:
-    from fused_attn import _backend
-    return [b for b in _backend.serving(op, cfg.device, dtype) if b != REFERENCE and cfg.wants(b)]
+    from fused_attn import dispatch
+    return [b for b in dispatch.serving(op, cfg.device, dtype) if b != REFERENCE and cfg.wants(b)]
 
 
 def fused_label(backend: str) -> str:
@@ -175,13 +175,13 @@ class ModuleRow:
         return self.call(module, {}), params, note
 
     def providers(self) -> list:
-        from fused_attn import _backend
+        from fused_attn import dispatch
         eager_params = _aligned_params(self.eager, self.names)
         found = [Provider(EAGER, self.eager_label,
                           lambda: (self.call(self.eager, self.kwargs), eager_params, None)),
                  Provider(COMPILE, "torch.compile",
                           lambda: (self.call(_compiled(self.eager), self.kwargs), eager_params, None))]
-        kernels = [b for b in _backend.available_backends(self.cfg.device) if b in KERNEL_BACKENDS]
+        kernels = [b for b in dispatch.available_backends(self.cfg.device) if b in KERNEL_BACKENDS]
         found += [Provider(b, fused_label(b), functools.partial(self.ours, b))
                   for b in [REFERENCE] + kernels + [AUTO]]
         return [p for p in found if self.cfg.wants(p.name)]

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-namespace fused_attn {
+namespace fa {
 
 // Output plane of each statistic (-1: not requested), k planes in all.
 struct PoolStats {
@@ -33,4 +33,4 @@ inline PoolStats parse_pool_stats(c10::string_view text, const char* backend) {
   return s;
 }
 
-}  // namespace fused_attn
+}  // namespace fa

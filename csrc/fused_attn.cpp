@@ -25,7 +25,7 @@ PyObject* PyInit__C(void) {
 }
 }
 
-namespace fused_attn {
+namespace fa {
 
 // "key=value;..." describing this build; read by fused_attn._ext.build_info().
 static std::string build_info() {
@@ -35,7 +35,7 @@ static std::string build_info() {
 #else
   s += ";openmp=0";
 #endif
-#ifdef FUSED_ATTN_WITH_CUDA
+#ifdef FA_WITH_CUDA
   s += ";cuda=1";
 #else
   s += ";cuda=0";
@@ -53,9 +53,9 @@ static std::string build_info() {
 TORCH_LIBRARY(fused_attn_C, m) {
   m.def("build_info() -> str", &build_info);
   // Instruction set of the registered CPU kernels: "avx2" (AVX2 + FMA variants) or "baseline" (csrc/cpu/isa.h).
-  m.def("cpu_isa() -> str", [] { return std::string(fused_attn::cpu::cpu_isa_name()); });
+  m.def("cpu_isa() -> str", [] { return std::string(fa::cpu::cpu_isa_name()); });
 
   define_kernel_ops(m);
 }
 
-}  // namespace fused_attn
+}  // namespace fa

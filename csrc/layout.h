@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-namespace fused_attn {
+namespace fa {
 
 // float64 math for float64 tensors, float32 for the rest (float16 and bfloat16 included).
 inline at::ScalarType acc_scalar_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
@@ -30,4 +30,4 @@ inline at::Tensor small_acc(const at::Tensor& t, at::ScalarType xt) {
   return t.to(acc_scalar_type(xt)).contiguous();
 }
 
-}  // namespace fused_attn
+}  // namespace fa

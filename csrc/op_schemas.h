@@ -1,6 +1,8 @@
-// Schemas of the kernel ops of fused_attn_C; Python shims fused_attn/cpp/<family>.py implement each family's
-// backend contract (fused_attn/ops/<family>.py) on top of them. The math of each op is in its kernel file and in
-// fused_attn/reference/<family>.py. "acc" = float64 for float64 inputs, else float32.
+// Schemas of the kernel ops of fused_attn_C: one op per kernel pass, named as the pass is in every layer (the
+// Python function of fused_attn/backends/<package>/<family>.py, fused_attn/backends/native's shim calling this op,
+// the CUDA launcher fa_<pass> where the pass has a kernel of its own). Kernels: csrc/cpu/<family>.cpp (CPU),
+// csrc/cuda/<family>.cpp (CUDA). The math of each pass is in fused_attn/backends/reference/<family>.py.
+// "acc" = float64 for float64 inputs, else float32.
 //
 // One function so that the extension (csrc/fused_attn.cpp) and tools/cuda_emu's library of the same CUDA
 // bindings on a CPU emulator declare the same ops.
@@ -8,47 +10,49 @@
 
 #include <torch/library.h>
 
-namespace fused_attn {
+namespace fa {
 
 inline void define_kernel_ops(torch::Library& m) {
   // channel_pool (csrc/cpu/channel_pool.cpp). stats: comma-separated ordered subset of max, mean, std.
   //   -> (out [B, K, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] (mean, std) acc | [0])
-  m.def("channel_pool_forward(Tensor x, str stats) -> (Tensor, Tensor, Tensor)");
-  m.def("channel_pool_backward(Tensor grad_out, Tensor x, Tensor argmax, Tensor moments, str stats) -> Tensor");
+  m.def("channel_pool_reduce(Tensor x, str stats) -> (Tensor, Tensor, Tensor)");
+  m.def("channel_pool_grad_input(Tensor grad_out, Tensor x, Tensor argmax, Tensor moments, str stats) -> Tensor");
 
   // squeeze_excite family (csrc/cpu/squeeze_excite.cpp).
-  m.def("channel_squeeze_forward(Tensor x) -> Tensor");                       // mean_hw x, [B, C] acc
-  m.def("channel_squeeze_backward(Tensor grad, Tensor x) -> Tensor");         // grad / HW, like x
-  m.def("squeeze_excite_forward(Tensor x, Tensor s) -> Tensor");              // x * s[b, c], like x
+  m.def("channel_squeeze_reduce(Tensor x) -> Tensor");                       // mean_hw x, [B, C] acc
+  m.def("channel_squeeze_grad_input(Tensor grad, Tensor x) -> Tensor");         // grad / HW, like x
+  m.def("channel_scale(Tensor x, Tensor s) -> Tensor");              // x * s[b, c], like x
   m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");       // sum_hw grad_y * x, [B, C] acc
   // the last pass of the SE backward (after the MLP backward): grad_y * s + grad_pooled / HW, like x
-  m.def("squeeze_excite_backward(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");
+  m.def("squeeze_excite_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");
 
   // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
-  m.def("apply_gates_forward(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");
+  m.def("apply_gates_combine(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");
   //   -> (grad_y like y, grad_channel [B, C] | [0], grad_spatial [B, H, W] | [0])
-  m.def("apply_gates_backward(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
+  m.def("apply_gates_grads(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
         "-> (Tensor, Tensor, Tensor)");
 
-  //   -> (grad_channel, grad_spatial) of apply_gates_backward without writing grad_y (dual_attention's backward)
+  //   -> (grad_channel, grad_spatial) of apply_gates_grads without writing grad_y (dual_attention's backward)
   m.def("apply_gates_grad_gates(Tensor grad_out, Tensor y, Tensor channel, Tensor spatial) -> (Tensor, Tensor)");
 
   // dual_attention (csrc/cpu/dual_attention.cpp).
   //   -> (pooled = mean_hw x [B, C] acc, logit = sum_c ws[c] x [B, H, W] acc), one pass over x
-  m.def("dual_attention_forward(Tensor x, Tensor ws) -> (Tensor, Tensor)");
+  m.def("dual_attention_reduce(Tensor x, Tensor ws) -> (Tensor, Tensor)");
   //   -> (grad_x = g channel spatial + ws[c] grad_logit + grad_pooled / HW like x, grad_ws [C] acc)
-  m.def("dual_attention_backward(Tensor grad_out, Tensor x, Tensor channel, Tensor spatial, Tensor ws, "
+  m.def("dual_attention_grad_input(Tensor grad_out, Tensor x, Tensor channel, Tensor spatial, Tensor ws, "
         "Tensor grad_logit, Tensor grad_pooled) -> (Tensor, Tensor)");
 
-  // EMA (csrc/cpu/ema.cpp).
-  m.def("ema_strip_pool_forward(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype
-  m.def("ema_strip_pool_backward(Tensor grad, Tensor x) -> Tensor");          // like x
+  // ema_strip_pool (csrc/cpu/ema_strip_pool.cpp).
+  m.def("ema_strip_pool_reduce(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype
+  m.def("ema_strip_pool_grad_input(Tensor grad, Tensor x) -> Tensor");          // like x
+
+  // ema_core (csrc/cpu/ema_core.cpp): the EMA block after its two convolutions.
   //   -> (out like x, mean [B, C] acc, rstd [B, C] acc)
-  m.def("ema_core_forward(Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, int groups, "
+  m.def("ema_core_combine(Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, int groups, "
         "float eps) -> (Tensor, Tensor, Tensor)");
   //   -> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight, grad_gn_bias)
-  m.def("ema_core_backward(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
+  m.def("ema_core_grads(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
         "Tensor mean, Tensor rstd, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
-}  // namespace fused_attn
+}  // namespace fa

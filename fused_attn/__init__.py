@@ -5,10 +5,10 @@
     out = FA.apply_gates(y, channel=c, spatial=s, residual=x)        # residual + y * c * s
     with fused_attn.use_backend("reference"): ...                   # or backend= per call
 
-Backends: auto (default), reference, cpu, cuda, triton; see fused_attn._backend.
+Backends: auto (default), reference, cpu, cuda, triton; see fused_attn.dispatch.
 """
 from . import functional, models, nn, ops, viz  # noqa: F401  (ops registers the torch.library custom ops)
-from ._backend import (BACKENDS, CHOICES, BackendUnavailable, available_backends, current_backend, set_backend,
+from .dispatch import (BACKENDS, CHOICES, BackendUnavailable, available_backends, current_backend, set_backend,
                        use_backend)
 from .convert import ConversionReport, convert
 from .models import insert_attention, vgg16_msa, vgg16_sca, vgg16_se

@@ -14,15 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _backend, _mlp, ops
+from . import _mlp, dispatch, ops
 from .ops import _eager
 from ._layout import acc_dtype, memory_format
 from .ops.channel_pool import STATS
-from .reference import apply_gates as _ref_gates
-from .reference import channel_pool as _ref_pool
-from .reference import dual_attention as _ref_dual
-from .reference import ema as _ref_ema
-from .reference import squeeze_excite as _ref_se
+from .backends.reference import apply_gates as _ref_gates
+from .backends.reference import channel_pool as _ref_pool
+from .backends.reference import dual_attention as _ref_dual
+from .backends.reference import ema_core as _ref_ema_core
+from .backends.reference import ema_strip_pool as _ref_strip
+from .backends.reference import squeeze_excite as _ref_se
 
 __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
            "ema_strip_pool", "ema_core", "ema"]
@@ -76,9 +77,9 @@ def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend
     names = (stats,) if isinstance(stats, str) else tuple(stats)
     if not names or any(s not in STATS for s in names) or len(set(names)) != len(names):
         raise ValueError(f"stats must be a non-empty ordered subset of {STATS} without repeats, got {stats!r}")
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        return _ref_pool.channel_pool_forward(x, names)[0]
+        return _ref_pool.channel_pool_reduce(x, names)[0]
     return _eager.call(ops.channel_pool.channel_pool, x, ",".join(names), request)[0]
 
 
@@ -86,9 +87,9 @@ def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend
 def channel_squeeze(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Squeeze: mean over H and W. x [B, C, H, W] -> [B, C]."""
     _check_x(x)
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        return _ref_se.channel_squeeze_forward(x).to(x.dtype)
+        return _ref_se.channel_squeeze_reduce(x).to(x.dtype)
     return _eager.call(ops.squeeze_excite.channel_squeeze, x, request)
 
 
@@ -159,10 +160,10 @@ def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
     """
     _check_x(x)
     w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        s = _mlp.forward(_ref_se.channel_squeeze_forward(x), w1, b1, w2, b2, act, gate)[2]
-        return _ref_se.channel_scale_forward(x, s)
+        s = _mlp.forward(_ref_se.channel_squeeze_reduce(x), w1, b1, w2, b2, act, gate)[2]
+        return _ref_se.channel_scale(x, s)
     return _eager.call(ops.squeeze_excite.squeeze_excite, x, w1, b1, w2, b2, act, gate, request)[0]
 
 
@@ -197,9 +198,9 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
         if t is not None:
             common = torch.promote_types(common, t.dtype)
     y, channel, spatial, residual = (t.to(common) if t is not None else None for t in (y, channel, spatial, residual))
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        return _ref_gates.apply_gates_forward(y, channel, spatial, residual)
+        return _ref_gates.apply_gates_combine(y, channel, spatial, residual)
     return _eager.call(ops.apply_gates.apply_gates, y, channel, spatial, residual, request)
 
 
@@ -231,12 +232,12 @@ def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
             raise ValueError(f"bs must be a conv bias of shape [1], got {tuple(bs.shape)}")
         bs = bs.reshape(1)
     _check_devices(x=x, w1=w1, ws=ws, bs=bs)
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
         pooled, logit = _ref_dual.dual_attention_reduce(x, ws)
         ch = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2]
         sp = _mlp.gate(gate, logit + bs.to(logit.dtype) if bs is not None else logit)
-        out = _ref_dual.dual_attention_apply(x, ch, sp)
+        out = _ref_dual.apply_gates_combine(x, ch, sp, None)
     else:
         out, _, _, z2, zs = _eager.call(ops.dual_attention.dual_attention, x, w1, b1, w2, b2, ws, bs, act, gate,
                                         request)
@@ -259,15 +260,15 @@ def _check_groups(x: Tensor, groups: int) -> int:
 def ema_strip_pool(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Strip means: x [B, C, H, W] -> [B, C, H + W] = cat(mean over W (per row), mean over H (per column))."""
     _check_x(x)
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        return _ref_ema.ema_strip_pool_forward(x)
-    return _eager.call(ops.ema.ema_strip_pool, x, request)
+        return _ref_strip.ema_strip_pool_reduce(x)
+    return _eager.call(ops.ema_strip_pool.ema_strip_pool, x, request)
 
 
 def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tensor, groups: int,
              eps: float = 1e-5, *, backend: Optional[str] = None) -> Tensor:
-    """EMA cross-spatial attention after its two convolutions (math in fused_attn/reference/ema.py).
+    """EMA cross-spatial attention after its two convolutions (math in fused_attn/backends/reference/ema_core.py).
 
     x [B, C, H, W]; hw [B, C, H + W] = conv1x1 of the strip means (pre-sigmoid); x2 [B, C, H, W] = conv3x3
     of the grouped x; gn_weight, gn_bias [C / groups] (GroupNorm(cg, cg)). -> [B, C, H, W].
@@ -283,10 +284,10 @@ def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tens
         _check_tensor(name, t, 1)
         _check_shape(name, t, (cg,))
     _check_devices(x=x, hw=hw, x2=x2, gn_weight=gn_weight, gn_bias=gn_bias)
-    request = _backend.requested(backend)
+    request = dispatch.requested(backend)
     if _exporting():
-        return _ref_ema.ema_core_forward(x, hw, x2, gn_weight, gn_bias, groups, float(eps))[0]
-    return _eager.call(ops.ema.ema_core, x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
+        return _ref_ema_core.ema_core_combine(x, hw, x2, gn_weight, gn_bias, groups, float(eps))[0]
+    return _eager.call(ops.ema_core.ema_core, x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
 
 
 def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3x3_weight: Tensor,

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from . import _backend, _ext, __version__
+from . import __version__, _ext, dispatch
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -33,7 +33,7 @@ def report() -> str:
     lines = [f"fused_attn {__version__}",
              f"python {sys.version.split()[0]} ({platform.platform()})",
              f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}), {torch.get_num_threads()} CPU threads",
-             f"triton {_triton_version()}" + (" [TRITON_INTERPRET=1]" if _backend._interpreting_triton() else "")]
+             f"triton {_triton_version()}" + (" [TRITON_INTERPRET=1]" if dispatch._interpreting_triton() else "")]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
@@ -46,24 +46,24 @@ def report() -> str:
         lines.append("extension fused_attn._C: loaded (" + ", ".join(f"{k}={v}" for k, v in info.items()) + ")")
     else:
         lines.append(f"extension fused_attn._C: {err}")
-    lines.append(f"backend request in force: {_backend.current_backend()}")
+    lines.append(f"backend request in force: {dispatch.current_backend()}")
     for device in devices():
         lines.append("")
-        lines.append(f"{device}: available backends: {', '.join(_backend.available_backends(device)) or 'none'}")
-        width = max(len(op) for op in _backend.OPS)
+        lines.append(f"{device}: available backends: {', '.join(dispatch.available_backends(device)) or 'none'}")
+        width = max(len(op) for op in dispatch.OPS)
         lines.append(f"  {'op':<{width}}  " + "  ".join(f"{str(d).replace('torch.', ''):<9}" for d in _DTYPES)
                      + "  (auto picks; all that serve float32)")
-        for op in _backend.OPS:
+        for op in dispatch.OPS:
             picks = []
             for dt in _DTYPES:
                 try:
-                    picks.append(_backend.resolve(op, "auto", device, dt))
-                except _backend.BackendUnavailable:
+                    picks.append(dispatch.resolve(op, "auto", device, dt))
+                except dispatch.BackendUnavailable:
                     picks.append("-")
-            serving = ", ".join(_backend.serving(op, device, torch.float32))
+            serving = ", ".join(dispatch.serving(op, device, torch.float32))
             lines.append(f"  {op:<{width}}  " + "  ".join(f"{p:<9}" for p in picks) + f"  [{serving}]")
-        for b in _backend.BACKENDS:
-            reason = _backend.unavailable_reason(b, "apply_gates", device, torch.float32)
+        for b in dispatch.BACKENDS:
+            reason = dispatch.unavailable_reason(b, "apply_gates", device, torch.float32)
             if reason is not None:
                 lines.append(f"  {b}: unavailable ({reason})")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from . import _backend
+from . import dispatch
 from . import functional as FA
 
 _TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     print(f"{'op':<16}{'backend':<11}{'max rel err (out, grads)':<28}{'fwd+bwd ms':>10}")
     for op, fn, inputs in _cases(args.device, dtype):
         ref = _run(fn, [i.double() for i in inputs], "reference")
-        for backend in _backend.serving(op, args.device, dtype):
+        for backend in dispatch.serving(op, args.device, dtype):
             start = time.perf_counter()
             res = _run(fn, inputs, backend)
             ms = (time.perf_counter() - start) * 1e3

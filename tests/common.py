@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fused_attn import _backend
+from fused_attn import dispatch
 
 # (rtol, atol) relative to the reference's max magnitude: see assert_close.
 TOL = {
@@ -52,11 +52,11 @@ def randn4d(b, c, h, w, dtype=torch.float32, channels_last=False, device="cpu", 
 
 def kernel_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
     """Every non-reference backend that serves `op` here (e.g. cpu when built, triton under the interpreter)."""
-    return [b for b in _backend.serving(op, device, dtype) if b != "reference"]
+    return [b for b in dispatch.serving(op, device, dtype) if b != "reference"]
 
 
 def serving_backends(op: str, device="cpu", dtype=torch.float32) -> list[str]:
-    return _backend.serving(op, device, dtype)
+    return dispatch.serving(op, device, dtype)
 
 
 # The fused ops each drop-in module calls (module kind as in tests/test_modules.py::_tiny).

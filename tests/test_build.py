@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fused_attn import _backend, _ext
+from fused_attn import _ext, dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,12 +38,12 @@ def test_package_works_without_the_extension():
 def test_cpu_and_cuda_backends_need_the_extension():
     """Without fused_attn._C the reasons say so (checked through a fresh cache with the extension masked)."""
     _ext.load_error.cache_clear()
-    _backend.clear_caches()
+    dispatch.clear_caches()
     old = os.environ.get("FUSED_ATTN_NO_EXT")
     os.environ["FUSED_ATTN_NO_EXT"] = "1"
     try:
         for backend in ("cpu", "cuda"):
-            reason = _backend.unavailable_reason(backend, "apply_gates", backend, torch.float32)
+            reason = dispatch.unavailable_reason(backend, "apply_gates", backend, torch.float32)
             assert "extension fused_attn._C is not available" in reason
     finally:
         if old is None:
@@ -52,7 +52,7 @@ def test_cpu_and_cuda_backends_need_the_extension():
             os.environ["FUSED_ATTN_NO_EXT"] = old
         _ext.load_error.cache_clear()
         _ext.build_info.cache_clear()
-        _backend.clear_caches()
+        dispatch.clear_caches()
 
 
 def test_cuda_kernel_files_are_torch_free():

@@ -6,103 +6,33 @@ import torch
 
 import fused_attn  # noqa: F401  (registers the ops)
 from fused_attn import functional as FA
+from fused_attn.testing import registry
 
+import backend_contracts as bc
 from common import assert_close, randn4d, serving_backends
 
-OPS = torch.ops.fused_attn
+
+def _params(grid: str, variants_per_op: int):
+    """(op, case, backend) for every op, case of the grid and backend serving the op here."""
+    return [pytest.param(op, case, be, id=f"{op}-{case.id}-{be}")
+            for op in registry.OPS for case in registry.op_cases(op, grid, registry.OPS[op].variants[:variants_per_op])
+            for be in serving_backends(op, dtype=case.dtype)]
 
 
-def _op_cases(backend, channels_last, dtype=torch.float64, b=2, c=6, h=5, w=3, groups=2):
-    """(op name, op overload, args) for every forward and backward custom op; inputs require grad."""
-    def x4():
-        return randn4d(b, c, h, w, dtype=dtype, channels_last=channels_last, requires_grad=True)
-
-    def t(*shape, positive=False):
-        v = torch.rand(*shape, dtype=dtype) + 0.1 if positive else torch.randn(*shape, dtype=dtype)
-        return v.requires_grad_()
-    cr, cg = 3, c // groups
-    x = x4()
-    out, argmax, moments = OPS.channel_pool(x, "max,mean,std", backend)
-    y, pooled, z1, z2 = OPS.squeeze_excite(x, t(cr, c), t(cr), t(c, cr), t(c), "relu", "sigmoid", backend)
-    _, dpooled, dz1, dz2, dzs = OPS.dual_attention(x, t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), "relu", "sigmoid",
-                                                   backend)
-    hw = t(b, c, h + w)
-    _, mean, rstd = OPS.ema_core(x, hw, x4(), t(cg), t(cg), groups, 1e-5, backend)
-    g4 = x4().detach()
-    return [
-        ("channel_pool", OPS.channel_pool, (x4(), "max,mean,std", backend)),
-        ("channel_pool", OPS.channel_pool, (x4(), "std,max", backend)),
-        ("channel_pool", OPS.channel_pool_backward,
-         (torch.randn_like(out), x.detach(), argmax, moments, "max,mean,std", backend)),
-        ("channel_squeeze", OPS.channel_squeeze, (x4(), backend)),
-        ("channel_squeeze", OPS.channel_squeeze_backward, (torch.randn(b, c, dtype=dtype), x.detach(), backend)),
-        ("squeeze_excite", OPS.squeeze_excite, (x4(), t(cr, c), t(cr), t(c, cr), t(c), "hardswish", "hardsigmoid",
-                                                backend)),
-        ("squeeze_excite", OPS.squeeze_excite, (x4(), t(cr, c), None, t(c, cr), None, "relu", "sigmoid", backend)),
-        ("squeeze_excite", OPS.squeeze_excite_backward,
-         (g4, x.detach(), t(cr, c), t(cr), t(c, cr), t(c), pooled, z1, z2, "relu", "sigmoid", backend)),
-        ("apply_gates", OPS.apply_gates, (x4(), t(b, c, positive=True), t(b, h, w, positive=True), x4(), backend)),
-        ("apply_gates", OPS.apply_gates, (x4(), None, t(b, h, w), None, backend)),
-        ("apply_gates", OPS.apply_gates_backward, (g4, x.detach(), t(b, c), t(b, h, w), backend)),
-        ("dual_attention", OPS.dual_attention, (x4(), t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), "silu", "sigmoid",
-                                                backend)),
-        ("dual_attention", OPS.dual_attention, (x4(), t(cr, c), None, t(c, cr), None, t(c), None, "hardswish",
-                                                "hardsigmoid", backend)),
-        ("dual_attention", OPS.dual_attention_backward,
-         (g4, x.detach(), t(cr, c), t(cr), t(c, cr), t(c), t(c), t(1), dpooled, dz1, dz2, dzs, "relu", "sigmoid",
-          backend)),
-        ("ema_strip_pool", OPS.ema_strip_pool, (x4(), backend)),
-        ("ema_strip_pool", OPS.ema_strip_pool_backward, (torch.randn(b, c, h + w, dtype=dtype), x.detach(), backend)),
-        ("ema_core", OPS.ema_core, (x4(), t(b, c, h + w), x4(), t(cg), t(cg), groups, 1e-5, backend)),
-        ("ema_core", OPS.ema_core_backward, (g4, x.detach(), hw.detach(), x4().detach(), t(cg), t(cg), mean, rstd,
-                                             groups, 1e-5, backend)),
-    ]
+@pytest.mark.parametrize("op,case,backend", _params("opcheck", 2))
+def test_opcheck(op, case, backend):
+    bc.check_opcheck(op, case, backend)
 
 
-def _all_cases():
-    cases = []
-    for channels_last in (False, True):
-        for index, (op, overload, _) in enumerate(_op_cases("reference", channels_last)):
-            for backend in serving_backends(op):
-                layout = "cl" if channels_last else "nchw"
-                cases.append(pytest.param(index, backend, channels_last, id=f"{index}-{overload}-{backend}-{layout}"))
-    return cases
-
-
-@pytest.mark.parametrize("index,backend,channels_last", _all_cases())
-def test_opcheck(index, backend, channels_last):
-    _, overload, args = _op_cases(backend, channels_last)[index]
-    if "backward" in str(overload):  # backward ops are not differentiable (no double backward)
-        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-    torch.library.opcheck(overload, args)
-
-
-def _f64(*shape):
-    return torch.randn(*shape, dtype=torch.float64)
+@pytest.mark.parametrize("op,case,backend", _params("opcheck", 1))
+def test_opcheck_backward_op(op, case, backend):
+    bc.check_opcheck_backward(op, case, backend)
 
 
 # Tiny shapes: gradcheck evaluates the op twice per input element (and Triton's interpreter is slow).
-GRADCHECK = {
-    "channel_pool": lambda be: ([_f64(1, 4, 2, 3)], lambda x: FA.channel_pool(x, backend=be)),
-    "channel_squeeze": lambda be: ([_f64(2, 3, 2, 3)], lambda x: FA.channel_squeeze(x, backend=be)),
-    "squeeze_excite": lambda be: ([_f64(1, 4, 2, 3), _f64(2, 4), _f64(2), _f64(4, 2), _f64(4)],
-                                  lambda *a: FA.squeeze_excite(*a, act="silu", backend=be)),
-    "apply_gates": lambda be: ([_f64(1, 3, 2, 3), torch.rand(1, 3, dtype=torch.float64),
-                                torch.rand(1, 2, 3, dtype=torch.float64), _f64(1, 3, 2, 3)],
-                               lambda *a: FA.apply_gates(*a, backend=be)),
-    "dual_attention": lambda be: ([_f64(1, 4, 2, 3), _f64(2, 4), _f64(2), _f64(4, 2), _f64(4), _f64(1, 4, 1, 1),
-                                   _f64(1)], lambda *a: FA.dual_attention(*a, act="silu", backend=be)),
-    "ema_strip_pool": lambda be: ([_f64(2, 3, 2, 3)], lambda x: FA.ema_strip_pool(x, backend=be)),
-    "ema_core": lambda be: ([_f64(1, 4, 2, 3), _f64(1, 4, 5), _f64(1, 4, 2, 3), _f64(2), _f64(2)],
-                            lambda *a: FA.ema_core(*a, groups=2, backend=be)),
-}
-
-
-@pytest.mark.parametrize("op,backend", [(op, be) for op in GRADCHECK for be in serving_backends(op, dtype=torch.float64)])
-def test_gradcheck_fp64(op, backend):
-    inputs, fn = GRADCHECK[op](backend)
-    inputs = [i.requires_grad_() for i in inputs]
-    assert torch.autograd.gradcheck(fn, inputs)
+@pytest.mark.parametrize("op,case,backend", _params("gradcheck", 1))
+def test_gradcheck_fp64(op, case, backend):
+    bc.check_gradcheck(op, case, backend)
 
 
 def _module_like(backend):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fused_attn
-from fused_attn import _backend, _ext
+from fused_attn import _ext, dispatch
 from fused_attn import functional as FA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_explicit_backend_never_falls_back():
     """An explicit request that cannot serve raises, even though reference could."""
     x = torch.randn(1, 4, 3, 3)
     for backend in ("cuda", "triton", "cpu"):
-        reason = _backend.unavailable_reason(backend, "channel_pool", "cpu", torch.float32)
+        reason = dispatch.unavailable_reason(backend, "channel_pool", "cpu", torch.float32)
         if reason is None:
             continue
         with pytest.raises(fused_attn.BackendUnavailable, match=reason.split("(")[0][:30].replace(".", r"\.")):
@@ -88,40 +88,40 @@ def test_explicit_backend_never_falls_back():
 
 
 def test_triton_without_interpreter_refuses_cpu_tensors():
-    assert _backend._unavailable_reason("triton", "apply_gates", "cpu", torch.float32, False) == \
+    assert dispatch._unavailable_reason("triton", "apply_gates", "cpu", torch.float32, False) == \
         "Triton runs CPU tensors only under TRITON_INTERPRET=1"
 
 
 def test_auto_on_cpu_picks_the_first_serving_backend_of_the_cpu_order():
-    for op in _backend.OPS:
-        picked = _backend.resolve(op, "auto", "cpu", torch.float32)
-        expected = next(b for b in _backend.AUTO_ORDER["cpu"]
-                        if _backend.unavailable_reason(b, op, "cpu", torch.float32) is None)
+    for op in dispatch.OPS:
+        picked = dispatch.resolve(op, "auto", "cpu", torch.float32)
+        expected = next(b for b in dispatch.AUTO_ORDER["cpu"]
+                        if dispatch.unavailable_reason(b, op, "cpu", torch.float32) is None)
         assert picked == expected
         assert picked in ("cpu", "reference")
 
 
 def test_auto_uses_the_cpu_backend_exactly_when_it_serves_the_op():
-    for op in _backend.OPS:
+    for op in dispatch.OPS:
         serves = _ext.has_kernel(f"{op}_forward", "cpu")
-        assert (_backend.resolve(op, "auto", "cpu", torch.float32) == "cpu") == serves
+        assert (dispatch.resolve(op, "auto", "cpu", torch.float32) == "cpu") == serves
 
 
 def test_auto_order_per_op_override(monkeypatch):
-    monkeypatch.setitem(_backend.AUTO_ORDER_PER_OP, ("apply_gates", "cpu"), ("reference",))
-    assert _backend.resolve("apply_gates", "auto", "cpu", torch.float32) == "reference"
+    monkeypatch.setitem(dispatch.AUTO_ORDER_PER_OP, ("apply_gates", "cpu"), ("reference",))
+    assert dispatch.resolve("apply_gates", "auto", "cpu", torch.float32) == "reference"
 
 
 def test_reference_refuses_integer_tensors_with_a_reason():
-    reason = _backend.unavailable_reason("reference", "apply_gates", "cpu", torch.int64)
+    reason = dispatch.unavailable_reason("reference", "apply_gates", "cpu", torch.int64)
     assert "dtype int64" in reason
     with pytest.raises(fused_attn.BackendUnavailable, match="no fused_attn backend"):
-        _backend.resolve("apply_gates", "auto", "cpu", torch.int64)
+        dispatch.resolve("apply_gates", "auto", "cpu", torch.int64)
 
 
 def test_available_backends_on_cpu_lists_reference():
     names = fused_attn.available_backends("cpu")
-    assert names[0] == "reference" and set(names) <= set(_backend.BACKENDS)
+    assert names[0] == "reference" and set(names) <= set(dispatch.BACKENDS)
     assert "cuda" not in names
 
 
@@ -145,7 +145,7 @@ def test_invalid_env_variable_fails_loudly():
 def test_info_runs_and_names_every_op():
     res = _run_python("import fused_attn.info as i; i.main()")
     assert res.returncode == 0, res.stderr
-    for op in _backend.OPS:
+    for op in dispatch.OPS:
         assert op in res.stdout
     assert "torch" in res.stdout and "extension fused_attn._C" in res.stdout
 

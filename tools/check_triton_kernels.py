@@ -15,7 +15,7 @@ with the triton wheel):
      16-byte-aligned pointers get `tt.divisibility`.
   2. The launchers are driven through the public API (fused_attn.functional with backend="triton", forward and
      autograd backward) on small CPU tensors: only shapes, strides, dtypes and data_ptr matter (values are
-     garbage). fused_attn._backend is told Triton may serve CPU tensors, and `_common.TARGET_PROGRAMS` stands in
+     garbage). fused_attn.dispatch is told Triton may serve CPU tensors, and `_common.TARGET_PROGRAMS` stands in
      for the device (4 waves of SMs: 108 on an A100 for sm_80, 132 on an H100 for sm_90), so the block-size
      heuristics pick what they pick on that GPU. Tensors of over 2^31 elements (the int64 paths) are meta
      tensors handed to the launchers directly. The matrix is below (SHAPES ...).
@@ -412,7 +412,7 @@ def drive(matrix: str, archs):
     """Run every case once per target arch with launches recorded. -> (kernels, launcher calls)."""
     import torch
 
-    from fused_attn import _backend
+    from fused_attn import dispatch
     from fused_attn.triton import _common
 
     torch.set_num_threads(1)
@@ -420,8 +420,8 @@ def drive(matrix: str, archs):
     kernels = kernels_of(mods)
     calls = count_launcher_calls(mods)
     # let the triton backend serve CPU tensors (what it does under the interpreter); launches only record
-    _backend._interpreting_triton = lambda: True
-    _backend.clear_caches()
+    dispatch._interpreting_triton = lambda: True
+    dispatch.clear_caches()
     with recording(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for arch in archs:

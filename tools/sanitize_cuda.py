@@ -14,7 +14,7 @@ import sys
 import torch
 
 import fused_attn  # noqa: F401  (registers the ops)
-from fused_attn import _backend
+from fused_attn import dispatch
 from fused_attn.cpp._ops import ops
 
 
@@ -37,27 +37,27 @@ def run_all(t) -> int:
     x, g = t["x"], t["g"]
     calls = 0
     for stats in ("max,mean,std", "mean", "std,max"):
-        out, am, mom = C.channel_pool_forward(x, stats)
-        C.channel_pool_backward(torch.randn_like(out), x, am, mom, stats)
+        out, am, mom = C.channel_pool_reduce(x, stats)
+        C.channel_pool_grad_input(torch.randn_like(out), x, am, mom, stats)
         calls += 2
-    C.channel_squeeze_forward(x)
-    C.channel_squeeze_backward(t["gp"], x)
-    C.squeeze_excite_forward(x, t["s"])
+    C.channel_squeeze_reduce(x)
+    C.channel_squeeze_grad_input(t["gp"], x)
+    C.channel_scale(x, t["s"])
     C.squeeze_excite_grad_gate(g, x)
-    C.squeeze_excite_backward(g, x, t["s"], t["gp"])
-    C.apply_gates_forward(x, t["ch"], t["sp"], g)
-    C.apply_gates_forward(x, None, t["sp"], None)
-    C.apply_gates_backward(g, x, t["ch"], t["sp"])
-    C.apply_gates_backward(g, x, None, t["sp"])
-    pooled = C.ema_strip_pool_forward(x)
-    C.ema_strip_pool_backward(pooled, x)
-    out, mean, rstd = C.ema_core_forward(x, t["hw"], t["x2"], t["gw"], t["gb"], t["groups"], 1e-5)
-    C.ema_core_backward(g, x, t["hw"], t["x2"], t["gw"], t["gb"], mean, rstd, t["groups"], 1e-5)
+    C.squeeze_excite_grad_input(g, x, t["s"], t["gp"])
+    C.apply_gates_combine(x, t["ch"], t["sp"], g)
+    C.apply_gates_combine(x, None, t["sp"], None)
+    C.apply_gates_grads(g, x, t["ch"], t["sp"])
+    C.apply_gates_grads(g, x, None, t["sp"])
+    pooled = C.ema_strip_pool_reduce(x)
+    C.ema_strip_pool_grad_input(pooled, x)
+    out, mean, rstd = C.ema_core_combine(x, t["hw"], t["x2"], t["gw"], t["gb"], t["groups"], 1e-5)
+    C.ema_core_grads(g, x, t["hw"], t["x2"], t["gw"], t["gb"], mean, rstd, t["groups"], 1e-5)
     return calls + 13
 
 
 def main() -> int:
-    reason = _backend.unavailable_reason("cuda", "channel_pool", "cuda", torch.float32)
+    reason = dispatch.unavailable_reason("cuda", "channel_pool", "cuda", torch.float32)
     if reason is not None:
         print(f"sanitize_cuda: cuda backend unavailable: {reason}")
         return 2

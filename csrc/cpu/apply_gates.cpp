@@ -12,23 +12,23 @@
 #include "common.h"
 #include "isa.h"
 
-FUSED_ATTN_ISA_BEGIN
-namespace fused_attn {
+FA_ISA_BEGIN
+namespace fa {
 namespace cpu {
-namespace FUSED_ATTN_ISA {
+namespace FA_ISA {
 
 #include "gate_map.h"  // inside the ISA namespace and region
 
-Tensor apply_gates_forward(const Tensor& y, const c10::optional<Tensor>& channel,
+Tensor apply_gates_combine(const Tensor& y, const c10::optional<Tensor>& channel,
                            const c10::optional<Tensor>& spatial, const c10::optional<Tensor>& residual) {
   return gate_map(y, y, channel.value_or(Tensor()), spatial.value_or(Tensor()), residual.value_or(Tensor()),
                   Tensor());
 }
 
 // One NCHW row (b, c) of the backward: grad_y = (g cv) sp (when GY), returns sum_p (g y) sp (grad_channel[b, c])
-// and adds (g y) cv to the unit's grad_spatial partial row. Out of line (FUSED_ATTN_ROW: the caller loops over c).
+// and adds (g y) cv to the unit's grad_spatial partial row. Out of line (FA_ROW: the caller loops over c).
 template <typename T, bool HC, bool HS, bool GY>
-FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __restrict__ y, acc_t<T> cv,
+FA_ROW acc_t<T> gates_grads_row(const T* __restrict__ g, const T* __restrict__ y, acc_t<T> cv,
                                            const acc_t<T>* __restrict__ sp, T* __restrict__ gy,
                                            acc_t<T>* __restrict__ gs_part, int64_t n) {
   using A = acc_t<T>;
@@ -53,7 +53,7 @@ FUSED_ATTN_ROW acc_t<T> gates_backward_row(const T* __restrict__ g, const T* __r
 constexpr int64_t kChunk = 16, kPixels = 64;
 
 template <typename T, bool HC, bool HS, bool GY>
-void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, const acc_t<T>* __restrict__ ch,
+void gates_grads_kernel(const T* __restrict__ g, const T* __restrict__ y, const acc_t<T>* __restrict__ ch,
                            const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc,
                            acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, bool channels_last) {
   using A = acc_t<T>;
@@ -65,7 +65,7 @@ void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, con
       if (HS) std::fill(gsp, gsp + N, A(0));
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t off = (b * C + c) * N;
-        const A total = gates_backward_row<T, HC, HS, GY>(g + off, y + off, ch[b * C + c], sp + b * N, gy + off, gsp, N);
+        const A total = gates_grads_row<T, HC, HS, GY>(g + off, y + off, ch[b * C + c], sp + b * N, gy + off, gsp, N);
         if (HC) gc[b * C + c] = total;
       }
     });
@@ -94,7 +94,7 @@ void gates_backward_kernel(const T* __restrict__ g, const T* __restrict__ y, con
 }
 
 // The backward pass; grad_y is written only when write_grad_y (else returned undefined).
-std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const Tensor& y,
+std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Tensor& y,
                                                   const c10::optional<Tensor>& channel,
                                                   const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y, "y");
@@ -120,12 +120,12 @@ std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const 
   Tensor grad_channel = hc ? at::empty({B, C}, y.options().dtype(channel->scalar_type())) : y.new_empty({0});
   Tensor grad_spatial =
       hs ? at::empty({B, y.size(2), y.size(3)}, y.options().dtype(spatial->scalar_type())) : y.new_empty({0});
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_apply_gates_backward", [&] {
+  FA_DISPATCH(dt, "fa_apply_gates_grads", [&] {
     using A = acc_t<scalar_t>;
     scalar_t* gyp = write_grad_y ? grad_y.mutable_data_ptr<scalar_t>() : nullptr;
     auto run = [&](auto hc_tag, auto hs_tag) {
       auto kernel = [&](auto gy_tag) {
-        gates_backward_kernel<scalar_t, decltype(hc_tag)::value, decltype(hs_tag)::value, decltype(gy_tag)::value>(
+        gates_grads_kernel<scalar_t, decltype(hc_tag)::value, decltype(hs_tag)::value, decltype(gy_tag)::value>(
             gd.const_data_ptr<scalar_t>(), yd.const_data_ptr<scalar_t>(), ch.const_data_ptr<A>(),
             sp.const_data_ptr<A>(), gyp, gc.mutable_data_ptr<A>(), gs.mutable_data_ptr<A>(), B, C, N, cl);
       };
@@ -142,12 +142,12 @@ std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const 
     const A* gcp = gc.const_data_ptr<A>();
     const A* gsp = gs.const_data_ptr<A>();
     if (hc) {
-      FUSED_ATTN_DISPATCH(grad_channel.scalar_type(), "grad_channel", [&] {
+      FA_DISPATCH(grad_channel.scalar_type(), "grad_channel", [&] {
         sum_partials(gcp, grad_channel.mutable_data_ptr<scalar_t>(), B, cl ? parts : 1, C);
       });
     }
     if (hs) {
-      FUSED_ATTN_DISPATCH(grad_spatial.scalar_type(), "grad_spatial", [&] {
+      FA_DISPATCH(grad_spatial.scalar_type(), "grad_spatial", [&] {
         sum_partials(gsp, grad_spatial.mutable_data_ptr<scalar_t>(), B, cl ? 1 : parts, N);
       });
     }
@@ -155,25 +155,25 @@ std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const 
   return {grad_y, grad_channel, grad_spatial};
 }
 
-std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y,
+std::tuple<Tensor, Tensor, Tensor> apply_gates_grads(const Tensor& grad_out, const Tensor& y,
                                                         const c10::optional<Tensor>& channel,
                                                         const c10::optional<Tensor>& spatial) {
-  return gates_backward(grad_out, y, channel, spatial, true);
+  return gates_grads(grad_out, y, channel, spatial, true);
 }
 
-// -> (grad_channel, grad_spatial) of apply_gates_backward, without writing grad_y.
+// -> (grad_channel, grad_spatial) of apply_gates_grads, without writing grad_y.
 std::tuple<Tensor, Tensor> apply_gates_grad_gates(const Tensor& grad_out, const Tensor& y, const Tensor& channel,
                                                   const Tensor& spatial) {
-  auto grads = gates_backward(grad_out, y, channel, spatial, false);
+  auto grads = gates_grads(grad_out, y, channel, spatial, false);
   return {std::get<1>(grads), std::get<2>(grads)};
 }
 
-}  // namespace FUSED_ATTN_ISA
+}  // namespace FA_ISA
 }  // namespace cpu
-}  // namespace fused_attn
-FUSED_ATTN_ISA_END
+}  // namespace fa
+FA_ISA_END
 
-#if FUSED_ATTN_ISA_BASE
-#define APPLY_GATES_OPS(X) X(apply_gates_forward) X(apply_gates_backward) X(apply_gates_grad_gates)
-FUSED_ATTN_REGISTER(APPLY_GATES_OPS)
+#if FA_ISA_BASE
+#define APPLY_GATES_OPS(X) X(apply_gates_combine) X(apply_gates_grads) X(apply_gates_grad_gates)
+FA_REGISTER(APPLY_GATES_OPS)
 #endif

@@ -20,10 +20,10 @@
 #include "common.h"
 #include "isa.h"
 
-FUSED_ATTN_ISA_BEGIN
-namespace fused_attn {
+FA_ISA_BEGIN
+namespace fa {
 namespace cpu {
-namespace FUSED_ATTN_ISA {
+namespace FA_ISA {
 
 using Stats = PoolStats;
 
@@ -56,9 +56,9 @@ inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int
 // One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax, the plain sum
 // (MOM >= 1), and for MOM 2 the Welford mean/M2 of x - sh, sh = the pixel's first channel (inv = 1 / (c + 1)):
 // shifted, the deviations are computed exactly even far from 0 (data near 1000: 2e-7 instead of 4e-5 relative
-// error in std). Out of line on purpose (FUSED_ATTN_ROW).
+// error in std). Out of line on purpose (FA_ROW).
 template <typename T, bool MAX, int MOM>
-FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
+FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
                              acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am,
                              acc_t<T>* __restrict__ sm, const acc_t<T>* __restrict__ sh,
                              acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
@@ -82,7 +82,7 @@ FUSED_ATTN_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t
 
 // MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (shifted Welford; the plain sum for +-inf/NaN).
 template <typename T, bool MAX, int MOM>
-void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
+void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
                        int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   using I = index_t<A>;
@@ -119,7 +119,7 @@ void pool_forward_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T
 // squared deviations from the exact mean in a second pass over the cached row. A NaN anywhere makes the sum
 // NaN; such rows (and rows mixing +inf and -inf) take an exact scalar max/argmax with torch's NaN rule.
 template <typename T, bool MAX, int MOM>
-void pool_forward_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
+void pool_reduce_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
                      int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   constexpr int64_t L = kLanes<A>;
@@ -172,13 +172,13 @@ void pool_forward_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>*
 }
 
 template <typename T, bool MAX, int MOM>
-void pool_forward(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
+void pool_reduce(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
                   int64_t C, int64_t N) {
-  if (cl) pool_forward_cl<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
-  else pool_forward_nchw<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
+  if (cl) pool_reduce_cl<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
+  else pool_reduce_nchw<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
 }
 
-std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10::string_view stats) {
+std::tuple<Tensor, Tensor, Tensor> channel_pool_reduce(const Tensor& x_in, c10::string_view stats) {
   check_4d(x_in, "x");
   const Stats s = parse_pool_stats(stats, "cpu");
   const auto fmt = format_of(x_in);
@@ -192,19 +192,19 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
   Tensor moments = s.std >= 0 ? at::empty({B, 2, H, W}, acc_opts) : at::empty({0}, acc_opts);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const int mom = s.std >= 0 ? 2 : s.mean >= 0 ? 1 : 0;
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_channel_pool_forward", [&] {
+  FA_DISPATCH(dt, "fa_channel_pool_reduce", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     int32_t* ap = s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr;
     A* mp = s.std >= 0 ? moments.mutable_data_ptr<A>() : nullptr;
     if (s.max >= 0) {
-      if (mom == 2) pool_forward<scalar_t, true, 2>(cl, xp, op, ap, mp, s, B, C, N);
-      else if (mom == 1) pool_forward<scalar_t, true, 1>(cl, xp, op, ap, mp, s, B, C, N);
-      else pool_forward<scalar_t, true, 0>(cl, xp, op, ap, mp, s, B, C, N);
+      if (mom == 2) pool_reduce<scalar_t, true, 2>(cl, xp, op, ap, mp, s, B, C, N);
+      else if (mom == 1) pool_reduce<scalar_t, true, 1>(cl, xp, op, ap, mp, s, B, C, N);
+      else pool_reduce<scalar_t, true, 0>(cl, xp, op, ap, mp, s, B, C, N);
     } else {
-      if (mom == 2) pool_forward<scalar_t, false, 2>(cl, xp, op, ap, mp, s, B, C, N);
-      else pool_forward<scalar_t, false, 1>(cl, xp, op, ap, mp, s, B, C, N);
+      if (mom == 2) pool_reduce<scalar_t, false, 2>(cl, xp, op, ap, mp, s, B, C, N);
+      else pool_reduce<scalar_t, false, 1>(cl, xp, op, ap, mp, s, B, C, N);
     }
   });
   return {out, argmax, moments};
@@ -216,7 +216,7 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
 //        kChunk channels) streams its contiguous rows of x and grad_x.
 //  channels_last: unit = (b, block of kPixels pixels), coefficients per pixel, one row of C channels each.
 template <typename T, bool MAX, bool STD>
-void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
+void pool_grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
                           const acc_t<T>* __restrict__ moments, T* __restrict__ gx, const Stats& s, int64_t B,
                           int64_t C, int64_t N, bool cl) {
   using A = acc_t<T>;
@@ -287,7 +287,7 @@ void pool_backward_kernel(const T* __restrict__ g, const T* __restrict__ x, cons
   });
 }
 
-Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
+Tensor channel_pool_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
                              const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
   const Stats s = parse_pool_stats(stats, "cpu");
@@ -306,27 +306,27 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
   TORCH_CHECK(!need_x || moments.numel() == 2 * B * N, "fused_attn (cpu): moments must be [B, 2, H, W]");
   Tensor gx = empty_4d(x_in.sizes(), x_in, fmt, dt);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_channel_pool_backward", [&] {
+  FA_DISPATCH(dt, "fa_channel_pool_grad_input", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* xp = need_x ? x.const_data_ptr<scalar_t>() : nullptr;
     const int32_t* ap = s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr;
     const A* mp = need_x ? moments.const_data_ptr<A>() : nullptr;
     scalar_t* op = gx.mutable_data_ptr<scalar_t>();
-    if (s.max >= 0 && need_x) pool_backward_kernel<scalar_t, true, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
-    else if (s.max >= 0) pool_backward_kernel<scalar_t, true, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
-    else if (need_x) pool_backward_kernel<scalar_t, false, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
-    else pool_backward_kernel<scalar_t, false, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    if (s.max >= 0 && need_x) pool_grad_input_kernel<scalar_t, true, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else if (s.max >= 0) pool_grad_input_kernel<scalar_t, true, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else if (need_x) pool_grad_input_kernel<scalar_t, false, true>(gp, xp, ap, mp, op, s, B, C, N, cl);
+    else pool_grad_input_kernel<scalar_t, false, false>(gp, xp, ap, mp, op, s, B, C, N, cl);
   });
   return gx;
 }
 
-}  // namespace FUSED_ATTN_ISA
+}  // namespace FA_ISA
 }  // namespace cpu
-}  // namespace fused_attn
-FUSED_ATTN_ISA_END
+}  // namespace fa
+FA_ISA_END
 
-#if FUSED_ATTN_ISA_BASE
-#define CHANNEL_POOL_OPS(X) X(channel_pool_forward) X(channel_pool_backward)
-FUSED_ATTN_REGISTER(CHANNEL_POOL_OPS)
+#if FA_ISA_BASE
+#define CHANNEL_POOL_OPS(X) X(channel_pool_reduce) X(channel_pool_grad_input)
+FA_REGISTER(CHANNEL_POOL_OPS)
 #endif

@@ -1,5 +1,5 @@
-// channel_pool.cpp compiled again for AVX2 + FMA, into namespace fused_attn::cpu::avx2 (see isa.h).
+// channel_pool.cpp compiled again for AVX2 + FMA, into namespace fa::cpu::avx2 (see isa.h).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FUSED_ATTN_ISA avx2
+#define FA_ISA avx2
 #include "channel_pool.cpp"
 #endif

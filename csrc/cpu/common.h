@@ -35,13 +35,13 @@
 #include <sys/mman.h>
 #endif
 
-namespace fused_attn {
+namespace fa {
 namespace cpu {
 
 using at::Tensor;
 
 // Dispatch over the dtypes the CPU kernels are compiled for.
-#define FUSED_ATTN_DISPATCH(TYPE, NAME, ...) \
+#define FA_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
 
 template <typename T>
@@ -81,17 +81,17 @@ inline void check_4d(const Tensor& t, const char* name) {
 // out of line: inlined into its caller's channel loop, GCC -O3 unroll-and-jams the pair into scalar code
 // (measured 4x slower for channel_pool's Welford update).
 #if defined(__GNUC__)
-#define FUSED_ATTN_ROW __attribute__((noinline))
+#define FA_ROW __attribute__((noinline))
 #else
-#define FUSED_ATTN_ROW
+#define FA_ROW
 #endif
 
 // The lane helpers below are force-inlined: the kernels that call them may be compiled for another instruction
 // set (isa.h), and a call from them into a helper compiled for the baseline would not vectorise for theirs.
 #if defined(__GNUC__)
-#define FUSED_ATTN_INLINE inline __attribute__((always_inline))
+#define FA_INLINE inline __attribute__((always_inline))
 #else
-#define FUSED_ATTN_INLINE inline
+#define FA_INLINE inline
 #endif
 
 // Independent partial sums per reduction: 64 bytes (16 floats, 8 doubles): one AVX-512 or four SSE registers.
@@ -100,7 +100,7 @@ constexpr int64_t kLanes = 64 / static_cast<int64_t>(sizeof(A));
 
 // Sum of lanes[0..kLanes) in a fixed pairwise order.
 template <typename A>
-FUSED_ATTN_INLINE A lanes_total(A* lanes) {
+FA_INLINE A lanes_total(A* lanes) {
   for (int64_t width = kLanes<A> / 2; width > 0; width /= 2)
     for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
   return lanes[0];
@@ -109,7 +109,7 @@ FUSED_ATTN_INLINE A lanes_total(A* lanes) {
 // body(i, l) for i < n with l = i % kLanes<A> (a compile-time constant in the main loop): accumulating into
 // lanes[l] gives a loop the compiler vectorises and a summation order fixed by n alone.
 template <typename A, typename F>
-FUSED_ATTN_INLINE void lane_for(int64_t n, F&& body) {
+FA_INLINE void lane_for(int64_t n, F&& body) {
   constexpr int64_t L = kLanes<A>;
   int64_t i = 0;
   for (; i + L <= n; i += L)
@@ -119,7 +119,7 @@ FUSED_ATTN_INLINE void lane_for(int64_t n, F&& body) {
 
 // sum_{i < n} f(i), deterministic (see lane_for).
 template <typename A, typename F>
-FUSED_ATTN_INLINE A lane_sum(int64_t n, F&& f) {
+FA_INLINE A lane_sum(int64_t n, F&& f) {
   A lanes[kLanes<A>] = {};
   lane_for<A>(n, [&](int64_t i, int64_t l) { lanes[l] += f(i); });
   return lanes_total(lanes);
@@ -167,7 +167,7 @@ inline void reduce_in_parts(T* out, int64_t B, int64_t K, int64_t n, F&& f) {
 // exp(v) in float without a libm call, so that loops over it vectorise: v = k ln2 + r with |r| <= ln2 / 2,
 // exp(r) by the Cephes expf polynomial (relative error ~1e-7), 2^k written into the exponent bits; v is
 // clamped to [-87, 88] (the normal range); NaN stays NaN.
-FUSED_ATTN_INLINE float fast_exp(float v) {
+FA_INLINE float fast_exp(float v) {
   v = std::min(std::max(v, -87.0f), 88.0f);
   const float k = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
   const float r = (v - k * 0.693359375f) - k * -2.12194440e-4f;
@@ -185,9 +185,9 @@ FUSED_ATTN_INLINE float fast_exp(float v) {
 }
 
 template <typename A>
-FUSED_ATTN_INLINE A sigmoid(A v) {
+FA_INLINE A sigmoid(A v) {
   return A(1) / (A(1) + std::exp(-v));
 }
 
 }  // namespace cpu
-}  // namespace fused_attn
+}  // namespace fa

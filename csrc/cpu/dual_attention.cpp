@@ -1,21 +1,21 @@
 // CPU kernels of the dual_attention family (fused_attn/reference/dual_attention.py is the oracle):
 //
-//   dual_attention_forward(x, ws)      one pass over x:
+//   dual_attention_reduce(x, ws)      one pass over x:
 //     pooled[b, c] = mean_p x[b, c, p]                       [B, C] acc dtype
 //     logit[b, p]  = sum_c ws[c] x[b, c, p]                  [B, H, W] acc dtype (the 1x1 conv C -> 1, no bias)
-//   dual_attention_backward(g, x, channel, spatial, ws, grad_logit, grad_pooled)   one pass over (g, x):
+//   dual_attention_grad_input(g, x, channel, spatial, ws, grad_logit, grad_pooled)   one pass over (g, x):
 //     grad_x[b, c, p] = (g channel[b, c]) spatial[b, p] + ws[c] grad_logit[b, p] + grad_pooled[b, c] / HW
 //     grad_ws[c]      = sum_{b, p} x[b, c, p] grad_logit[b, p]                       [C] acc dtype
 //
-// The rest of the op is shared: apply (x * channel * spatial) is apply_gates_forward, and the gate gradients
+// The rest of the op is shared: apply (x * channel * spatial) is apply_gates_combine, and the gate gradients
 // (sum_p g x spatial, sum_c g x channel) are apply_gates_grad_gates (csrc/cpu/apply_gates.cpp).
 #include "common.h"
 #include "isa.h"
 
-FUSED_ATTN_ISA_BEGIN
-namespace fused_attn {
+FA_ISA_BEGIN
+namespace fa {
 namespace cpu {
-namespace FUSED_ATTN_ISA {
+namespace FA_ISA {
 
 // Units as in apply_gates' backward: NCHW (b, chunk of kChunk channels), channels_last (b, block of kPixels
 // pixels); the cross-unit sums go through per-unit partial rows added in unit order (deterministic).
@@ -23,7 +23,7 @@ constexpr int64_t kChunk = 16, kPixels = 64;
 
 // One NCHW row (b, c) of the forward: returns sum_p x, adds wc x to the unit's partial logit row.
 template <typename T>
-FUSED_ATTN_ROW acc_t<T> reduce_row(const T* __restrict__ x, acc_t<T> wc, acc_t<T>* __restrict__ logit_part,
+FA_ROW acc_t<T> reduce_row(const T* __restrict__ x, acc_t<T> wc, acc_t<T>* __restrict__ logit_part,
                                    int64_t n) {
   using A = acc_t<T>;
   A lanes[kLanes<A>] = {};
@@ -65,7 +65,7 @@ void reduce_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ ws, acc
 }
 
 // -> (pooled [B, C], logit [B, H, W]) in the accumulation dtype
-std::tuple<Tensor, Tensor> dual_attention_forward(const Tensor& x, const Tensor& ws) {
+std::tuple<Tensor, Tensor> dual_attention_reduce(const Tensor& x, const Tensor& ws) {
   check_4d(x, "x");
   const auto fmt = format_of(x);
   const auto dt = x.scalar_type();
@@ -76,7 +76,7 @@ std::tuple<Tensor, Tensor> dual_attention_forward(const Tensor& x, const Tensor&
   const auto opts = x.options().dtype(acc_scalar_type(dt));
   Tensor pooled = at::empty({B, C}, opts);
   Tensor logit = at::empty({B, x.size(2), x.size(3)}, opts);
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_dual_attention_forward", [&] {
+  FA_DISPATCH(dt, "fa_dual_attention_reduce", [&] {
     using A = acc_t<scalar_t>;
     reduce_kernel<scalar_t>(xd.const_data_ptr<scalar_t>(), w.const_data_ptr<A>(), pooled.mutable_data_ptr<A>(),
                             logit.mutable_data_ptr<A>(), B, C, N, fmt == at::MemoryFormat::ChannelsLast);
@@ -86,7 +86,7 @@ std::tuple<Tensor, Tensor> dual_attention_forward(const Tensor& x, const Tensor&
 
 // One NCHW row (b, c) of the backward: writes grad_x, returns sum_p x grad_logit.
 template <typename T>
-FUSED_ATTN_ROW acc_t<T> grad_input_row(const T* __restrict__ g, const T* __restrict__ x, acc_t<T> cv,
+FA_ROW acc_t<T> grad_input_row(const T* __restrict__ g, const T* __restrict__ x, acc_t<T> cv,
                                        const acc_t<T>* __restrict__ sp, acc_t<T> wc, const acc_t<T>* __restrict__ gl,
                                        acc_t<T> shift, T* __restrict__ gx, int64_t n) {
   using A = acc_t<T>;
@@ -132,7 +132,7 @@ void grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, const a
 }
 
 // -> (grad_x like x, grad_ws [C] acc dtype)
-std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const Tensor& x, const Tensor& channel,
+std::tuple<Tensor, Tensor> dual_attention_grad_input(const Tensor& grad_out, const Tensor& x, const Tensor& channel,
                                                    const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
                                                    const Tensor& grad_pooled) {
   check_4d(x, "x");
@@ -153,7 +153,7 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
   const int64_t parts = cl ? B * ((N + kPixels - 1) / kPixels) : B;
   Tensor part_ws = at::empty({parts, C}, x.options().dtype(acc));
   Tensor grad_ws = at::empty({C}, x.options().dtype(acc));
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_dual_attention_backward", [&] {
+  FA_DISPATCH(dt, "fa_dual_attention_grad_input", [&] {
     using A = acc_t<scalar_t>;
     grad_input_kernel<scalar_t>(gd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(), ch.const_data_ptr<A>(),
                                 sp.const_data_ptr<A>(), w.const_data_ptr<A>(), gl.const_data_ptr<A>(),
@@ -164,12 +164,12 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
   return {grad_x, grad_ws};
 }
 
-}  // namespace FUSED_ATTN_ISA
+}  // namespace FA_ISA
 }  // namespace cpu
-}  // namespace fused_attn
-FUSED_ATTN_ISA_END
+}  // namespace fa
+FA_ISA_END
 
-#if FUSED_ATTN_ISA_BASE
-#define DUAL_ATTENTION_OPS(X) X(dual_attention_forward) X(dual_attention_backward)
-FUSED_ATTN_REGISTER(DUAL_ATTENTION_OPS)
+#if FA_ISA_BASE
+#define DUAL_ATTENTION_OPS(X) X(dual_attention_reduce) X(dual_attention_grad_input)
+FA_REGISTER(DUAL_ATTENTION_OPS)
 #endif

@@ -80,7 +80,7 @@ inline Tensor gate_map(const Tensor& like, const Tensor& in, const Tensor& scale
   TORCH_CHECK(!sp.defined() || sp.numel() == B * N, "fused_attn (cpu): the spatial gate must be [B, H, W]");
   Tensor out = empty_4d(like.sizes(), like, fmt, dt);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_gate_map", [&] {
+  FA_DISPATCH(dt, "fused_attn_gate_map", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* ip = in_d.defined() ? in_d.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* ap = add_d.defined() ? add_d.const_data_ptr<scalar_t>() : nullptr;

@@ -1,21 +1,21 @@
 // CPU kernels of the squeeze_excite family (fused_attn/reference/squeeze_excite.py is the oracle):
 //
-//   channel_squeeze_forward(x)                      p[b, c] = mean_hw x[b, c]                [B, C] acc dtype
-//   channel_squeeze_backward(grad, x)               grad_x[b, c, p] = grad[b, c] / HW        like x
-//   squeeze_excite_forward(x, s)                    y = x * s[b, c]                          like x
+//   channel_squeeze_reduce(x)                      p[b, c] = mean_hw x[b, c]                [B, C] acc dtype
+//   channel_squeeze_grad_input(grad, x)               grad_x[b, c, p] = grad[b, c] / HW        like x
+//   channel_scale(x, s)                    y = x * s[b, c]                          like x
 //   squeeze_excite_grad_gate(grad_y, x)             grad_s[b, c] = sum_hw grad_y * x         [B, C] acc dtype
-//   squeeze_excite_backward(grad_y, x, s, grad_pooled)
+//   squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
 //                                                   grad_x = grad_y * s + grad_pooled / HW   like x
 //
 // The SE MLP runs in PyTorch between the passes, so the fused backward is grad_gate (reads grad_y, x), the
-// MLP backward, then squeeze_excite_backward (reads grad_y, writes grad_x): 3 reads + 1 write of x's size.
+// MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write of x's size.
 #include "common.h"
 #include "isa.h"
 
-FUSED_ATTN_ISA_BEGIN
-namespace fused_attn {
+FA_ISA_BEGIN
+namespace fa {
 namespace cpu {
-namespace FUSED_ATTN_ISA {
+namespace FA_ISA {
 
 #include "gate_map.h"  // inside the ISA namespace and region
 
@@ -56,7 +56,7 @@ Tensor hw_sum(const Tensor& a, const Tensor& m) {
   const int64_t B = a.size(0), C = a.size(1), N = a.size(2) * a.size(3);
   Tensor sums = at::empty({B, C}, a.options().dtype(acc_scalar_type(dt)));
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FUSED_ATTN_DISPATCH(dt, "fused_attn_hw_sum", [&] {
+  FA_DISPATCH(dt, "fused_attn_hw_sum", [&] {
     using A = acc_t<scalar_t>;
     if (md.defined())
       hw_sum_kernel<scalar_t, true>(ad.const_data_ptr<scalar_t>(), md.const_data_ptr<scalar_t>(),
@@ -69,20 +69,20 @@ Tensor hw_sum(const Tensor& a, const Tensor& m) {
 }
 
 // p = mean_hw x
-Tensor channel_squeeze_forward(const Tensor& x) {
+Tensor channel_squeeze_reduce(const Tensor& x) {
   Tensor sums = hw_sum(x, Tensor());
   return sums.div_(static_cast<double>(x.size(2) * x.size(3)));
 }
 
 // grad_x = grad[b, c] / HW at every pixel (a write-only pass)
-Tensor channel_squeeze_backward(const Tensor& grad, const Tensor& x) {
+Tensor channel_squeeze_grad_input(const Tensor& grad, const Tensor& x) {
   check_4d(x, "x");
   const Tensor shift = small_acc(grad, x.scalar_type()) / static_cast<double>(x.size(2) * x.size(3));
   return gate_map(x, Tensor(), Tensor(), Tensor(), Tensor(), shift);
 }
 
 // y = x * s[b, c]
-Tensor squeeze_excite_forward(const Tensor& x, const Tensor& s) {
+Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return gate_map(x, x, s, Tensor(), Tensor(), Tensor());
 }
 
@@ -93,21 +93,21 @@ Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
 }
 
 // grad_x = grad_y * s + grad_pooled / HW
-Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
+Tensor squeeze_excite_grad_input(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
   check_4d(x, "x");
   TORCH_CHECK(grad_y.sizes() == x.sizes(), "fused_attn (cpu): grad_y must have x's shape");
   const Tensor shift = small_acc(grad_pooled, x.scalar_type()) / static_cast<double>(x.size(2) * x.size(3));
   return gate_map(x, grad_y, s, Tensor(), Tensor(), shift);
 }
 
-}  // namespace FUSED_ATTN_ISA
+}  // namespace FA_ISA
 }  // namespace cpu
-}  // namespace fused_attn
-FUSED_ATTN_ISA_END
+}  // namespace fa
+FA_ISA_END
 
-#if FUSED_ATTN_ISA_BASE
+#if FA_ISA_BASE
 #define SQUEEZE_EXCITE_OPS(X)                                                                  \
-  X(channel_squeeze_forward) X(channel_squeeze_backward) X(squeeze_excite_forward) X(squeeze_excite_grad_gate) \
-  X(squeeze_excite_backward)
-FUSED_ATTN_REGISTER(SQUEEZE_EXCITE_OPS)
+  X(channel_squeeze_reduce) X(channel_squeeze_grad_input) X(channel_scale) X(squeeze_excite_grad_gate) \
+  X(squeeze_excite_grad_input)
+FA_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif

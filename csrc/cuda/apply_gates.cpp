@@ -6,7 +6,7 @@
 //   grad_gates -> (grad_channel, grad_spatial) of the backward without writing grad_y (dual_attention).
 #include "binding.h"
 
-namespace fused_attn {
+namespace fa {
 namespace cuda {
 namespace {
 
@@ -18,7 +18,7 @@ Tensor gate_in(const Tensor& y, const c10::optional<Tensor>& t, int64_t n, const
   return g;
 }
 
-Tensor apply_gates_forward(const Tensor& y_in, const c10::optional<Tensor>& channel,
+Tensor apply_gates_combine(const Tensor& y_in, const c10::optional<Tensor>& channel,
                            const c10::optional<Tensor>& spatial, const c10::optional<Tensor>& residual) {
   check_4d(y_in, "y");
   const c10::DeviceGuard guard(y_in.device());
@@ -36,15 +36,19 @@ Tensor apply_gates_forward(const Tensor& y_in, const c10::optional<Tensor>& chan
     res = dense(*residual, fmt, dt);
   }
   Tensor out = empty_4d(y_in.sizes(), y_in, fmt, dt);
-  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, y.const_data_ptr(), cptr(ch),
-                           cptr(sp), cptr(res), nullptr, 1.0, nullptr, nullptr, out.mutable_data_ptr(), B, C, N, 0,
-                           current_stream(y)),
-               "apply_gates_forward");
+  fa_gate_map_args args = {};
+  args.in = y.const_data_ptr();
+  args.scale = cptr(ch);
+  args.spatial = cptr(sp);
+  args.add = cptr(res);
+  args.out = out.mutable_data_ptr();
+  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, args, B, C, N, current_stream(y)),
+               "apply_gates_combine");
   return out;
 }
 
 // The backward pass; grad_y is written only when write_grad_y (else returned undefined).
-std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const Tensor& y_in,
+std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Tensor& y_in,
                                                   const c10::optional<Tensor>& channel,
                                                   const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y_in, "y");
@@ -78,13 +82,19 @@ std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const 
   Tensor row_part = want_rows ? at::empty({B, geo.col_tiles, R}, acc) : Tensor();
   Tensor col_part = want_cols ? at::empty({B, geo.row_chunks, L}, acc) : Tensor();
   const cudaStream_t stream = current_stream(y);
-  check_launch(fa_tile_sums(code, g.const_data_ptr(), y.const_data_ptr(), mptr(grad_y), cptr(row_gate),
-                            cptr(col_gate), mptr(row_part), mptr(col_part), B, R, L, stream),
-               "apply_gates_backward");
+  fa_tile_sums_args sums = {};
+  sums.a = g.const_data_ptr();
+  sums.m = y.const_data_ptr();
+  sums.out = mptr(grad_y);
+  sums.row_gate = cptr(row_gate);
+  sums.col_gate = cptr(col_gate);
+  sums.row_part = mptr(row_part);
+  sums.col_part = mptr(col_part);
+  check_launch(fa_tile_sums(code, sums, B, R, L, stream), "apply_gates_grads");
   auto merge = [&](const Tensor& part, int64_t K, int64_t n, Tensor& out) {
     check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(),
-                                   B, K, n, 1.0, 1, n, 0, n, 0, 1, 0, stream),
-                 "apply_gates_backward (merge)");
+                                   B, K, n, fa_merge_rows(n, 1.0), stream),
+                 "apply_gates_grads (merge)");
   };
   if (N * C > 0) {
     if (want_rows) merge(row_part, geo.col_tiles, R, cl ? grad_spatial : grad_channel);
@@ -96,25 +106,25 @@ std::tuple<Tensor, Tensor, Tensor> gates_backward(const Tensor& grad_out, const 
   return {grad_y, grad_channel, grad_spatial};
 }
 
-std::tuple<Tensor, Tensor, Tensor> apply_gates_backward(const Tensor& grad_out, const Tensor& y,
+std::tuple<Tensor, Tensor, Tensor> apply_gates_grads(const Tensor& grad_out, const Tensor& y,
                                                         const c10::optional<Tensor>& channel,
                                                         const c10::optional<Tensor>& spatial) {
-  return gates_backward(grad_out, y, channel, spatial, true);
+  return gates_grads(grad_out, y, channel, spatial, true);
 }
 
-// -> (grad_channel, grad_spatial) of apply_gates_backward, without writing grad_y (dual_attention's backward).
+// -> (grad_channel, grad_spatial) of apply_gates_grads, without writing grad_y (dual_attention's backward).
 std::tuple<Tensor, Tensor> apply_gates_grad_gates(const Tensor& grad_out, const Tensor& y, const Tensor& channel,
                                                   const Tensor& spatial) {
-  auto grads = gates_backward(grad_out, y, channel, spatial, false);
+  auto grads = gates_grads(grad_out, y, channel, spatial, false);
   return {std::get<1>(grads), std::get<2>(grads)};
 }
 
 }  // namespace
 }  // namespace cuda
-}  // namespace fused_attn
+}  // namespace fa
 
 TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
-  m.impl("apply_gates_forward", &fused_attn::cuda::apply_gates_forward);
-  m.impl("apply_gates_backward", &fused_attn::cuda::apply_gates_backward);
-  m.impl("apply_gates_grad_gates", &fused_attn::cuda::apply_gates_grad_gates);
+  m.impl("apply_gates_combine", &fa::cuda::apply_gates_combine);
+  m.impl("apply_gates_grads", &fa::cuda::apply_gates_grads);
+  m.impl("apply_gates_grad_gates", &fa::cuda::apply_gates_grad_gates);
 }

@@ -170,12 +170,11 @@ __global__ void __launch_bounds__(kThreads)
 
 using namespace fa;
 
-extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, const void* in, const void* scale,
-                                   const void* spatial, const void* add, const void* shift, double shift_div,
-                                   const void* outer_c, const void* outer_p, void* out, int64_t B, int64_t C,
-                                   int64_t N, int reverse, cudaStream_t stream) {
+extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, fa_gate_map_args a, int64_t B, int64_t C,
+                                   int64_t N, cudaStream_t stream) {
   if (B * C * N == 0) return cudaSuccess;
-  if ((outer_c == nullptr) != (outer_p == nullptr)) return cudaErrorInvalidValue;
+  if ((a.outer_c == nullptr) != (a.outer_p == nullptr)) return cudaErrorInvalidValue;
+  if (a.shift != nullptr && a.shift_div == 0) return cudaErrorInvalidValue;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     using A = acc_t<T>;
@@ -184,18 +183,17 @@ extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, const void* in,
     const int64_t vpr = ceil_div(L, V), total = rows * vpr;
     const unsigned grid = grid_1d(ceil_div(total, kThreads));
     auto kernel = channels_last ? gate_map_kernel<T, true> : gate_map_kernel<T, false>;
-    FA_LAUNCH(grid, kThreads, 0, stream, kernel)(static_cast<const T*>(in), static_cast<const A*>(scale),
-                                                 static_cast<const A*>(spatial), static_cast<const T*>(add),
-                                                 static_cast<const A*>(shift), static_cast<A>(shift_div),
-                                                 static_cast<const A*>(outer_c), static_cast<const A*>(outer_p),
-                                                 static_cast<T*>(out), C, N, L, vpr, total, reverse != 0);
+    FA_LAUNCH(grid, kThreads, 0, stream, kernel)(static_cast<const T*>(a.in), static_cast<const A*>(a.scale),
+                                                 static_cast<const A*>(a.spatial), static_cast<const T*>(a.add),
+                                                 static_cast<const A*>(a.shift), static_cast<A>(a.shift_div),
+                                                 static_cast<const A*>(a.outer_c), static_cast<const A*>(a.outer_p),
+                                                 static_cast<T*>(a.out), C, N, L, vpr, total, a.reverse != 0);
     return cudaGetLastError();
   });
 }
 
-extern "C" cudaError_t fa_tile_sums(int dtype, const void* a, const void* m, void* out, const void* row_gate,
-                                    const void* col_gate, void* row_part, void* col_part, int64_t nb, int64_t R,
-                                    int64_t L, cudaStream_t stream) {
+extern "C" cudaError_t fa_tile_sums(int dtype, fa_tile_sums_args t, int64_t nb, int64_t R, int64_t L,
+                                    cudaStream_t stream) {
   if (nb * R * L == 0) return cudaSuccess;
   const fa_tile_geom g = fa_tile_geometry(dtype, R, L);
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
@@ -203,27 +201,26 @@ extern "C" cudaError_t fa_tile_sums(int dtype, const void* a, const void* m, voi
     using A = acc_t<T>;
     const unsigned grid = grid_1d(nb * g.row_chunks * g.col_tiles);
     FA_LAUNCH(grid, kThreads, 0, stream, tile_sums_kernel<T>)(
-        static_cast<const T*>(a), static_cast<const T*>(m), static_cast<T*>(out), static_cast<const A*>(row_gate),
-        static_cast<const A*>(col_gate), static_cast<A*>(row_part), static_cast<A*>(col_part), nb, R, L,
+        static_cast<const T*>(t.a), static_cast<const T*>(t.m), static_cast<T*>(t.out),
+        static_cast<const A*>(t.row_gate), static_cast<const A*>(t.col_gate), static_cast<A*>(t.row_part),
+        static_cast<A*>(t.col_part), nb, R, L,
         static_cast<int>(g.tx), g.col_tiles, g.row_chunks);
     return cudaGetLastError();
   });
 }
 
 extern "C" cudaError_t fa_merge_partials(int in_dtype, int out_dtype, const void* part, void* out, int64_t nb,
-                                         int64_t K, int64_t n, double divisor, int64_t b_inner, int64_t ob1,
-                                         int64_t ob2, int64_t i_inner, int64_t os1, int64_t os2, int64_t offset,
-                                         cudaStream_t stream) {
+                                         int64_t K, int64_t n, fa_merge_out o, cudaStream_t stream) {
   if (nb * n == 0) return cudaSuccess;
-  if (b_inner < 1 || i_inner < 1) return cudaErrorInvalidValue;
+  if (o.b_inner < 1 || o.i_inner < 1) return cudaErrorInvalidValue;
   const unsigned grid = grid_1d(ceil_div(nb * n, kThreads));
   auto run = [&](auto acc_tag) -> cudaError_t {
     using A = decltype(acc_tag);
     return dispatch(out_dtype, [&](auto out_tag) -> cudaError_t {
       using O = decltype(out_tag);
       FA_LAUNCH(grid, kThreads, 0, stream, merge_kernel<A, O>)(static_cast<const A*>(part), static_cast<O*>(out),
-                                                               nb, K, n, static_cast<A>(divisor), b_inner, ob1,
-                                                               ob2, i_inner, os1, os2, offset);
+                                                               nb, K, n, static_cast<A>(o.divisor), o.b_inner,
+                                                               o.ob1, o.ob2, o.i_inner, o.os1, o.os2, o.offset);
       return cudaGetLastError();
     });
   };

@@ -30,7 +30,7 @@
 #define FA_CUDA_KEY CUDA
 #endif
 
-namespace fused_attn {
+namespace fa {
 namespace cuda {
 
 using at::Tensor;
@@ -99,4 +99,4 @@ inline const void* cptr(const Tensor& t) { return t.defined() ? t.const_data_ptr
 inline void* mptr(Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
 
 }  // namespace cuda
-}  // namespace fused_attn
+}  // namespace fa

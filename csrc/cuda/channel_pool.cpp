@@ -6,13 +6,13 @@
 #include "../channel_pool_stats.h"
 #include "binding.h"
 
-namespace fused_attn {
+namespace fa {
 namespace cuda {
 namespace {
 
 using Stats = PoolStats;
 
-std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10::string_view stats) {
+std::tuple<Tensor, Tensor, Tensor> channel_pool_reduce(const Tensor& x_in, c10::string_view stats) {
   check_4d(x_in, "x");
   const Stats s = parse_pool_stats(stats, "cuda");
   const c10::DeviceGuard guard(x_in.device());
@@ -31,16 +31,16 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_forward(const Tensor& x_in, c10:
     moments.fill_(NAN);
     return {out, argmax, moments};
   }
-  check_launch(fa_channel_pool_forward(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, x.const_data_ptr(),
+  check_launch(fa_channel_pool_reduce(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, x.const_data_ptr(),
                                        out.mutable_data_ptr(),
                                        s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr,
                                        s.std >= 0 ? moments.mutable_data_ptr() : nullptr, B, C, H * W, s.k, s.max,
                                        s.mean, s.std, current_stream(x)),
-               "channel_pool_forward");
+               "channel_pool_reduce");
   return {out, argmax, moments};
 }
 
-Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
+Tensor channel_pool_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
                              const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
   check_same_device(x_in, grad_out, "grad_out");
@@ -67,20 +67,20 @@ Tensor channel_pool_backward(const Tensor& grad_out, const Tensor& x_in, const T
     check_numel(moments, 2 * B * N, "moments", "[B, 2, H, W]");
   }
   Tensor gx = empty_4d(x_in.sizes(), x_in, fmt, dt);
-  check_launch(fa_channel_pool_backward(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
+  check_launch(fa_channel_pool_grad_input(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
                                         need_x ? x.const_data_ptr() : nullptr,
                                         s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr, cptr(moments),
                                         gx.mutable_data_ptr(), B, C, N, s.k, s.max, s.mean, s.std,
                                         current_stream(x_in)),
-               "channel_pool_backward");
+               "channel_pool_grad_input");
   return gx;
 }
 
 }  // namespace
 }  // namespace cuda
-}  // namespace fused_attn
+}  // namespace fa
 
 TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
-  m.impl("channel_pool_forward", &fused_attn::cuda::channel_pool_forward);
-  m.impl("channel_pool_backward", &fused_attn::cuda::channel_pool_backward);
+  m.impl("channel_pool_reduce", &fa::cuda::channel_pool_reduce);
+  m.impl("channel_pool_grad_input", &fa::cuda::channel_pool_grad_input);
 }

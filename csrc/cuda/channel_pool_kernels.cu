@@ -35,7 +35,7 @@ __device__ __forceinline__ bool takes_max(A v, A m) {  // v replaces the running
 
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
-    pool_forward_nchw(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
+    pool_reduce_nchw(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
                       acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
@@ -116,7 +116,7 @@ __device__ __forceinline__ void for_lane_pieces(const T* row, int64_t C, int tx,
 // load nothing).
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
-    pool_forward_cl(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
+    pool_reduce_cl(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
                     acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N, int tx_n) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
@@ -213,7 +213,7 @@ __device__ __forceinline__ A grad_at(const Coef<A>& k, A xc, int64_t c) {  // gr
 
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
-    pool_backward_nchw(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
+    pool_grad_input_nchw(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
                        const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
                        int64_t N) {
   using A = acc_t<T>;
@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
-    pool_backward_cl(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
+    pool_grad_input_cl(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
                      const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
                      int64_t N, int tx_n) {
   using A = acc_t<T>;
@@ -276,37 +276,37 @@ int lanes_for(int64_t C, int V) {  // TX: a power of two <= 32 covering C / V
 }
 
 template <typename T, bool MAX, bool STD>
-cudaError_t launch_forward(bool cl, const void* x, void* out, int32_t* argmax, void* moments, Stats s, int64_t B,
+cudaError_t launch_reduce(bool cl, const void* x, void* out, int32_t* argmax, void* moments, Stats s, int64_t B,
                            int64_t C, int64_t N, cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_cl<T, MAX, STD>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_cl<T, MAX, STD>)(
         static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(N, V), kThreads));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_forward_nchw<T, MAX, STD>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_nchw<T, MAX, STD>)(
         static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N);
   }
   return cudaGetLastError();
 }
 
 template <typename T, bool MAX, bool STD>
-cudaError_t launch_backward(bool cl, const void* g, const void* x, const int32_t* argmax, const void* moments,
+cudaError_t launch_grad_input(bool cl, const void* g, const void* x, const int32_t* argmax, const void* moments,
                             void* gx, Stats s, int64_t B, int64_t C, int64_t N, cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_backward_cl<T, MAX, STD>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_grad_input_cl<T, MAX, STD>)(
         static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
         static_cast<T*>(gx), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(C, kChunk) * ceil_div(N, V), kThreads));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_backward_nchw<T, MAX, STD>)(
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_grad_input_nchw<T, MAX, STD>)(
         static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
         static_cast<T*>(gx), s, B, C, N);
   }
@@ -318,7 +318,7 @@ cudaError_t launch_backward(bool cl, const void* g, const void* x, const int32_t
 
 using namespace fa;
 
-extern "C" cudaError_t fa_channel_pool_forward(int dtype, int channels_last, const void* x, void* out,
+extern "C" cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, const void* x, void* out,
                                                int32_t* argmax, void* moments, int64_t B, int64_t C, int64_t N,
                                                int K, int stat_max, int stat_mean, int stat_std,
                                                cudaStream_t stream) {
@@ -328,13 +328,13 @@ extern "C" cudaError_t fa_channel_pool_forward(int dtype, int channels_last, con
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
-      return launch_forward<T, decltype(mx)::value, decltype(sd)::value>(cl, x, out, argmax, moments, s, B, C, N,
+      return launch_reduce<T, decltype(mx)::value, decltype(sd)::value>(cl, x, out, argmax, moments, s, B, C, N,
                                                                           stream);
     });
   });
 }
 
-extern "C" cudaError_t fa_channel_pool_backward(int dtype, int channels_last, const void* grad, const void* x,
+extern "C" cudaError_t fa_channel_pool_grad_input(int dtype, int channels_last, const void* grad, const void* x,
                                                 const int32_t* argmax, const void* moments, void* grad_x, int64_t B,
                                                 int64_t C, int64_t N, int K, int stat_max, int stat_mean,
                                                 int stat_std, cudaStream_t stream) {
@@ -344,7 +344,7 @@ extern "C" cudaError_t fa_channel_pool_backward(int dtype, int channels_last, co
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
-      return launch_backward<T, decltype(mx)::value, decltype(sd)::value>(cl, grad, x, argmax, moments, grad_x, s,
+      return launch_grad_input<T, decltype(mx)::value, decltype(sd)::value>(cl, grad, x, argmax, moments, grad_x, s,
                                                                            B, C, N, stream);
     });
   });

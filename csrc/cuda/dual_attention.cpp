@@ -10,7 +10,7 @@
 
 #include <limits>
 
-namespace fused_attn {
+namespace fa {
 namespace cuda {
 namespace {
 
@@ -22,11 +22,11 @@ Tensor per_image(const Tensor& v, int64_t B, at::ScalarType dt) {
 // out[i] = sum_k part[k, i] in k order, into `out` (acc, [n])
 void merge_rows(const Tensor& part, int64_t K, int64_t n, Tensor& out, int code, cudaStream_t s) {
   check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(),
-                                 1, K, n, 1.0, 1, n, 0, n, 0, 1, 0, s),
-               "dual_attention_backward (merge)");
+                                 1, K, n, fa_merge_rows(n, 1.0), s),
+               "dual_attention_grad_input (merge)");
 }
 
-std::tuple<Tensor, Tensor> dual_attention_forward(const Tensor& x_in, const Tensor& ws) {
+std::tuple<Tensor, Tensor> dual_attention_reduce(const Tensor& x_in, const Tensor& ws) {
   check_4d(x_in, "x");
   check_same_device(x_in, ws, "ws");
   const c10::DeviceGuard guard(x_in.device());
@@ -49,23 +49,25 @@ std::tuple<Tensor, Tensor> dual_attention_forward(const Tensor& x_in, const Tens
   const fa_tile_geom geo = fa_tile_geometry(code, R, L);
   Tensor row_part = at::empty({B, geo.col_tiles, R}, acc), col_part = at::empty({B, geo.row_chunks, L}, acc);
   const cudaStream_t stream = current_stream(x);
-  check_launch(fa_tile_sums(code, x.const_data_ptr(), nullptr, nullptr, cl ? nullptr : w.const_data_ptr(),
-                            cl ? w.const_data_ptr() : nullptr, row_part.mutable_data_ptr(), col_part.mutable_data_ptr(),
-                            B, R, L, stream),
-               "dual_attention_forward");
+  fa_tile_sums_args sums = {};
+  sums.a = x.const_data_ptr();
+  (cl ? sums.col_gate : sums.row_gate) = w.const_data_ptr();
+  sums.row_part = row_part.mutable_data_ptr();
+  sums.col_part = col_part.mutable_data_ptr();
+  check_launch(fa_tile_sums(code, sums, B, R, L, stream), "dual_attention_reduce");
   // NCHW: row sums (over pixels) = pooled * N, column sums (over channels, weighted by ws) = logit; channels_last:
   // row sums (over channels, weighted by ws) = logit, column sums (over pixels) = pooled * N.
   auto merge = [&](const Tensor& part, int64_t K, int64_t n, double divisor, Tensor& out) {
     check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(),
-                                   B, K, n, divisor, 1, n, 0, n, 0, 1, 0, stream),
-                 "dual_attention_forward (merge)");
+                                   B, K, n, fa_merge_rows(n, divisor), stream),
+                 "dual_attention_reduce (merge)");
   };
   merge(row_part, geo.col_tiles, R, cl ? 1.0 : static_cast<double>(N), cl ? logit : pooled);
   merge(col_part, geo.row_chunks, L, cl ? static_cast<double>(N) : 1.0, cl ? pooled : logit);
   return {pooled, logit};
 }
 
-std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const Tensor& x_in, const Tensor& channel,
+std::tuple<Tensor, Tensor> dual_attention_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& channel,
                                                    const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
                                                    const Tensor& grad_pooled) {
   check_4d(x_in, "x");
@@ -93,10 +95,16 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
   check_numel(w, C, "ws", "[C]");
   const cudaStream_t stream = current_stream(x);
   Tensor grad_x = empty_4d(x_in.sizes(), x_in, fmt, dt);
-  check_launch(fa_gate_map(code, cl, g.const_data_ptr(), ch.const_data_ptr(), sp.const_data_ptr(), nullptr,
-                           gp.const_data_ptr(), static_cast<double>(N), w.const_data_ptr(), gl.const_data_ptr(),
-                           grad_x.mutable_data_ptr(), B, C, N, 0, stream),
-               "dual_attention_backward (grad_x)");
+  fa_gate_map_args map = {};
+  map.in = g.const_data_ptr();
+  map.scale = ch.const_data_ptr();
+  map.spatial = sp.const_data_ptr();
+  map.shift = gp.const_data_ptr();
+  map.shift_div = static_cast<double>(N);
+  map.outer_c = w.const_data_ptr();
+  map.outer_p = gl.const_data_ptr();
+  map.out = grad_x.mutable_data_ptr();
+  check_launch(fa_gate_map(code, cl, map, B, C, N, stream), "dual_attention_grad_input (grad_x)");
   Tensor grad_ws = at::empty({C}, x.options().dtype(acc_scalar_type(dt)));
   if (B * C * N == 0) return {grad_x, grad_ws.zero_()};
   // grad_ws: NCHW rows = channels, summed over pixels with the column gate grad_logit; channels_last columns =
@@ -105,15 +113,19 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
   const fa_tile_geom geo = fa_tile_geometry(code, R, L);
   if (!cl) {
     Tensor part = at::empty({B, geo.col_tiles, C}, gl.options());
-    check_launch(fa_tile_sums(code, x.const_data_ptr(), nullptr, nullptr, nullptr, gl.const_data_ptr(),
-                              part.mutable_data_ptr(), nullptr, B, R, L, stream),
-                 "dual_attention_backward (grad_ws)");
+    fa_tile_sums_args sums = {};
+    sums.a = x.const_data_ptr();
+    sums.col_gate = gl.const_data_ptr();
+    sums.row_part = part.mutable_data_ptr();
+    check_launch(fa_tile_sums(code, sums, B, R, L, stream), "dual_attention_grad_input (grad_ws)");
     merge_rows(part, B * geo.col_tiles, C, grad_ws, code, stream);
   } else {
     Tensor part = at::empty({B, geo.row_chunks, C}, gl.options());
-    check_launch(fa_tile_sums(code, x.const_data_ptr(), nullptr, nullptr, gl.const_data_ptr(), nullptr, nullptr,
-                              part.mutable_data_ptr(), B, R, L, stream),
-                 "dual_attention_backward (grad_ws)");
+    fa_tile_sums_args sums = {};
+    sums.a = x.const_data_ptr();
+    sums.row_gate = gl.const_data_ptr();
+    sums.col_part = part.mutable_data_ptr();
+    check_launch(fa_tile_sums(code, sums, B, R, L, stream), "dual_attention_grad_input (grad_ws)");
     merge_rows(part, B * geo.row_chunks, C, grad_ws, code, stream);
   }
   return {grad_x, grad_ws};
@@ -121,9 +133,9 @@ std::tuple<Tensor, Tensor> dual_attention_backward(const Tensor& grad_out, const
 
 }  // namespace
 }  // namespace cuda
-}  // namespace fused_attn
+}  // namespace fa
 
 TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
-  m.impl("dual_attention_forward", &fused_attn::cuda::dual_attention_forward);
-  m.impl("dual_attention_backward", &fused_attn::cuda::dual_attention_backward);
+  m.impl("dual_attention_reduce", &fa::cuda::dual_attention_reduce);
+  m.impl("dual_attention_grad_input", &fa::cuda::dual_attention_grad_input);
 }

@@ -26,17 +26,30 @@ extern "C" {
 
 enum fa_dtype { FA_FLOAT32 = 0, FA_FLOAT64 = 1, FA_FLOAT16 = 2, FA_BFLOAT16 = 3 };
 
-// ------------------------------------------------------------------------------------ shared passes (apply_gates)
-// The elementwise pass shared by apply_gates and squeeze_excite (every term optional: NULL):
+// ----------------------------------------------------------------- shared building blocks (apply_gates_kernels.cu)
+// Not passes themselves: the passes of several families are built from these three launchers (their bindings
+// say which), each taking its tensors in a parameter struct (every pointer optional where it says so: NULL;
+// zero-initialise the struct, then set what the call uses).
+
+// The elementwise map shared by apply_gates, squeeze_excite and dual_attention (every term optional):
 //   out[b, c, p] = (in[b, c, p] * scale[b, c]) * spatial[b, p] + add[b, c, p] + shift[b, c] / shift_div
 //                  + outer_c[c] * outer_p[b, p]                      (dual_attention's grad_x; both or neither)
 // in / add / out: T, dense in the layout; scale / shift [B, C], spatial / outer_p [B, H * W], outer_c [C]: acc,
-// contiguous.
-// reverse != 0 walks the tensor from its end (a second pass over x then starts on the part of x that the first
-// pass left in L2).
-cudaError_t fa_gate_map(int dtype, int channels_last, const void* in, const void* scale, const void* spatial,
-                        const void* add, const void* shift, double shift_div, const void* outer_c,
-                        const void* outer_p, void* out, int64_t B, int64_t C, int64_t N, int reverse,
+// contiguous. reverse != 0 walks the tensor from its end (a second pass over x then starts on the part of x that
+// the first pass left in L2).
+typedef struct {
+  const void* in;
+  const void* scale;
+  const void* spatial;
+  const void* add;
+  const void* shift;
+  double shift_div;  // with shift: its divisor (non-zero)
+  const void* outer_c;
+  const void* outer_p;
+  void* out;
+  int reverse;
+} fa_gate_map_args;
+cudaError_t fa_gate_map(int dtype, int channels_last, fa_gate_map_args args, int64_t B, int64_t C, int64_t N,
                         cudaStream_t stream);
 
 // Per image b a matrix of R rows x L contiguous columns (NCHW: rows = channels, columns = pixels; channels_last:
@@ -46,16 +59,29 @@ cudaError_t fa_gate_map(int dtype, int channels_last, const void* in, const void
 //   col_part[b, k, r]   = sum_{r in row chunk k} e * row_gate[b, r]                (optional, acc; index l)
 // gates are acc and optional (1). Column tiles and row chunks: fa_tile_geometry. The partials are added by
 // fa_merge_partials.
-cudaError_t fa_tile_sums(int dtype, const void* a, const void* m, void* out, const void* row_gate,
-                         const void* col_gate, void* row_part, void* col_part, int64_t nb, int64_t R, int64_t L,
-                         cudaStream_t stream);
+typedef struct {
+  const void* a;
+  const void* m;
+  void* out;
+  const void* row_gate;
+  const void* col_gate;
+  void* row_part;
+  void* col_part;
+} fa_tile_sums_args;
+cudaError_t fa_tile_sums(int dtype, fa_tile_sums_args args, int64_t nb, int64_t R, int64_t L, cudaStream_t stream);
 
-// out[o(b, i)] = (sum_{k < K} part[(b K + k) n + i]) / divisor for b < nb, i < n, added in k order; part acc (of
-// in_dtype), out of out_dtype; o(b, i) = (b / b_inner) ob1 + (b % b_inner) ob2 + (i / i_inner) os1
-// + (i % i_inner) os2 + offset (plain row-major: b_inner = 1, ob2 = 0, ob1 = n, i_inner = n, os1 = 0, os2 = 1).
+// Where fa_merge_partials writes merged value (b, i), b < nb, i < n, and what it divides it by:
+//   out[(b / b_inner) ob1 + (b % b_inner) ob2 + (i / i_inner) os1 + (i % i_inner) os2 + offset]
+// fa_merge_rows / fa_merge_strided_rows below build the common cases; set the fields for a transposing write.
+typedef struct {
+  double divisor;
+  int64_t b_inner, ob1, ob2, i_inner, os1, os2, offset;
+} fa_merge_out;
+
+// out[o(b, i)] = (sum_{k < K} part[(b K + k) n + i]) / divisor, added in k order; part acc (of in_dtype), out of
+// out_dtype.
 cudaError_t fa_merge_partials(int in_dtype, int out_dtype, const void* part, void* out, int64_t nb, int64_t K,
-                              int64_t n, double divisor, int64_t b_inner, int64_t ob1, int64_t ob2, int64_t i_inner,
-                              int64_t os1, int64_t os2, int64_t offset, cudaStream_t stream);
+                              int64_t n, fa_merge_out where, cudaStream_t stream);
 
 // ------------------------------------------------------------------------------------------- squeeze_excite
 // sums[b, c] = (sum_p a[b, c, p] * m[b, c, p]) / divisor (m optional), acc [B, C]; the channel_squeeze forward
@@ -66,12 +92,12 @@ cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, const void* m
 // --------------------------------------------------------------------------------------------- channel_pool
 // stat_max / stat_mean / stat_std: output plane of each statistic (-1: not requested), K planes in all.
 // forward: out [B, K, H, W] (T, in the layout), argmax [B, N] int32, moments [B, 2, N] (mean, std) acc.
-cudaError_t fa_channel_pool_forward(int dtype, int channels_last, const void* x, void* out, int32_t* argmax,
+cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, const void* x, void* out, int32_t* argmax,
                                     void* moments, int64_t B, int64_t C, int64_t N, int K, int stat_max,
                                     int stat_mean, int stat_std, cudaStream_t stream);
 // grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)  (std term 0 where std == 0);
 // grad [B, K, H, W] T in the layout.
-cudaError_t fa_channel_pool_backward(int dtype, int channels_last, const void* grad, const void* x,
+cudaError_t fa_channel_pool_grad_input(int dtype, int channels_last, const void* grad, const void* x,
                                      const int32_t* argmax, const void* moments, void* grad_x, int64_t B, int64_t C,
                                      int64_t N, int K, int stat_max, int stat_mean, int stat_std,
                                      cudaStream_t stream);
@@ -79,20 +105,20 @@ cudaError_t fa_channel_pool_backward(int dtype, int channels_last, const void* g
 // ------------------------------------------------------------------------------------------------------ ema
 // strip pool forward: out [B, C, H + W] T (row means, then column means); scratch: acc,
 // fa_strip_pool_scratch(...) elements (the partial sums of the two-stage reductions).
-cudaError_t fa_ema_strip_pool_forward(int dtype, int channels_last, const void* x, void* out, void* scratch,
+cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, const void* x, void* out, void* scratch,
                                       int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream);
 // grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H; grad acc [B, C, H + W] contiguous.
-cudaError_t fa_ema_strip_pool_backward(int dtype, int channels_last, const void* grad, void* grad_x, int64_t B,
+cudaError_t fa_ema_strip_pool_grad_input(int dtype, int channels_last, const void* grad, void* grad_x, int64_t B,
                                        int64_t C, int64_t H, int64_t W, cudaStream_t stream);
 // EMA core (fused_attn/reference/ema.py): sig_hw = sigmoid(hw) [B, C, H + W] acc, a1 = softmax(gn_bias) [cg] acc,
 // gn_w / gn_b [cg] acc; x, x2 (and grad, outputs) T in the layout. forward -> out, mean / rstd [B, C] acc.
-cudaError_t fa_ema_core_forward(int dtype, int channels_last, const void* x, const void* x2, const void* sig_hw,
+cudaError_t fa_ema_core_combine(int dtype, int channels_last, const void* x, const void* x2, const void* sig_hw,
                                 const void* gn_w, const void* gn_b, const void* a1, void* out, void* mean,
                                 void* rstd, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W, double eps,
                                 cudaStream_t stream);
 // backward -> grad_x, grad_x2 (T, the layout), grad_hw [B, C, H + W] acc, gn_part [2][B G][cg] acc (per-tile
 // GroupNorm weight / bias gradients, summed by fa_merge_partials); pix: acc scratch of 2 B G H W elements.
-cudaError_t fa_ema_core_backward(int dtype, int channels_last, const void* grad, const void* x, const void* x2,
+cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, const void* x, const void* x2,
                                  const void* sig_hw, const void* gn_w, const void* gn_b, const void* a1,
                                  const void* mean, const void* rstd, void* grad_x, void* grad_x2, void* grad_hw,
                                  void* gn_part, void* pix, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W,
@@ -109,6 +135,17 @@ static inline int64_t fa_dtype_size(int dtype) {
   return dtype == FA_FLOAT64 ? 8 : dtype == FA_FLOAT32 ? 4 : 2;
 }
 static inline int64_t fa_acc_size(int dtype) { return dtype == FA_FLOAT64 ? 8 : 4; }
+
+// fa_merge_partials into row b of a plain row-major [nb][n] out: out[b n + i] (/ divisor).
+static inline fa_merge_out fa_merge_rows(int64_t n, double divisor) {
+  fa_merge_out o = {divisor, 1, n, 0, n, 0, 1, 0};
+  return o;
+}
+// ... into out[b row_stride + offset + i] (/ divisor): a slice of each row of a wider out.
+static inline fa_merge_out fa_merge_strided_rows(int64_t n, int64_t row_stride, int64_t offset, double divisor) {
+  fa_merge_out o = {divisor, 1, row_stride, 0, n, 0, 1, offset};
+  return o;
+}
 
 // fa_tile_sums: a block of 256 threads = TY rows x TX threads; each thread owns VEC = 16 / sizeof(T) consecutive
 // columns (one 16-byte load). Column tile = TX VEC columns, row chunk = 8 TY rows.
@@ -130,7 +167,7 @@ static inline fa_tile_geom fa_tile_geometry(int dtype, int64_t R, int64_t L) {
   return g;
 }
 
-// fa_ema_strip_pool_forward's scratch (acc elements). NCHW: fa_tile_sums over each (b, c) plane (R = H,
+// fa_ema_strip_pool_reduce's scratch (acc elements). NCHW: fa_tile_sums over each (b, c) plane (R = H,
 // L = W): row partials [B C][column tiles][H] + column partials [B C][row chunks][W]. channels_last: blocks of
 // FA_STRIP_POOL_ROWS image rows: column partials [B][row blocks][W][C] (the row sums are complete in a block).
 #define FA_STRIP_POOL_ROWS 8
@@ -141,7 +178,7 @@ static inline int64_t fa_strip_pool_scratch(int dtype, int channels_last, int64_
   return B * C * (g.col_tiles * H + g.row_chunks * W);
 }
 
-// fa_ema_core_backward's per-pixel scratch (acc elements): sig(w) and dw of every (b, group) tile.
+// fa_ema_core_grads's per-pixel scratch (acc elements): sig(w) and dw of every (b, group) tile.
 static inline int64_t fa_ema_pixel_scratch(int64_t B, int64_t G, int64_t H, int64_t W) { return 2 * B * G * H * W; }
 
 // fa_hw_sum's scratch (acc elements): NCHW row partials [B][column tiles][C] (R = C, L = N); channels_last column

@@ -3,7 +3,7 @@
 // csrc/cpu/squeeze_excite.cpp: [B, C] sums in the accumulation dtype, 4-D results in x's layout and dtype.
 #include "binding.h"
 
-namespace fused_attn {
+namespace fa {
 namespace cuda {
 namespace {
 
@@ -58,9 +58,14 @@ Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t
     check_numel(shift, B * C, "the channel gradient", "[B, C]");
   }
   Tensor out = empty_4d(like.sizes(), like, fmt, dt);
-  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, cptr(in), cptr(scale), nullptr,
-                           nullptr, cptr(shift), shift_div, nullptr, nullptr, out.mutable_data_ptr(), B, C, N, reverse,
-                           current_stream(like)),
+  fa_gate_map_args args = {};
+  args.in = cptr(in);
+  args.scale = cptr(scale);
+  args.shift = cptr(shift);
+  args.shift_div = shift_div;
+  args.out = out.mutable_data_ptr();
+  args.reverse = reverse;
+  check_launch(fa_gate_map(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, args, B, C, N, current_stream(like)),
                "gate_map");
   return out;
 }
@@ -68,19 +73,19 @@ Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t
 double hw_of(const Tensor& x) { return static_cast<double>(x.size(2) * x.size(3)); }
 
 // p = mean_hw x
-Tensor channel_squeeze_forward(const Tensor& x) {
+Tensor channel_squeeze_reduce(const Tensor& x) {
   check_4d(x, "x");
   return hw_sum(x, Tensor(), hw_of(x));
 }
 
 // grad_x = grad[b, c] / HW at every pixel (write-only)
-Tensor channel_squeeze_backward(const Tensor& grad, const Tensor& x) {
+Tensor channel_squeeze_grad_input(const Tensor& grad, const Tensor& x) {
   check_4d(x, "x");
   return scale_shift(x, Tensor(), Tensor(), grad, hw_of(x), false);
 }
 
 // y = x * s[b, c]; walks x backwards (the pool just read it forwards)
-Tensor squeeze_excite_forward(const Tensor& x, const Tensor& s) {
+Tensor channel_scale(const Tensor& x, const Tensor& s) {
   check_4d(x, "x");
   return scale_shift(x, x, s, Tensor(), 1.0, true);
 }
@@ -93,7 +98,7 @@ Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
 }
 
 // grad_x = grad_y * s + grad_pooled / HW; walks grad_y backwards (grad_gate just read it forwards)
-Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
+Tensor squeeze_excite_grad_input(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
   check_4d(x, "x");
   TORCH_CHECK(grad_y.defined(), "fused_attn (cuda): grad_y is undefined");
   return scale_shift(x, grad_y, s, grad_pooled, hw_of(x), true);
@@ -101,12 +106,12 @@ Tensor squeeze_excite_backward(const Tensor& grad_y, const Tensor& x, const Tens
 
 }  // namespace
 }  // namespace cuda
-}  // namespace fused_attn
+}  // namespace fa
 
 TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
-  m.impl("channel_squeeze_forward", &fused_attn::cuda::channel_squeeze_forward);
-  m.impl("channel_squeeze_backward", &fused_attn::cuda::channel_squeeze_backward);
-  m.impl("squeeze_excite_forward", &fused_attn::cuda::squeeze_excite_forward);
-  m.impl("squeeze_excite_grad_gate", &fused_attn::cuda::squeeze_excite_grad_gate);
-  m.impl("squeeze_excite_backward", &fused_attn::cuda::squeeze_excite_backward);
+  m.impl("channel_squeeze_reduce", &fa::cuda::channel_squeeze_reduce);
+  m.impl("channel_squeeze_grad_input", &fa::cuda::channel_squeeze_grad_input);
+  m.impl("channel_scale", &fa::cuda::channel_scale);
+  m.impl("squeeze_excite_grad_gate", &fa::cuda::squeeze_excite_grad_gate);
+  m.impl("squeeze_excite_grad_input", &fa::cuda::squeeze_excite_grad_input);
 }

@@ -1,10 +1,10 @@
 // CUDA passes of the squeeze_excite family (fused_attn/reference/squeeze_excite.py is the oracle):
 //
-//   channel_squeeze_forward    p[b, c] = mean_hw x                    fa_hw_sum (divisor H W)
+//   channel_squeeze_reduce    p[b, c] = mean_hw x                    fa_hw_sum (divisor H W)
 //   squeeze_excite_grad_gate   grad_s[b, c] = sum_hw grad_y x          fa_hw_sum (a = x, m = grad_y)
-//   channel_squeeze_backward   grad_x = grad[b, c] / HW                fa_gate_map (shift only, write-only pass)
-//   squeeze_excite_forward     y = x s[b, c]                           fa_gate_map (scale)
-//   squeeze_excite_backward    grad_x = grad_y s + grad_pooled / HW    fa_gate_map (scale + shift)
+//   channel_squeeze_grad_input   grad_x = grad[b, c] / HW                fa_gate_map (shift only, write-only pass)
+//   channel_scale     y = x s[b, c]                           fa_gate_map (scale)
+//   squeeze_excite_grad_input    grad_x = grad_y s + grad_pooled / HW    fa_gate_map (scale + shift)
 //
 // The MLP between the passes runs in PyTorch (fused_attn/_mlp.py), so the forward is pool (reads x), MLP,
 // scale (reads x, writes y) and the backward grad_gate (reads grad_y, x), MLP backward, grad_input (reads grad_y,
@@ -26,15 +26,23 @@ extern "C" cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, co
     const size_t bytes = static_cast<size_t>(B * C * fa_acc_size(dtype));
     cudaError_t e = cudaMemsetAsync(scratch, 0, bytes, stream);
     if (e != cudaSuccess) return e;
-    return fa_merge_partials(dtype, acc, scratch, sums, B * C, 1, 1, divisor, 1, 1, 0, 1, 0, 1, 0, stream);
+    return fa_merge_partials(dtype, acc, scratch, sums, B * C, 1, 1, fa_merge_rows(1, divisor), stream);
   }
   const fa_tile_geom g = channels_last ? fa_tile_geometry(dtype, N, C) : fa_tile_geometry(dtype, C, N);
   if (channels_last) {
-    cudaError_t e = fa_tile_sums(dtype, a, m, nullptr, nullptr, nullptr, nullptr, scratch, B, N, C, stream);
+    fa_tile_sums_args t = {};
+    t.a = a;
+    t.m = m;
+    t.col_part = scratch;
+    cudaError_t e = fa_tile_sums(dtype, t, B, N, C, stream);
     if (e != cudaSuccess) return e;
-    return fa_merge_partials(dtype, acc, scratch, sums, B, g.row_chunks, C, divisor, 1, C, 0, C, 0, 1, 0, stream);
+    return fa_merge_partials(dtype, acc, scratch, sums, B, g.row_chunks, C, fa_merge_rows(C, divisor), stream);
   }
-  cudaError_t e = fa_tile_sums(dtype, a, m, nullptr, nullptr, nullptr, scratch, nullptr, B, C, N, stream);
+  fa_tile_sums_args t = {};
+  t.a = a;
+  t.m = m;
+  t.row_part = scratch;
+  cudaError_t e = fa_tile_sums(dtype, t, B, C, N, stream);
   if (e != cudaSuccess) return e;
-  return fa_merge_partials(dtype, acc, scratch, sums, B, g.col_tiles, C, divisor, 1, C, 0, C, 0, 1, 0, stream);
+  return fa_merge_partials(dtype, acc, scratch, sums, B, g.col_tiles, C, fa_merge_rows(C, divisor), stream);
 }

@@ -1,7 +1,7 @@
 """torch.library custom ops, one module per op family.
 
 Each op takes a `backend` string (a request: "auto" or a backend name) and resolves it on real tensors
-through fused_attn._backend, so fake kernels, autograd and torch.compile see one op whatever backend
+through fused_attn.dispatch, so fake kernels, autograd and torch.compile see one op whatever backend
 serves it. Importing this package registers every op, fake kernel and autograd formula.
 """
-from . import apply_gates, channel_pool, dual_attention, ema, squeeze_excite  # noqa: F401  (registration side effects)
+from . import apply_gates, channel_pool, dual_attention, ema_core, ema_strip_pool, squeeze_excite  # noqa: F401  (registration side effects)

@@ -1,8 +1,8 @@
-"""fused_attn::apply_gates: residual + y * channel * spatial (see fused_attn/reference/apply_gates.py).
+"""fused_attn::apply_gates: residual + y * channel * spatial (math: fused_attn/backends/reference/apply_gates.py).
 
-Backend contract (module fused_attn.<backend>.apply_gates):
-  apply_gates_forward(y, channel | None, spatial | None, residual | None) -> out like y
-  apply_gates_backward(grad_out, y, channel | None, spatial | None) -> (grad_y, grad_channel | [0], grad_spatial | [0])
+Passes (fused_attn.backends.<backend>.apply_gates):
+  apply_gates_combine(y, channel | None, spatial | None, residual | None) -> out like y
+  apply_gates_grads(grad_out, y, channel | None, spatial | None) -> (grad_y, grad_channel | [0], grad_spatial | [0])
 
 Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
 pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
@@ -14,20 +14,20 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import dispatch
 from . import _autocast, _eager
 from .._layout import empty_4d
 
 
 def _impl(y: Tensor, backend: str):
-    return _backend.implementation("apply_gates", backend, y.device, y.dtype)[1]
+    return dispatch.implementation("apply_gates", backend, y.device, y.dtype)[1]
 
 
 @_eager.custom_op("fused_attn::apply_gates")
 def apply_gates(y: Tensor, channel: Optional[Tensor], spatial: Optional[Tensor], residual: Optional[Tensor],
                 backend: str) -> Tensor:
     """y [B, C, H, W], channel [B, C], spatial [B, H, W], residual [B, C, H, W] -> residual + y * channel * spatial."""
-    return _impl(y, backend).apply_gates_forward(y, channel, spatial, residual)
+    return _impl(y, backend).apply_gates_combine(y, channel, spatial, residual)
 
 
 @apply_gates.register_fake
@@ -38,7 +38,7 @@ def _(y, channel, spatial, residual, backend):
 @torch.library.custom_op("fused_attn::apply_gates_backward", mutates_args=())
 def apply_gates_backward(grad_out: Tensor, y: Tensor, channel: Optional[Tensor], spatial: Optional[Tensor],
                          backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    return _impl(y, backend).apply_gates_backward(grad_out, y, channel, spatial)
+    return _impl(y, backend).apply_gates_grads(grad_out, y, channel, spatial)
 
 
 @apply_gates_backward.register_fake

@@ -1,8 +1,8 @@
-"""fused_attn::channel_pool: max / mean / std over channels (see fused_attn/reference/channel_pool.py).
+"""fused_attn::channel_pool: max / mean / std over channels (math: fused_attn/backends/reference/channel_pool.py).
 
-Backend contract (module fused_attn.<backend>.channel_pool):
-  channel_pool_forward(x, stats) -> (out [B, k, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] | [0])
-  channel_pool_backward(grad_out, x, argmax, moments, stats) -> grad_x like x
+Passes (fused_attn.backends.<backend>.channel_pool):
+  channel_pool_reduce(x, stats) -> (out [B, k, H, W] like x, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] | [0])
+  channel_pool_grad_input(grad_out, x, argmax, moments, stats) -> grad_x like x
 
 Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
 pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import dispatch
 from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
@@ -24,13 +24,13 @@ def parse_stats(stats: str) -> tuple[str, ...]:
 
 
 def _impl(x: Tensor, backend: str):
-    return _backend.implementation("channel_pool", backend, x.device, x.dtype)[1]
+    return dispatch.implementation("channel_pool", backend, x.device, x.dtype)[1]
 
 
 @_eager.custom_op("fused_attn::channel_pool")
 def channel_pool(x: Tensor, stats: str, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """x [B, C, H, W], stats "max,mean,std" (any ordered subset) -> (out, argmax, moments)."""
-    return _impl(x, backend).channel_pool_forward(x, parse_stats(stats))
+    return _impl(x, backend).channel_pool_reduce(x, parse_stats(stats))
 
 
 @channel_pool.register_fake
@@ -46,7 +46,7 @@ def _(x, stats, backend):
 @torch.library.custom_op("fused_attn::channel_pool_backward", mutates_args=())
 def channel_pool_backward(grad_out: Tensor, x: Tensor, argmax: Tensor, moments: Tensor, stats: str,
                           backend: str) -> Tensor:
-    return _impl(x, backend).channel_pool_backward(grad_out, x, argmax, moments, parse_stats(stats))
+    return _impl(x, backend).channel_pool_grad_input(grad_out, x, argmax, moments, parse_stats(stats))
 
 
 @channel_pool_backward.register_fake

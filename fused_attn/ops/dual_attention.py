@@ -7,12 +7,12 @@
 Passes over x-sized tensors: forward 2 reads + 1 write (reduce: mean_hw x and the spatial logit together;
 apply), backward 4 reads + 1 write (grad_gates reads g, x; grad_input reads g, x and writes grad_x, reducing
 grad_ws on the way). Unfused (squeeze, 1x1 conv, apply_gates and their backwards, autograd's sums of the three
-x-gradient terms) it is about 16 passes. See fused_attn/reference/dual_attention.py for the pass math.
+x-gradient terms) it is about 16 passes. See fused_attn/backends/reference/dual_attention.py for the pass math.
 
-Backend contract (module fused_attn.<backend>.dual_attention):
+Passes (fused_attn.backends.<backend>.dual_attention, which also holds the two of the apply_gates family):
   dual_attention_reduce(x, ws [C]) -> (pooled [B, C], logit [B, H, W]), accumulation dtype
-  dual_attention_apply(x, channel [B, C], spatial [B, H, W]) -> x * channel * spatial like x
-  dual_attention_grad_gates(grad_out, x, channel, spatial) -> (grad_channel [B, C], grad_spatial [B, H, W])
+  apply_gates_combine(x, channel [B, C], spatial [B, H, W], None) -> x * channel * spatial like x
+  apply_gates_grad_gates(grad_out, x, channel, spatial) -> (grad_channel [B, C], grad_spatial [B, H, W])
   dual_attention_grad_input(grad_out, x, channel, spatial, ws, grad_logit [B, H, W], grad_pooled [B, C])
       -> (grad_x like x, grad_ws [C] accumulation dtype)
 The gates are passed in the accumulation dtype (no rounding to x's dtype between the passes).
@@ -26,13 +26,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend, _mlp
+from .. import _mlp, dispatch
 from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 
 def _impl(x: Tensor, backend: str):
-    return _backend.implementation("dual_attention", backend, x.device, x.dtype)[1]
+    return dispatch.implementation("dual_attention", backend, x.device, x.dtype)[1]
 
 
 @_eager.custom_op("fused_attn::dual_attention")
@@ -45,7 +45,7 @@ def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
     pooled, logit = impl.dual_attention_reduce(x, ws)
     z1, z2, c = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
     zs = logit + bs.to(logit.dtype) if bs is not None else logit
-    return impl.dual_attention_apply(x, c, _mlp.gate(gate, zs)), pooled, z1, z2, zs
+    return impl.apply_gates_combine(x, c, _mlp.gate(gate, zs), None), pooled, z1, z2, zs
 
 
 @dual_attention.register_fake
@@ -64,7 +64,7 @@ def dual_attention_backward(grad_out: Tensor, x: Tensor, w1: Tensor, b1: Optiona
     """-> (grad_x, grad_w1, grad_b1 | [0], grad_w2, grad_b2 | [0], grad_ws, grad_bs | [0])."""
     impl = _impl(x, backend)
     c, s = _mlp.gate(gate, z2), _mlp.gate(gate, zs)
-    grad_c, grad_s = impl.dual_attention_grad_gates(grad_out, x, c, s)
+    grad_c, grad_s = impl.apply_gates_grad_gates(grad_out, x, c, s)
     grad_zs = grad_s * _mlp.gate_grad(gate, zs)
     grad_pooled, gw1, gb1, gw2, gb2 = _mlp.backward(grad_c, pooled, z1, z2, w1, b1, w2, b2, act, gate)
     grad_x, gws = impl.dual_attention_grad_input(grad_out, x, c, s, ws, grad_zs, grad_pooled)

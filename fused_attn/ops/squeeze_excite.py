@@ -1,4 +1,4 @@
-"""fused_attn::channel_squeeze and fused_attn::squeeze_excite (see fused_attn/reference/squeeze_excite.py).
+"""fused_attn::channel_squeeze and fused_attn::squeeze_excite (math: fused_attn/backends/reference/squeeze_excite.py).
 
   channel_squeeze(x) = mean_hw x                                      [B, C]
   squeeze_excite(x, w1, b1, w2, b2) = x * gate(w2 act(w1 mean_hw(x) + b1) + b2)
@@ -7,12 +7,12 @@ The MLP (fused_attn._mlp) runs in PyTorch between the kernel passes; the backwar
 3-read, 1-write scheme: grad_s = sum_hw(g x) (reads g, x), MLP backward, grad_x = g s + grad_pooled / HW
 (reads g, writes grad_x).
 
-Backend contract (module fused_attn.<backend>.squeeze_excite):
-  channel_squeeze_forward(x) -> [B, C] (accumulation dtype)
-  channel_squeeze_backward(grad [B, C], x) -> grad_x like x
-  channel_scale_forward(x, s [B, C]) -> x * s like x
+Passes (fused_attn.backends.<backend>.squeeze_excite):
+  channel_squeeze_reduce(x) -> [B, C] (accumulation dtype)
+  channel_squeeze_grad_input(grad [B, C], x) -> grad_x like x
+  channel_scale(x, s [B, C]) -> x * s like x
   squeeze_excite_grad_gate(grad_y, x) -> sum_hw grad_y * x  [B, C] (accumulation dtype)
-  squeeze_excite_grad_input(grad_y, s, grad_pooled, x) -> grad_y * s + grad_pooled / HW like x
+  squeeze_excite_grad_input(grad_y, x, s, grad_pooled) -> grad_y * s + grad_pooled / HW like x
 
 Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
 pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
@@ -24,20 +24,20 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend, _mlp
+from .. import _mlp, dispatch
 from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
 
 
 def _impl(op: str, x: Tensor, backend: str):
-    return _backend.implementation(op, backend, x.device, x.dtype)[1]
+    return dispatch.implementation(op, backend, x.device, x.dtype)[1]
 
 
 # ------------------------------------------------------------------------------------------- channel_squeeze
 @_eager.custom_op("fused_attn::channel_squeeze")
 def channel_squeeze(x: Tensor, backend: str) -> Tensor:
     """x [B, C, H, W] -> mean over H, W [B, C] in x's dtype."""
-    return _impl("channel_squeeze", x, backend).channel_squeeze_forward(x).to(x.dtype)
+    return _impl("channel_squeeze", x, backend).channel_squeeze_reduce(x).to(x.dtype)
 
 
 @channel_squeeze.register_fake
@@ -47,7 +47,7 @@ def _(x, backend):
 
 @torch.library.custom_op("fused_attn::channel_squeeze_backward", mutates_args=())
 def channel_squeeze_backward(grad: Tensor, x: Tensor, backend: str) -> Tensor:
-    return _impl("channel_squeeze", x, backend).channel_squeeze_backward(grad, x)
+    return _impl("channel_squeeze", x, backend).channel_squeeze_grad_input(grad, x)
 
 
 @channel_squeeze_backward.register_fake
@@ -75,9 +75,9 @@ def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
                    gate: str, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """-> (y = x * s like x, pooled [B, C], z1 [B, Cr], z2 [B, C]); the last three in the accumulation dtype."""
     impl = _impl("squeeze_excite", x, backend)
-    pooled = impl.channel_squeeze_forward(x)
+    pooled = impl.channel_squeeze_reduce(x)
     z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
-    return impl.channel_scale_forward(x, s), pooled, z1, z2
+    return impl.channel_scale(x, s), pooled, z1, z2
 
 
 @squeeze_excite.register_fake
@@ -96,7 +96,7 @@ def squeeze_excite_backward(grad_y: Tensor, x: Tensor, w1: Tensor, b1: Optional[
     impl = _impl("squeeze_excite", x, backend)
     grad_s = impl.squeeze_excite_grad_gate(grad_y, x)
     grad_pooled, gw1, gb1, gw2, gb2 = _mlp.backward(grad_s, pooled, z1, z2, w1, b1, w2, b2, act, gate)
-    grad_x = impl.squeeze_excite_grad_input(grad_y, _mlp.gate(gate, z2), grad_pooled, x)
+    grad_x = impl.squeeze_excite_grad_input(grad_y, x, _mlp.gate(gate, z2), grad_pooled)
     return (grad_x, gw1, gb1 if gb1 is not None else x.new_empty((0,)), gw2,
             gb2 if gb2 is not None else x.new_empty((0,)))
 

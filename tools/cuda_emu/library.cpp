@@ -47,7 +47,7 @@ std::tuple<int64_t, std::string> emu_selftest(const std::string& name, at::Tenso
 }  // namespace
 
 TORCH_LIBRARY(fused_attn_cuda_emu, m) {
-  fused_attn::define_kernel_ops(m);
+  fa::define_kernel_ops(m);
   m.def("emu_set_schedule(str mode, int seed=0) -> ()", &emu_set_schedule);
   m.def("emu_stats(bool reset=False) -> int[]", &emu_stats);
   m.def("emu_selftest(str name, Tensor(a!) out, int threads, int arg=0) -> (int, str)", &emu_selftest);

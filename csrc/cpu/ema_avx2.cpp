@@ -1,5 +1,0 @@
-// ema.cpp compiled again for AVX2 + FMA, into namespace fused_attn::cpu::avx2 (see isa.h).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FUSED_ATTN_ISA avx2
-#include "ema.cpp"
-#endif

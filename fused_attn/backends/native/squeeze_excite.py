@@ -1,0 +1,30 @@
+"""Native passes of the squeeze_excite family (csrc/cpu/squeeze_excite.cpp, csrc/cuda/squeeze_excite.cpp)."""
+from __future__ import annotations
+
+import torch
+
+from ._library import DTYPES, kernels  # noqa: F401  (DTYPES is part of the backend interface)
+
+OPS = {"channel_squeeze", "squeeze_excite"}
+
+
+def channel_squeeze_reduce(x: torch.Tensor) -> torch.Tensor:
+    """mean over H, W -> [B, C] in the accumulation dtype."""
+    return kernels().channel_squeeze_reduce(x)
+
+
+def channel_squeeze_grad_input(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return kernels().channel_squeeze_grad_input(grad, x)
+
+
+def channel_scale(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return kernels().channel_scale(x, s)
+
+
+def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return kernels().squeeze_excite_grad_gate(grad_y, x)
+
+
+def squeeze_excite_grad_input(grad_y: torch.Tensor, x: torch.Tensor, s: torch.Tensor,
+                              grad_pooled: torch.Tensor) -> torch.Tensor:
+    return kernels().squeeze_excite_grad_input(grad_y, x, s, grad_pooled)

@@ -1,0 +1,366 @@
+"""The sample registry: for every op, its kernel passes and its public function, what to call them with, and
+how to check them (as PyTorch's OpInfo). Everything that runs the ops over many inputs reads it: the backend
+contract tests (cpu, triton, the emulated and the real cuda), opcheck, gradcheck, `python -m fused_attn.selfcheck`,
+tools/sanitize_cuda.py, tools/check_triton_kernels.py and bench/cases.py. Adding an op is one OpInfo here (plus
+its PassInfos) and its kernels.
+
+  PASSES[name]   PassInfo: the family module holding the pass, its arguments for a Case (drawn by a Maker; the
+                 auxiliary ones, e.g. a saved argmax, computed by the reference), how each output is checked,
+                 its kernel variants and per-consumer grid overrides
+  OPS[name]      OpInfo: its passes (== fused_attn.dispatch.OP_PASSES), variants (first: the main one), the
+                 public function's inputs and call, which inputs take gradients, the custom ops' argument lists
+  GRIDS[name]    the cases each consumer runs: "cpu", "cuda" (GPU and emulator), "interpreter" (Triton on CPU),
+                 "sanitizer", "public", "opcheck", "gradcheck", "selfcheck", "aot" (Triton compile check)
+
+  pass_cases(name, grid) / op_cases(op, grid)   the Cases of a pass / an op on a grid
+  pass_args(name, case, device)                 a pass's arguments; None where the variant does not use it
+  sample(op, case, device)                      a public-function Sample: inputs, grads, call(backend)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .. import functional as FA
+from ..backends.reference import channel_pool as ref_pool
+from ..backends.reference import ema_core as ref_core
+from .cases import DTYPES, LAYOUTS, Case, Grid, GridSpec, Maker, Out, expand
+
+F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
+OPS_NS = torch.ops.fused_attn
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    name: str
+    family: str
+    args: Callable[[Maker, str], Optional[tuple]]   # (maker, variant) -> arguments, or None: not for this variant
+    outs: tuple                                     # Out per output, in order
+    variants: tuple = ("",)                         # the variants that reach different kernel code
+    grids: dict = field(default_factory=dict)       # grid name -> GridSpec replacing GRIDS[name] for this pass
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    name: str
+    passes: tuple
+    variants: tuple                                 # public-function variants, the main one first
+    inputs: Callable[[Maker, str], list]            # public inputs (None: an absent optional input)
+    call: Callable[[list, str, str], torch.Tensor]  # (inputs, variant, backend) -> output
+    custom_op: Callable                             # (inputs, variant, backend) -> (overload, args): forward op
+    backward_op: Callable                           # (inputs, variant, backend) -> (overload, args): backward op
+    grids: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    op: OpInfo
+    case: Case
+    inputs: list
+
+    @property
+    def grads(self) -> tuple:
+        """Indices of the inputs that receive gradients: every floating tensor."""
+        return tuple(i for i, t in enumerate(self.inputs) if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+    def call(self, backend: str, inputs: Optional[list] = None) -> torch.Tensor:
+        return self.op.call(self.inputs if inputs is None else inputs, self.case.variant, backend)
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _stats(variant: str) -> tuple:
+    return tuple(variant.split(","))
+
+
+def _other_layout(m: Maker) -> str:
+    return "nchw" if m.case.layout == "channels_last" else "channels_last"
+
+
+def ema_groups(c: int) -> int:
+    """The registry's default EMA groups for C channels (cg = 1 included): 4 | C, else C (C > 3), else 1."""
+    return 4 if c % 4 == 0 else (c if c > 3 else 1)
+
+
+def _groups(m: Maker, variant: str) -> int:
+    for part in variant.split(";"):
+        if part.startswith("groups="):
+            return int(part[7:])
+    return ema_groups(m.c)
+
+
+def _side_dtype(m: Maker, variant: str) -> torch.dtype:
+    """ema_core's hw, x2 dtype: the case's, or "side=bfloat16" (autocast convolutions beside an fp32 x)."""
+    for part in variant.split(";"):
+        if part.startswith("side="):
+            return getattr(torch, part[5:])
+    return m.dtype
+
+
+def _gate_parts(variant: str):
+    parts, _, spatial = variant.partition(":")
+    return parts, (F32 if spatial == "s32" else None)
+
+
+def _mlp_inputs(m: Maker, variant: str) -> list:
+    """The SE MLP's weights, Linear layout, hidden width max(1, C // 4), scaled by fan-in."""
+    c, cr = m.c, max(1, m.c // 4)
+    bias = not variant.endswith(",nobias")
+    return [m.t(cr, c, scale=c ** -0.5), m.t(cr) if bias else None, m.t(c, cr, scale=cr ** -0.5),
+            m.t(c) if bias else None]
+
+
+def _act_gate(variant: str) -> tuple:
+    act, gate = variant.split(",")[:2]
+    return act, gate
+
+
+# --------------------------------------------------------------------------------------------------- grids
+CPU_SHAPES = ((2, 17, 7, 9), (1, 3, 5, 5), (1, 1, 1, 5), (3, 16, 1, 1), (2, 16, 5, 7))
+# (2, 130, 9, 15): several column tiles and row chunks of the CUDA two-stage reductions in both layouts (fp32);
+# (1, 8, 40, 40): several strip-pool row blocks
+CUDA_SHAPES = ((3, 5, 7, 9), (1, 1, 1, 5), (3, 16, 1, 1), (2, 17, 7, 9), (2, 130, 9, 15), (1, 8, 40, 40))
+# Triton's interpreter costs ~5 ms a program: tiny shapes (the tests shrink the tiles to cross them)
+INTERPRETER_SHAPES = ((2, 6, 5, 3), (1, 1, 1, 1), (2, 3, 1, 5), (1, 4, 4, 7))
+SANITIZER_SHAPES = ((2, 5, 7, 9), (1, 1, 1, 5), (2, 130, 9, 15), (1, 8, 40, 40), (1, 300, 3, 5))
+# Triton ahead-of-time compile matrix (tools/check_triton_kernels.py): odd small maps, C = 1 / 3, H = W = 1, and
+# large ones, so the block-size heuristics pick different BLOCK sizes, splits and chunks
+AOT_SHAPES = {"quick": ((2, 5, 7, 3), (4, 64, 56, 56), (1, 3, 1, 1)),
+              "full": ((2, 5, 7, 3), (4, 64, 56, 56), (2, 256, 14, 14), (1, 3, 1, 1), (1, 1, 9, 17))}
+# over 2^31 elements (the int64 paths), run on the meta device: a batch stride of 2^31; P = H * W = 2^31
+AOT_HUGE_SHAPES = ((2, 65536, 256, 128), (1, 2, 4194304, 512))
+
+GRIDS: dict[str, GridSpec] = {
+    # "mixed": a pass's 4-D arguments in different layouts (x channels_last, a gradient NCHW, a third sliced)
+    "cpu": Grid(CPU_SHAPES, DTYPES, LAYOUTS + ("mixed",)),
+    # every shape in float32 and bfloat16, four in float64 and float16, the sliced copy path in float32
+    "cuda": (Grid(CUDA_SHAPES, (F32, BF16)), Grid(CUDA_SHAPES[:3] + CUDA_SHAPES[4:5], (F64, F16)),
+             Grid(CUDA_SHAPES[:4:3], (F32,), ("sliced",))),
+    "interpreter": (Grid(INTERPRETER_SHAPES, (F32, F64)), Grid(INTERPRETER_SHAPES[:1], (F16, BF16), ("channels_last",))),
+    "sanitizer": (Grid(SANITIZER_SHAPES, (F32,)), Grid(SANITIZER_SHAPES[:3:2], (BF16,))),
+    "public": (Grid(((2, 8, 6, 5),), DTYPES, LAYOUTS),),
+    "opcheck": Grid(((2, 8, 5, 6),), (F32,)),
+    "gradcheck": Grid(((1, 4, 2, 3),), (F64,), ("nchw", "channels_last")),
+    "selfcheck": Grid(((2, 32, 9, 7),), (F32,), ("nchw",)),
+    "aot": Grid(AOT_SHAPES["quick"], (F32, F16, BF16, F64)),
+}
+PARTS = ("csr", "c", "s", "r", "cs", "sr", "cr", "")
+STAT_VARIANTS = ("max,mean,std", "mean,max", "std,mean", "max", "mean")   # every channel_pool kernel variant
+ACT_VARIANTS = ("silu,sigmoid", "relu,sigmoid,nobias", "hardswish,hardsigmoid")
+# (shape, groups): cg = 1, 4, 5, 8 (several tiles per image); (1, 8, 40, 40) in one group does not fit the CUDA
+# tile cache in fp32 / fp64 (the L2 re-read path); cg = 300 > 256 takes the channels_last fallback reduction
+EMA_CUDA_CASES = tuple((s, f"groups={g}") for s, g in (
+    ((3, 5, 7, 9), 1), ((1, 1, 1, 5), 1), ((3, 16, 1, 1), 4), ((2, 16, 5, 7), 2), ((2, 24, 9, 6), 3),
+    ((1, 8, 40, 40), 1), ((1, 300, 3, 5), 1)))
+
+
+# apply_gates: one odd shape on CPU (the parts are the variants); on CUDA two (one multi-tile), the spatial gate in
+# float32 beside any y ("<parts>:s32"), every part subset in float32 / bfloat16, a third of them in float64 / float16
+_GATE_SHAPES = ((2, 17, 7, 9), (2, 130, 9, 15))
+_GATE_GRIDS = {"cpu": Grid(CPU_SHAPES[:1], DTYPES, LAYOUTS + ("mixed",)),
+               "cuda": (Grid(_GATE_SHAPES, (F32, BF16), LAYOUTS, lambda vs: tuple(v + ":s32" for v in vs)),
+                        Grid(_GATE_SHAPES, (F64, F16), ("nchw", "channels_last"),
+                             lambda vs: tuple(v + ":s32" for v in vs[::3])))}
+
+
+def _cuda_ema_grid() -> GridSpec:
+    return (Grid(EMA_CUDA_CASES, DTYPES), Grid(EMA_CUDA_CASES, (F32,), ("sliced", "mixed")))
+
+
+# ---------------------------------------------------------------------------------------------- the passes
+def _grad_and_x(m: Maker) -> tuple:
+    """(grad, x), x drawn first (in the "mixed" layout: x channels_last, grad NCHW)."""
+    x = m.x4()
+    return m.x4(), x
+
+
+def _pool_grad_args(m: Maker, v: str) -> tuple:
+    x = m.x4()
+    out, argmax, moments = ref_pool.channel_pool_reduce(x, _stats(v))
+    return m.x4(out.shape, layout="nchw"), x, argmax, moments, _stats(v)
+
+
+def _gates_args(m: Maker, v: str, grads: bool) -> tuple:
+    parts, spatial_dtype = _gate_parts(v)
+    y = m.x4()
+    ch = m.t(m.b, m.c, kind="positive") if "c" in parts else None
+    sp = m.t(m.b, m.h, m.w, kind="positive", dtype=spatial_dtype) if "s" in parts else None
+    if grads:
+        return m.x4(layout="nchw"), y, ch, sp
+    return y, ch, sp, m.x4(layout=_other_layout(m)) if "r" in parts else None
+
+
+def _core_inputs(m: Maker, v: str) -> tuple:
+    """x, hw, x2, gn_weight, gn_bias (x2 drawn second: the "mixed" layout gives x channels_last, x2 NCHW)."""
+    side = _side_dtype(m, v)
+    cg = m.c // _groups(m, v)
+    x, x2 = m.x4(), m.x4(dtype=side)
+    return x, m.t(m.b, m.c, m.h + m.w, dtype=side), x2, m.t(cg, kind="positive"), m.t(cg, scale=0.5)
+
+
+def _core_grads_args(m: Maker, v: str) -> tuple:
+    x, hw, x2, gw, gb = _core_inputs(m, v)
+    g = m.x4()
+    groups = _groups(m, v)
+    _, mean, rstd = ref_core.ema_core_combine(x, hw, x2, gw, gb, groups, EPS)
+    return g, x, hw, x2, gw, gb, mean, rstd, groups, EPS
+
+
+_PASSES = (
+    PassInfo("channel_pool_reduce", "channel_pool", lambda m, v: (m.x4(), _stats(v)),
+             (Out("out", like=0), Out("argmax", torch.int32, compare="equal"), Out("moments", "acc")), STAT_VARIANTS),
+    PassInfo("channel_pool_grad_input", "channel_pool", _pool_grad_args, (Out("grad_x", like=1),), STAT_VARIANTS),
+    PassInfo("channel_squeeze_reduce", "squeeze_excite", lambda m, v: (m.x4(),), (Out("mean", "acc"),)),
+    PassInfo("channel_squeeze_grad_input", "squeeze_excite", lambda m, v: (m.t(m.b, m.c, dtype="acc"), m.x4()),
+             (Out("grad_x", like=1),)),
+    PassInfo("channel_scale", "squeeze_excite",
+             lambda m, v: (m.x4(), m.t(m.b, m.c, dtype="acc", kind="positive")), (Out("y", like=0),)),
+    PassInfo("squeeze_excite_grad_gate", "squeeze_excite", lambda m, v: _grad_and_x(m), (Out("grad_gate", "acc"),)),
+    PassInfo("squeeze_excite_grad_input", "squeeze_excite",
+             lambda m, v: _grad_and_x(m) + (m.t(m.b, m.c, dtype="acc", kind="positive"), m.t(m.b, m.c, dtype="acc")),
+             (Out("grad_x", like=1),)),
+    PassInfo("apply_gates_combine", "apply_gates", lambda m, v: _gates_args(m, v, grads=False), (Out("out", like=0),),
+             PARTS, _GATE_GRIDS),
+    PassInfo("apply_gates_grads", "apply_gates", lambda m, v: _gates_args(m, v, grads=True),
+             (Out("grad_y", like=1), Out("grad_channel", 2, tol_of=2, contiguous=True),
+              Out("grad_spatial", 3, tol_of=3, contiguous=True)), PARTS, _GATE_GRIDS),
+    PassInfo("apply_gates_grad_gates", "apply_gates", lambda m, v: _gates_args(m, v, grads=True),
+             (Out("grad_channel", 2, tol_of=2, contiguous=True), Out("grad_spatial", 3, tol_of=3, contiguous=True)),
+             tuple(p for p in PARTS if {"c", "s"} <= set(p)), _GATE_GRIDS),
+    PassInfo("dual_attention_reduce", "dual_attention", lambda m, v: (m.x4(), m.t(m.c, scale=m.c ** -0.5)),
+             (Out("pooled", "acc"), Out("logit", "acc"))),
+    PassInfo("dual_attention_grad_input", "dual_attention",
+             lambda m, v: _grad_and_x(m) + (m.t(m.b, m.c, dtype="acc", kind="positive"),
+                                            m.t(m.b, m.h, m.w, dtype="acc", kind="positive"), m.t(m.c),
+                                            m.t(m.b, m.h, m.w, dtype="acc"), m.t(m.b, m.c, dtype="acc")),
+             (Out("grad_x", like=1), Out("grad_ws", "acc"))),
+    PassInfo("ema_strip_pool_reduce", "ema_strip_pool", lambda m, v: (m.x4(),), (Out("pooled", contiguous=True),)),
+    PassInfo("ema_strip_pool_grad_input", "ema_strip_pool",
+             lambda m, v: (lambda x: (m.t(m.b, m.c, m.h + m.w), x))(m.x4()), (Out("grad_x", like=1),)),
+    PassInfo("ema_core_combine", "ema_core", lambda m, v: _core_inputs(m, v) + (_groups(m, v), EPS),
+             (Out("out", like=0), Out("mean", "acc"), Out("rstd", "acc", compare="ratio")),
+             grids={"cuda": _cuda_ema_grid()}),
+    PassInfo("ema_core_grads", "ema_core", _core_grads_args,
+             (Out("grad_x", 1, like=1), Out("grad_hw", 2), Out("grad_x2", 3, like=3), Out("grad_gn_weight", 4),
+              Out("grad_gn_bias", 5)),
+             grids={"cuda": _cuda_ema_grid()}),
+)
+PASSES: dict[str, PassInfo] = {p.name: p for p in _PASSES}
+
+
+# ------------------------------------------------------------------------------------------------ the ops
+def _se_inputs(m: Maker, v: str) -> list:
+    return [m.x4(), *_mlp_inputs(m, v)]
+
+
+def _dual_inputs(m: Maker, v: str) -> list:
+    bias = not v.endswith(",nobias")
+    return [m.x4(), *_mlp_inputs(m, v), m.t(1, m.c, 1, 1, scale=m.c ** -0.5), m.t(1) if bias else None]
+
+
+def _core_op_inputs(m: Maker, v: str) -> list:
+    return list(_core_inputs(m, v))
+
+
+def _grad_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(t, memory_format=torch.contiguous_format)
+
+
+def _pool_backward(ins, v, be):
+    out, argmax, moments = OPS_NS.channel_pool(ins[0], v, be)
+    return OPS_NS.channel_pool_backward, (_grad_like(out), ins[0].detach(), argmax, moments, v, be)
+
+
+def _se_backward(ins, v, be):
+    x, w1, b1, w2, b2 = ins
+    y, pooled, z1, z2 = OPS_NS.squeeze_excite(x, w1, b1, w2, b2, *_act_gate(v), be)
+    return OPS_NS.squeeze_excite_backward, (_grad_like(y), x.detach(), w1, b1, w2, b2, pooled, z1, z2,
+                                            *_act_gate(v), be)
+
+
+def _dual_op_args(ins, v, be) -> tuple:
+    x, w1, b1, w2, b2, ws, bs = ins
+    return x, w1, b1, w2, b2, ws.reshape(-1), bs, *_act_gate(v), be
+
+
+def _dual_backward(ins, v, be):
+    args = _dual_op_args(ins, v, be)
+    out, pooled, z1, z2, zs = OPS_NS.dual_attention(*args)
+    return OPS_NS.dual_attention_backward, (_grad_like(out), ins[0].detach(), *args[1:7], pooled, z1, z2, zs,
+                                            *args[7:])
+
+
+def _core_backward(ins, v, be):
+    x, hw, x2, gw, gb = ins
+    groups = _core_groups(ins, v)
+    out, mean, rstd = OPS_NS.ema_core(x, hw, x2, gw, gb, groups, EPS, be)
+    return OPS_NS.ema_core_backward, (_grad_like(out), x.detach(), hw.detach(), x2.detach(), gw, gb, mean, rstd,
+                                      groups, EPS, be)
+
+
+def _core_groups(ins, v) -> int:
+    return _groups(Maker(Case(tuple(ins[0].shape)), "meta"), v)
+
+
+_OPS = (
+    OpInfo("channel_pool", ("channel_pool_reduce", "channel_pool_grad_input"),
+           STAT_VARIANTS + ("std", "std,max", "mean,std"), lambda m, v: [m.x4()],
+           lambda ins, v, be: FA.channel_pool(ins[0], _stats(v), backend=be),
+           lambda ins, v, be: (OPS_NS.channel_pool, (ins[0], v, be)), _pool_backward),
+    OpInfo("channel_squeeze", ("channel_squeeze_reduce", "channel_squeeze_grad_input"), ("",),
+           lambda m, v: [m.x4()], lambda ins, v, be: FA.channel_squeeze(ins[0], backend=be),
+           lambda ins, v, be: (OPS_NS.channel_squeeze, (ins[0], be)),
+           lambda ins, v, be: (OPS_NS.channel_squeeze_backward,
+                               (torch.randn(ins[0].shape[:2], dtype=ins[0].dtype, device=ins[0].device),
+                                ins[0].detach(), be))),
+    OpInfo("squeeze_excite", ("channel_squeeze_reduce", "channel_scale", "squeeze_excite_grad_gate",
+                              "squeeze_excite_grad_input"), ACT_VARIANTS, _se_inputs,
+           lambda ins, v, be: FA.squeeze_excite(*ins, *_act_gate(v), backend=be),
+           lambda ins, v, be: (OPS_NS.squeeze_excite, (*ins, *_act_gate(v), be)), _se_backward),
+    OpInfo("apply_gates", ("apply_gates_combine", "apply_gates_grads"), PARTS,
+           lambda m, v: list(_gates_args(m, v, grads=False)),
+           lambda ins, v, be: FA.apply_gates(*ins, backend=be),
+           lambda ins, v, be: (OPS_NS.apply_gates, (*ins, be)),
+           lambda ins, v, be: (OPS_NS.apply_gates_backward, (_grad_like(ins[0]), ins[0].detach(), ins[1], ins[2], be))),
+    OpInfo("dual_attention", ("dual_attention_reduce", "apply_gates_combine", "apply_gates_grad_gates",
+                              "dual_attention_grad_input"), ACT_VARIANTS, _dual_inputs,
+           lambda ins, v, be: FA.dual_attention(*ins, *_act_gate(v), backend=be),
+           lambda ins, v, be: (OPS_NS.dual_attention, _dual_op_args(ins, v, be)), _dual_backward),
+    OpInfo("ema_strip_pool", ("ema_strip_pool_reduce", "ema_strip_pool_grad_input"), ("",),
+           lambda m, v: [m.x4()], lambda ins, v, be: FA.ema_strip_pool(ins[0], backend=be),
+           lambda ins, v, be: (OPS_NS.ema_strip_pool, (ins[0], be)),
+           lambda ins, v, be: (OPS_NS.ema_strip_pool_backward,
+                               (torch.randn(*ins[0].shape[:2], sum(ins[0].shape[2:]), dtype=ins[0].dtype,
+                                            device=ins[0].device), ins[0].detach(), be))),
+    OpInfo("ema_core", ("ema_core_combine", "ema_core_grads"), ("",), _core_op_inputs,
+           lambda ins, v, be: FA.ema_core(*ins, _core_groups(ins, v), EPS, backend=be),
+           lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward),
+)
+OPS: dict[str, OpInfo] = {o.name: o for o in _OPS}
+
+
+# --------------------------------------------------------------------------------------------- the queries
+def pass_cases(name: str, grid: str) -> list[Case]:
+    info = PASSES[name]
+    return expand(info.grids.get(grid, GRIDS[grid]), info.variants)
+
+
+def op_cases(op: str, grid: str, variants: Optional[tuple] = None) -> list[Case]:
+    info = OPS[op]
+    return expand(info.grids.get(grid, GRIDS[grid]), variants or info.variants)
+
+
+def pass_args(name: str, case: Case, device="cpu") -> Optional[tuple]:
+    return PASSES[name].args(Maker(case, device), case.variant)
+
+
+def sample(op: str, case: Case, device="cpu") -> Sample:
+    info = OPS[op]
+    return Sample(info, case, info.inputs(Maker(case, device), case.variant))
+
+
+def unique_passes() -> list[str]:
+    """Every pass once, in registry order."""
+    return list(PASSES)
