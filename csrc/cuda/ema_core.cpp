@@ -1,7 +1,7 @@
-// CUDA bindings of ema_core (kernels: ema_core_kernels.cu; math: fused_attn/backends/reference/ema_core.py).
-// Same outputs as csrc/cpu/ema_core.cpp:
+// CUDA bindings of ema_core (kernels: fa_ema_core_combine, fa_ema_core_grads of ema_core_kernels.cu; math:
+// fused_attn/backends/reference/ema_core.py). The outputs of csrc/cpu/ema_core.cpp:
 //   ema_core_combine  (out like x, mean [B, C], rstd [B, C] in the accumulation dtype)
-//   ema_core_grads    (grad_x like x, grad_hw [B, C, H + W] in hw's dtype, grad_x2 in x2's layout,
+//   ema_core_grads    (grad_x like x, grad_hw [B, C, H + W] in hw's dtype, grad_x2 in x2's layout and dtype,
 //                      grad_gn_weight, grad_gn_bias in their dtypes)
 // x2 and grad_out are read in x's layout (copied when they differ). sigmoid(hw) and a1 = softmax(gn_bias) are
 // small aten ops here; the GroupNorm affine gradients are per-tile partials added in tile order (deterministic).
@@ -66,15 +66,17 @@ std::tuple<Tensor, Tensor, Tensor> ema_core_combine(const Tensor& x_in, const Te
   check_launch(fa_ema_core_combine(dtype_code(dt), in.fmt == at::MemoryFormat::ChannelsLast, in.x.const_data_ptr(),
                                    in.x2.const_data_ptr(), in.sig_hw.const_data_ptr(), in.gw.const_data_ptr(),
                                    in.gb.const_data_ptr(), in.a1.const_data_ptr(), out.mutable_data_ptr(),
-                                   mean.mutable_data_ptr(), rstd.mutable_data_ptr(), in.B, in.C, in.G, in.H, in.W,
-                                   eps, current_stream(in.x)),
+                                   mean.mutable_data_ptr(), rstd.mutable_data_ptr(), in.B, in.C, in.G, in.H, in.W, eps,
+                                   current_stream(in.x)),
                "ema_core_combine (C / groups too large for shared memory?)");
   return {out, mean, rstd};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(
-    const Tensor& grad_out, const Tensor& x_in, const Tensor& hw_in, const Tensor& x2_in, const Tensor& gn_weight,
-    const Tensor& gn_bias, const Tensor& mean_in, const Tensor& rstd_in, int64_t groups, double eps) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(const Tensor& grad_out, const Tensor& x_in,
+                                                                  const Tensor& hw_in, const Tensor& x2_in,
+                                                                  const Tensor& gn_weight, const Tensor& gn_bias,
+                                                                  const Tensor& mean_in, const Tensor& rstd_in,
+                                                                  int64_t groups, double eps) {
   (void)eps;  // the forward's statistics (mean, rstd) are reused
   const c10::DeviceGuard guard(x_in.device());
   const CoreInputs in = core_inputs(x_in, hw_in, x2_in, gn_weight, gn_bias, groups);
@@ -104,14 +106,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(
   const cudaStream_t stream = current_stream(in.x);
   if (work) {
     Tensor pix = at::empty({fa_ema_pixel_scratch(in.B, in.G, in.H, in.W)}, acc);
-    check_launch(fa_ema_core_grads(code, in.fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
-                                      in.x.const_data_ptr(), in.x2.const_data_ptr(), in.sig_hw.const_data_ptr(),
-                                      in.gw.const_data_ptr(), in.gb.const_data_ptr(), in.a1.const_data_ptr(),
-                                      mean.const_data_ptr(), rstd.const_data_ptr(), grad_x.mutable_data_ptr(),
-                                      grad_x2.mutable_data_ptr(), grad_hw.mutable_data_ptr(),
-                                      gn_part.mutable_data_ptr(),
-                                      pix.mutable_data_ptr(), in.B, in.C, in.G, in.H, in.W, stream),
-                 "ema_core_grads (C / groups too large for shared memory?)");
+    check_launch(
+        fa_ema_core_grads(code, in.fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(), in.x.const_data_ptr(),
+                          in.x2.const_data_ptr(), in.sig_hw.const_data_ptr(), in.gw.const_data_ptr(),
+                          in.gb.const_data_ptr(), in.a1.const_data_ptr(), mean.const_data_ptr(), rstd.const_data_ptr(),
+                          grad_x.mutable_data_ptr(), grad_x2.mutable_data_ptr(), grad_hw.mutable_data_ptr(),
+                          gn_part.mutable_data_ptr(), pix.mutable_data_ptr(), in.B, in.C, in.G, in.H, in.W, stream),
+        "ema_core_grads (C / groups too large for shared memory?)");
   }
   // GroupNorm affine gradients: the per-tile partials added in tile order
   const char* part = static_cast<const char*>(gn_part.const_data_ptr());
@@ -127,8 +128,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(
     grad_gw.zero_();
     grad_gb.zero_();
   }
-  // grad_x2 goes back in x2's own layout (a copy when it differs from x's)
-  return {grad_x, grad_hw.to(hw_in.scalar_type()), grad_x2.contiguous(format_of(x2_in)), grad_gw, grad_gb};
+  // grad_x2 goes back in x2's own dtype and layout (a copy when either differs from x's; autocast can hand
+  // x2 in bfloat16 beside a float32 x), as the cpu kernel and the pass contract say
+  return {grad_x, grad_hw.to(hw_in.scalar_type()), grad_x2.to(x2_in.scalar_type()).contiguous(format_of(x2_in)),
+          grad_gw, grad_gb};
 }
 
 }  // namespace

@@ -4,10 +4,11 @@
   s   = gate(ws . x[b, :, h, w] + bs)             [B, H, W]   (a 1x1 conv C -> 1)
   out = x * c * s
 
-Passes over x-sized tensors: forward 2 reads + 1 write (reduce: mean_hw x and the spatial logit together;
-apply), backward 4 reads + 1 write (grad_gates reads g, x; grad_input reads g, x and writes grad_x, reducing
-grad_ws on the way). Unfused (squeeze, 1x1 conv, apply_gates and their backwards, autograd's sums of the three
-x-gradient terms) it is about 16 passes. See fused_attn/backends/reference/dual_attention.py for the pass math.
+Passes over x-sized tensors: forward 2 reads + 1 write (dual_attention_reduce: mean_hw x and the spatial logit
+together; apply_gates_combine), backward 4 reads + 1 write (apply_gates_grad_gates reads g, x;
+dual_attention_grad_input reads g, x and writes grad_x, reducing grad_ws on the way). Unfused (squeeze, 1x1
+conv, apply_gates and their backwards, autograd's sums of the three x-gradient terms) it is about 16 passes.
+See fused_attn/backends/reference/dual_attention.py for the pass math.
 
 Passes (fused_attn.backends.<backend>.dual_attention, which also holds the two of the apply_gates family):
   dual_attention_reduce(x, ws [C]) -> (pooled [B, C], logit [B, H, W]), accumulation dtype
@@ -27,8 +28,8 @@ import torch
 from torch import Tensor
 
 from .. import _mlp, dispatch
-from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
+from . import _autocast, _eager
 
 
 def _impl(x: Tensor, backend: str):
@@ -68,7 +69,9 @@ def dual_attention_backward(grad_out: Tensor, x: Tensor, w1: Tensor, b1: Optiona
     grad_zs = grad_s * _mlp.gate_grad(gate, zs)
     grad_pooled, gw1, gb1, gw2, gb2 = _mlp.backward(grad_c, pooled, z1, z2, w1, b1, w2, b2, act, gate)
     grad_x, gws = impl.dual_attention_grad_input(grad_out, x, c, s, ws, grad_zs, grad_pooled)
-    return (grad_x, gw1, gb1 if gb1 is not None else x.new_empty((0,)), gw2, gb2 if gb2 is not None else x.new_empty((0,)),
+    # an absent bias gets an empty gradient of its own: custom op outputs must not alias each other
+    return (grad_x, gw1, gb1 if gb1 is not None else x.new_empty((0,)), gw2,
+            gb2 if gb2 is not None else x.new_empty((0,)),
             gws.to(ws.dtype).reshape(ws.shape),
             grad_zs.sum().to(bs.dtype).reshape(bs.shape) if bs is not None else x.new_empty((0,)))
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .. import dispatch
-from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
+from . import _autocast, _eager
 
 OP = "ema_core"
 
@@ -45,9 +45,7 @@ def ema_core_backward(grad_out: Tensor, x: Tensor, hw: Tensor, x2: Tensor, gn_we
                       backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     grad_x, grad_hw, grad_x2, grad_w, grad_b = _impl(x, backend).ema_core_grads(
         grad_out, x, hw, x2, gn_weight, gn_bias, mean, rstd, groups, eps)
-    # grad_x2 in x2's dtype, as the fake kernel says: the cpu kernel returns it in x's dtype when the two differ
-    # (x2 from an autocast conv beside an fp32 x); eager autograd would cast silently, a compiled backward not
-    return grad_x, grad_hw, grad_x2.to(x2.dtype), grad_w, grad_b
+    return grad_x, grad_hw, grad_x2, grad_w, grad_b
 
 
 @ema_core_backward.register_fake

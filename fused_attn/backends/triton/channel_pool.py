@@ -1,9 +1,9 @@
 """Triton channel pooling: max / mean / std (unbiased) over C per pixel, and its backward.
 
 Forward: one program per (b, pixel tile) loops over channel blocks, reading x exactly once:
-  running max + first argmax (NaN counts as the maximum, as torch.argmax), and per-pixel mean / M2
-  merged block by block with Chan's parallel update (each block's own mean and M2 computed two-pass in
-  registers), so the variance never comes from E[x^2] - E[x]^2.
+  running max + first argmax (NaN counts as the maximum, as torch.argmax), the mean as sum / C (as
+  torch.mean: an all -inf pixel gives -inf), and M2 merged block by block with Chan's parallel update (each
+  block's own mean and M2 computed two-pass in registers), so the variance never comes from E[x^2] - E[x]^2.
 Backward: one program per (b, pixel tile, channel chunk), pointwise over the chunk's channel blocks:
   grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)   (0 where std == 0)
 reading grad_out, the saved argmax / moments (per pixel, loaded once per program) and x only when std is
@@ -23,9 +23,9 @@ DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
 def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pblk,
-                             sx_b, sx_c, sx_p, so_b, so_k, so_p,
-                             K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
-                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                sx_b, sx_c, sx_p, so_b, so_k, so_p,
+                                K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
+                                BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """out[b, K_*, p] = max / mean / std over c of x[b, c, p] (K_* = -1: not asked);
     argmax[b, p] (int32) with max; moments[b, (0, 1), p] = (mean, std) with std."""
     b, _, t = cm.program_coords(n_pblk, 1)
@@ -37,6 +37,7 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
     mean = tl.full([BLOCK_P], 0, ACC)
     m2 = tl.full([BLOCK_P], 0, ACC)
     n = tl.full([BLOCK_P], 0, ACC)
+    total = tl.full([BLOCK_P], 0, ACC)   # the mean output is total / C, as torch.mean (Chan's merged mean feeds M2)
     cr = tl.arange(0, BLOCK_C)
     xp = x_ptr + b * sx_b + cr.to(tl.int64)[:, None] * sx_c + p64 * sx_p   # advanced by BLOCK_C channels a step
     for c0 in range(0, C, BLOCK_C):
@@ -59,7 +60,9 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
             best_i = tl.where(take, i, best_i)
         if K_MEAN >= 0 or K_STD >= 0:
             nb = tl.sum(tl.where(cmask, 1.0, 0.0).to(ACC), axis=0)
-            bmean = tl.sum(x, axis=0) / nb
+            bsum = tl.sum(x, axis=0)
+            total += bsum
+            bmean = bsum / nb
             d = tl.where(cmask, x - bmean[None, :], 0)
             delta = bmean - mean
             n_new = n + nb
@@ -70,6 +73,7 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
     if K_MAX >= 0:
         tl.store(base + K_MAX * so_k, best.to(out_ptr.dtype.element_ty), mask=pm)
         tl.store(argmax_ptr + b * P + p, best_i, mask=pm)
+    mean = total / C   # an all -inf pixel: -inf, where the merged mean's -inf - -inf would give NaN
     if K_MEAN >= 0:
         tl.store(base + K_MEAN * so_k, mean.to(out_ptr.dtype.element_ty), mask=pm)
     if K_STD >= 0:
@@ -81,9 +85,9 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
 def _channel_pool_grad_input_kernel(g_ptr, x_ptr, argmax_ptr, mom_ptr, gx_ptr, C, P, c_per_chunk, n_chunk, n_pblk,
-                             sg_b, sg_k, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
-                             K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
-                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                    sg_b, sg_k, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
+                                    K_MAX: tl.constexpr, K_MEAN: tl.constexpr, K_STD: tl.constexpr, ACC: tl.constexpr,
+                                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """grad_x[b, c, p] = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std).
     Program (b, channel chunk k, pixel tile t): the per-pixel terms are loaded once, then the chunk's
     channel blocks are written (x is read only for std)."""
@@ -154,7 +158,7 @@ def channel_pool_reduce(x: torch.Tensor, stats: tuple[str, ...]):
 
 
 def channel_pool_grad_input(grad_out: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor, moments: torch.Tensor,
-                          stats: tuple[str, ...]) -> torch.Tensor:
+                            stats: tuple[str, ...]) -> torch.Tensor:
     """grad_x [B, C, H, W] in x's dtype and layout."""
     b, c, h, w = x.shape
     p = h * w
