@@ -9,17 +9,16 @@ second-stage reduction runs, not only the single-tile fast path the tiny shapes 
 """
 import warnings
 
+import backend_contracts as bc
 import pytest
 import torch
+from common import assert_close, randn4d
 
 import fused_attn  # noqa: F401  (registers the ops)
 from fused_attn import dispatch
 from fused_attn import functional as FA
 from fused_attn.testing import registry
 from fused_attn.testing.cases import Case, check
-
-import backend_contracts as bc
-from common import assert_close, randn4d
 
 pytest.importorskip("triton")
 from fused_attn.backends.triton import _common as tcm  # noqa: E402
@@ -151,7 +150,8 @@ def test_more_than_2_31_elements():
     b, c, h, w = 2, 2048, 724, 725
     assert b * c * h * w > 2 ** 31
     x = torch.randn(b, c, h, w, device="cuda", dtype=torch.float16)
-    ch, sp = torch.rand(b, c, device="cuda", dtype=torch.float16), torch.rand(b, h, w, device="cuda", dtype=torch.float16)
+    ch = torch.rand(b, c, device="cuda", dtype=torch.float16)
+    sp = torch.rand(b, h, w, device="cuda", dtype=torch.float16)
     last = x[1].float()
     out = FA.apply_gates(x, ch, sp, backend="triton")
     assert_close(out[1, -4:], (last[-4:] * ch[1, -4:, None, None].float() * sp[1].float()).half())

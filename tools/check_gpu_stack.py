@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The GPU machine's software stack, minus the GPU: build and test fused_attn on torch 2.11.0+cu130 and triton 3.6.0.
 
-Those are the oldest torch and triton this project supports and exactly what the lent GPU machine runs
-(../shared/DESIGN.md §4), while `make setup` tests torch 2.13 (CPU build) and triton 3.9. Here, without a GPU:
+Those are the oldest torch and triton this project supports and what the GPU machines run, while `make setup`
+installs the newest (torch 2.14.1, its triton). Here, without a GPU:
 
   1. a venv, build/gpu_stack/venv: torch==2.11.0 from PyPI (its CUDA 13.0 build with the CUDA runtime packages,
      ~4.7 GB), triton==3.6.0 (torch 2.11's own pin), numpy<2.4 (triton 3.6's interpreter converts 1-element arrays
@@ -11,8 +11,8 @@ Those are the oldest torch and triton this project supports and exactly what the
   3. the extension built there WITH its CUDA kernels, as bench/gpu.sh builds it on the GPU machine: the bindings
      against torch's CUDA headers, the kernels by nvcc for sm_80 and sm_90, linked against the CUDA runtime;
      the build must load and report cuda=1;
-  4. the whole test suite there (Triton through its 3.6 interpreter, the CUDA kernels on the CPU emulator, the
-     CUDA-device tests skipped), then tools/check_triton_kernels.py --quick with triton 3.6.
+  4. the test suite there in parallel (Triton through its 3.6 interpreter, the CUDA kernels on the CPU emulator,
+     the CUDA-device tests skipped), then tools/check_triton_kernels.py --quick with triton 3.6.
 
   python3 tools/check_gpu_stack.py                 all four steps (cached: the venv, the build when unchanged)
   python3 tools/check_gpu_stack.py -- -k ema -x    pytest arguments after --
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from setup_env import build_is_current, run, sources_digest  # noqa: E402
 
 WORK = ROOT / "build" / "gpu_stack"
 STACK = ["torch==2.11.0", "triton==3.6.0"]
-TOOLS = ["numpy<2.4", "pytest", "expecttest", "hypothesis", "setuptools>=64", "wheel", "ninja"]
+TOOLS = ["numpy<2.4", "pytest", "pytest-xdist", "expecttest", "hypothesis", "setuptools>=64", "wheel", "ninja"]
 STACK_VERSIONS = "import torch, triton; assert torch.__version__ == '2.11.0+cu130' and triton.__version__ == '3.6.0'"
 MIN_FREE_GB = 12
 # what a build leaves in the tree copy; everything else there mirrors the working tree
@@ -53,14 +52,6 @@ def say(msg: str) -> None:
 def skip(msg: str, require: bool) -> None:
     say(("FAILED (--require): " if require else "SKIPPED: ") + msg)
     sys.exit(1 if require else 0)
-
-
-def cuda_home(nvcc: str) -> Path:
-    """The CUDA toolkit root of this nvcc (it may be a wrapper script, so ask it rather than follow the path)."""
-    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", "/dev/null", "-o", "/dev/null"],
-                         capture_output=True, text=True).stderr
-    m = re.search(r"^#\$ TOP=(.*)$", out, re.M)
-    return Path(m.group(1)).resolve() if m else Path(nvcc).resolve().parent.parent
 
 
 def setup_venv(require: bool) -> Path:
@@ -101,20 +92,15 @@ def mirror_tree(dest: Path) -> None:
     say(f"tree copy {dest}: {len(files)} files")
 
 
-def build(python: Path, tree: Path, nvcc: str) -> None:
+def build(python: Path, tree: Path) -> None:
     stamp = WORK / "build-stamp"
     digest = sources_digest(tree)
     probe = "import fused_attn._ext as e; assert e.built_with_cuda(), e.load_error() or e.build_info()"
     if build_is_current(stamp, digest, python, probe, cwd=tree):
         say("extension (with CUDA) is built and up to date")
         return
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    nv = Path(site) / "nvidia" / "cu13"  # cublas / cusparse / cusolver headers torch's CUDA headers include
-    env = dict(os.environ, FORCE_CUDA="1", CUDA_HOME=str(cuda_home(nvcc)), TORCH_CUDA_ARCH_LIST="8.0;9.0",
-               MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 2)),
-               CPATH=os.pathsep.join(filter(None, [str(nv / "include"), os.environ.get("CPATH")])),
-               LIBRARY_PATH=os.pathsep.join(filter(None, [str(nv / "lib"), os.environ.get("LIBRARY_PATH")])))
+    # setup.py finds CUDA_HOME from nvcc, the arch list (sm_80, sm_90) and the CUDA wheels' headers itself
+    env = dict(os.environ, FORCE_CUDA="1", MAX_JOBS=os.environ.get("MAX_JOBS", str(os.cpu_count() or 2)))
     t0 = time.time()
     run([python, "-m", "pip", "install", "-q", "-e", ".", "--no-build-isolation", "--no-deps"], cwd=tree, env=env)
     say(f"built the extension with CUDA (sm_80, sm_90) in {time.time() - t0:.0f} s")
@@ -138,9 +124,9 @@ def main() -> None:
     python = setup_venv(args.require)
     tree = WORK / "tree"
     mirror_tree(tree)
-    build(python, tree, nvcc)
+    build(python, tree)
     run([python, "-m", "fused_attn.info"], cwd=tree)
-    run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args.pytest_args or [])], cwd=tree)
+    run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args.pytest_args or ["-n", "auto"])], cwd=tree)
     if not args.pytest_args:
         run([python, "tools/check_triton_kernels.py", "--quick"], cwd=tree)
     say(f"OK: torch 2.11.0+cu130 / triton 3.6.0, CUDA extension built, tests passed ({time.time() - t0:.0f} s)")

@@ -63,14 +63,17 @@ class Grid:
         return out
 
 
-GridSpec = Union[Grid, tuple]   # one Grid or a tuple of them
+GridSpec = Union[Grid, tuple]   # one Grid or a tuple of grid specs
+
+
+def _grids(spec: GridSpec) -> list[Grid]:
+    return [spec] if isinstance(spec, Grid) else [g for s in spec for g in _grids(s)]
 
 
 def expand(spec: GridSpec, variants: tuple) -> list[Case]:
     """Every case of a grid spec, duplicates dropped (first occurrence kept)."""
-    grids = (spec,) if isinstance(spec, Grid) else spec
     seen, out = set(), []
-    for grid in grids:
+    for grid in _grids(spec):
         for case in grid.cases(variants):
             if case not in seen:
                 seen.add(case)

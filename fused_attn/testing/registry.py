@@ -10,7 +10,8 @@ its PassInfos) and its kernels.
   OPS[name]      OpInfo: its passes (== fused_attn.dispatch.OP_PASSES), variants (first: the main one), the
                  public function's inputs and call, which inputs take gradients, the custom ops' argument lists
   GRIDS[name]    the cases each consumer runs: "cpu", "cuda" (GPU and emulator), "interpreter" (Triton on CPU),
-                 "sanitizer", "public", "opcheck", "gradcheck", "selfcheck", "aot" (Triton compile check)
+                 "sanitizer", "public", "opcheck", "gradcheck", "selfcheck", "aot" / "aot-quick" / "aot-huge"
+                 (Triton compile check)
 
   pass_cases(name, grid) / op_cases(op, grid)   the Cases of a pass / an op on a grid
   pass_args(name, case, device)                 a pass's arguments; None where the variant does not use it
@@ -69,6 +70,22 @@ class Sample:
     def call(self, backend: str, inputs: Optional[list] = None) -> torch.Tensor:
         return self.op.call(self.inputs if inputs is None else inputs, self.case.variant, backend)
 
+    def run(self, backend: str, grad_out: Optional[torch.Tensor] = None, inputs: Optional[list] = None) -> tuple:
+        """(output, gradients of the `grads` inputs, grad_out) on `backend`, through fresh leaves that keep the
+        inputs' strides ("sliced", "expanded" stay so; detached views, not copies); grad_out is drawn from a
+        normal distribution when not given."""
+        inputs = [t.detach().requires_grad_() if i in self.grads else t
+                  for i, t in enumerate(inputs or self.inputs)]
+        out = self.call(backend, inputs)
+        if grad_out is None:
+            grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, [inputs[i] for i in self.grads], grad_out)
+        return out, grads, grad_out
+
+    def float64_inputs(self) -> list:
+        """The inputs as float64 copies (the reference's inputs)."""
+        return [t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in self.inputs]
+
 
 # ------------------------------------------------------------------------------------------------- helpers
 def _stats(variant: str) -> tuple:
@@ -125,12 +142,45 @@ CUDA_SHAPES = ((3, 5, 7, 9), (1, 1, 1, 5), (3, 16, 1, 1), (2, 17, 7, 9), (2, 130
 # Triton's interpreter costs ~5 ms a program: tiny shapes (the tests shrink the tiles to cross them)
 INTERPRETER_SHAPES = ((2, 6, 5, 3), (1, 1, 1, 1), (2, 3, 1, 5), (1, 4, 4, 7))
 SANITIZER_SHAPES = ((2, 5, 7, 9), (1, 1, 1, 5), (2, 130, 9, 15), (1, 8, 40, 40), (1, 300, 3, 5))
-# Triton ahead-of-time compile matrix (tools/check_triton_kernels.py): odd small maps, C = 1 / 3, H = W = 1, and
-# large ones, so the block-size heuristics pick different BLOCK sizes, splits and chunks
+# Triton ahead-of-time compile matrix (tools/check_triton_kernels.py). GRIDS["aot"] (full) / "aot-quick": the public
+# functions' cases: each op's main variant on AOT_SHAPES in every dtype, NCHW and channels_last; its other variants
+# on AOT_VARIANT_SHAPES (+ ema_core's hw, x2 in bf16 / fp16 beside an fp32 x); the main variant "sliced" and
+# "mixed" in fp32 / bf16 on AOT_STRIDE_SHAPES. Odd small maps, C = 1 / 3, H = W = 1, and large ones, so the
+# block-size heuristics pick different BLOCK sizes, splits and chunks (and integers equal to 1 specialise)
 AOT_SHAPES = {"quick": ((2, 5, 7, 3), (4, 64, 56, 56), (1, 3, 1, 1)),
               "full": ((2, 5, 7, 3), (4, 64, 56, 56), (2, 256, 14, 14), (1, 3, 1, 1), (1, 1, 9, 17))}
-# over 2^31 elements (the int64 paths), run on the meta device: a batch stride of 2^31; P = H * W = 2^31
+AOT_VARIANT_SHAPES = {"quick": ((2, 5, 7, 3),), "full": ((2, 5, 7, 3), (2, 256, 14, 14))}
+AOT_STRIDE_SHAPES = {"quick": (), "full": ((2, 5, 7, 3), (4, 64, 56, 56))}
+AOT_DTYPES = (F32, F16, BF16, F64)
+# GRIDS["aot-huge"]: over 2^31 elements (the int64 paths), every pass's main variant on the meta device: a batch
+# stride of 2^31; P = H * W = 2^31 (W = 512: the EMA kernels tile whole rows, and a W of 32768 gives [2, 1, 32768]
+# tiles that take minutes to compile). The EMA core in groups of 8 / 2 channels (a tile holds a whole group)
 AOT_HUGE_SHAPES = ((2, 65536, 256, 128), (1, 2, 4194304, 512))
+AOT_HUGE_EMA_GROUPS = (8192, 1)
+
+
+def _main_variant(variants: tuple) -> tuple:
+    return variants[:1]
+
+
+def _other_variants(variants: tuple) -> tuple:
+    return variants[1:]
+
+
+def _aot_grid(mode: str) -> GridSpec:
+    return (Grid(AOT_SHAPES[mode], AOT_DTYPES, variants=_main_variant),
+            Grid(AOT_VARIANT_SHAPES[mode], AOT_DTYPES, variants=_other_variants),
+            Grid(AOT_STRIDE_SHAPES[mode], (F32, BF16), ("sliced", "mixed"), _main_variant))
+
+
+def _aot_ema_core_grid(mode: str) -> GridSpec:
+    sides = tuple((s, f"side={d}") for s in AOT_VARIANT_SHAPES[mode] for d in ("bfloat16", "float16"))
+    return _aot_grid(mode) + (Grid(sides, (F32,)),)
+
+
+_AOT_EMA_CORE_GRIDS = {"aot": _aot_ema_core_grid("full"), "aot-quick": _aot_ema_core_grid("quick")}
+_AOT_HUGE_EMA_CORE = Grid(tuple((s, f"groups={g}") for s, g in zip(AOT_HUGE_SHAPES, AOT_HUGE_EMA_GROUPS)),
+                          (F32, BF16))
 
 GRIDS: dict[str, GridSpec] = {
     # "mixed": a pass's 4-D arguments in different layouts (x channels_last, a gradient NCHW, a third sliced)
@@ -138,13 +188,16 @@ GRIDS: dict[str, GridSpec] = {
     # every shape in float32 and bfloat16, four in float64 and float16, the sliced copy path in float32
     "cuda": (Grid(CUDA_SHAPES, (F32, BF16)), Grid(CUDA_SHAPES[:3] + CUDA_SHAPES[4:5], (F64, F16)),
              Grid(CUDA_SHAPES[:4:3], (F32,), ("sliced",))),
-    "interpreter": (Grid(INTERPRETER_SHAPES, (F32, F64)), Grid(INTERPRETER_SHAPES[:1], (F16, BF16), ("channels_last",))),
+    "interpreter": (Grid(INTERPRETER_SHAPES, (F32, F64)),
+                    Grid(INTERPRETER_SHAPES[:1], (F16, BF16), ("channels_last",))),
     "sanitizer": (Grid(SANITIZER_SHAPES, (F32,)), Grid(SANITIZER_SHAPES[:3:2], (BF16,))),
     "public": (Grid(((2, 8, 6, 5),), DTYPES, LAYOUTS),),
     "opcheck": Grid(((2, 8, 5, 6),), (F32,)),
     "gradcheck": Grid(((1, 4, 2, 3),), (F64,), ("nchw", "channels_last")),
     "selfcheck": Grid(((2, 32, 9, 7),), (F32,), ("nchw",)),
-    "aot": Grid(AOT_SHAPES["quick"], (F32, F16, BF16, F64)),
+    "aot": _aot_grid("full"),
+    "aot-quick": _aot_grid("quick"),
+    "aot-huge": Grid(AOT_HUGE_SHAPES, (F32, BF16), variants=_main_variant),
 }
 PARTS = ("csr", "c", "s", "r", "cs", "sr", "cr", "")
 STAT_VARIANTS = ("max,mean,std", "mean,max", "std,mean", "max", "mean")   # every channel_pool kernel variant
@@ -165,8 +218,12 @@ _GATE_GRIDS = {"cpu": Grid(CPU_SHAPES[:1], DTYPES, LAYOUTS + ("mixed",)),
                              lambda vs: tuple(v + ":s32" for v in vs[::3])))}
 
 
-def _cuda_ema_grid() -> GridSpec:
-    return (Grid(EMA_CUDA_CASES, DTYPES), Grid(EMA_CUDA_CASES, (F32,), ("sliced", "mixed")))
+# hw and x2 in bfloat16 beside a float32 x (autocast's convolutions): grad_hw, grad_x2 in their own dtypes
+_EMA_SIDE = Grid((((2, 16, 5, 7), "side=bfloat16"), ((1, 8, 40, 40), "groups=1;side=bfloat16")), (F32,),
+                 ("nchw", "channels_last", "mixed"))
+_EMA_GRIDS = {"cpu": (GRIDS["cpu"], _EMA_SIDE),
+              "cuda": (Grid(EMA_CUDA_CASES, DTYPES), Grid(EMA_CUDA_CASES, (F32,), ("sliced", "mixed")), _EMA_SIDE),
+              "interpreter": (GRIDS["interpreter"], Grid((((2, 8, 3, 5), "side=bfloat16"),), (F32,), ("mixed",)))}
 
 
 # ---------------------------------------------------------------------------------------------- the passes
@@ -241,11 +298,12 @@ _PASSES = (
              lambda m, v: (lambda x: (m.t(m.b, m.c, m.h + m.w), x))(m.x4()), (Out("grad_x", like=1),)),
     PassInfo("ema_core_combine", "ema_core", lambda m, v: _core_inputs(m, v) + (_groups(m, v), EPS),
              (Out("out", like=0), Out("mean", "acc"), Out("rstd", "acc", compare="ratio")),
-             grids={"cuda": _cuda_ema_grid()}),
+             grids={**_EMA_GRIDS, "aot-huge": _AOT_HUGE_EMA_CORE}),
     PassInfo("ema_core_grads", "ema_core", _core_grads_args,
-             (Out("grad_x", 1, like=1), Out("grad_hw", 2), Out("grad_x2", 3, like=3), Out("grad_gn_weight", 4),
+             (Out("grad_x", 1, like=1), Out("grad_hw", 2, tol_of=2),
+              Out("grad_x2", 3, like=3, tol_of=3), Out("grad_gn_weight", 4),
               Out("grad_gn_bias", 5)),
-             grids={"cuda": _cuda_ema_grid()}),
+             grids={**_EMA_GRIDS, "aot-huge": _AOT_HUGE_EMA_CORE}),
 )
 PASSES: dict[str, PassInfo] = {p.name: p for p in _PASSES}
 
@@ -336,7 +394,8 @@ _OPS = (
                                             device=ins[0].device), ins[0].detach(), be))),
     OpInfo("ema_core", ("ema_core_combine", "ema_core_grads"), ("",), _core_op_inputs,
            lambda ins, v, be: FA.ema_core(*ins, _core_groups(ins, v), EPS, backend=be),
-           lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward),
+           lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward,
+           grids=_AOT_EMA_CORE_GRIDS),
 )
 OPS: dict[str, OpInfo] = {o.name: o for o in _OPS}
 
