@@ -1,7 +1,9 @@
 """`python -m bench`: fused_attn's benchmark suite (docs/bench.md).
 
-Every op and module row is timed for each provider: eager PyTorch (the seed-style formulation), torch.compile
-of it, and fused_attn on each backend that serves it here; figures per provider: median time (20/80
+Every op and module row is timed for each provider: eager PyTorch (the row's baseline, plain PyTorch as users
+write it: the op in torch ops, or the module fused_attn's replaces, from torchvision / timm / ultralytics, the
+seed documents or the official code; bench/baselines), torch.compile of it, and fused_attn on each backend that
+serves it here; figures per provider: median time (20/80
 percentiles), speedup vs eager and vs torch.compile, effective GB/s from the minimal bytes and its fraction of
 a device-to-device copy, and the max error against a float64 reference. Prints the table as it goes; writes
 JSON, Markdown and (with matplotlib) PNG files to --out (default $OUT, else bench/out).
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import cases, env, report, runner
+from . import baselines, cases, env, report, runner
 from .timing import Timer
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -108,7 +110,7 @@ def report_order(rows: list, rows_plan: list) -> list:
     """Rows grouped by dtype, then case (in the order cases are defined), then size, then mode."""
     keys = []
     case_order = {id(c): n for n, c in enumerate(cases.OP_CASES + cases.MODULE_CASES)}
-    for n, (kind, case, dims, dtype, mode) in enumerate(rows_plan[:len(rows)]):
+    for n, (_kind, case, dims, dtype, mode) in enumerate(rows_plan[:len(rows)]):
         first_size = next(i for i, p in enumerate(rows_plan) if p[1] is case and p[2] == dims)
         keys.append((str(dtype), case_order[id(case)], first_size, cases.MODES.index(mode), n))
     return [rows[k[-1]] for k in sorted(keys)]
@@ -155,6 +157,25 @@ def shapes_of(rows_plan: list) -> dict:
     return shapes
 
 
+def baseline_meta(rows_plan: list) -> dict:
+    """What each planned case's eager provider runs: {case: {kind, name, source, mapping (weights mapped)}};
+    a module case with no candidate available here has name None and `missing` (why)."""
+    out: dict = {}
+    for kind, case, _, _, _ in rows_plan:
+        if case.name in out:
+            continue
+        if kind == "op":
+            out[case.name] = {"kind": kind, "name": case.baseline, "source": runner.OP_BASELINES}
+            continue
+        try:
+            b = case.baseline()
+            out[case.name] = {"kind": kind, "name": b.name, "source": b.version(),
+                              **({"mapping": b.mapping} if b.mapping else {})}
+        except baselines.Missing as exc:
+            out[case.name] = {"kind": kind, "name": None, "missing": str(exc)}
+    return out
+
+
 def run_rows(rows_plan: list, cfg: runner.Config, out: report.Progress, json_path: Path, meta: dict) -> list:
     """Run every planned row (or mark it skipped past the time limit), rewriting the JSON after each."""
     rows: list = []
@@ -188,15 +209,16 @@ def main(argv=None) -> int:
     cfg = runner.Config(device, timer, args.backends, args.time_limit)
     meta = env.metadata(device)
     meta.update(suite=suite_name(args), tag=args.tag, dtypes=args.dtypes, shapes=shapes_of(rows_plan),
-                providers_legend=runner.LEGEND, timer=timer.describe(), seed_modules=str(runner.seed_path()),
-                seed_modules_sha256=env.file_digest(runner.seed_path()))
+                providers_legend=runner.LEGEND, timer=timer.describe(), baselines=baseline_meta(rows_plan),
+                seed_modules="bench/baselines/seed_modules.py",
+                seed_modules_sha256=env.file_digest(baselines.HERE / "seed_modules.py"))
     paths = output_paths(args, meta)
     out = report.Progress()
     out.print(f"fused_attn bench: {len(rows_plan)} rows on {meta['device_name']} ({device}), torch {meta['torch']}, "
               f"triton {meta['triton']}, git {meta['git']['sha'][:12]}; backends here: "
               f"{', '.join(meta['available_backends'])}")
     out.print(f"timer: {meta['timer']}")
-    out.print(f"seed modules (module rows' eager): {meta['seed_modules']}")
+    out.print(report.baselines_line(meta["baselines"]))
     out.print(f"providers: {runner.LEGEND}")
     out.print(f"writing {paths['json']} (+ .md, .png)\n")
     out.print(report.COLUMNS)

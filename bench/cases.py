@@ -1,11 +1,17 @@
 """What the benchmark measures: op rows and module rows.
 
-An op row runs one fused_attn op (or op variant) on random inputs. Its providers are the eager, seed-style
-PyTorch formulation (`eager`), `torch.compile` of that formulation (`compile`), and the fused_attn function
-through its custom op on each backend that serves it (`reference` is the pure-PyTorch oracle behind the op).
+An op row runs one fused_attn op (or op variant) at one of the bench's sizes. Its inputs and its fused call come
+from the sample registry (fused_attn/testing/registry.py: OPS[op].inputs drawn by a Maker for a Case of the
+row's shape, dtype and variant, every 4-D tensor dense NCHW; OPS[op].call(inputs, variant, backend)). Its
+providers are the op written out in plain torch ops (`eager`, bench/baselines/torch_ops.py, named per row),
+`torch.compile` of that (`compile`), and the fused_attn function through its custom op on each backend that
+serves it (`reference` is the pure-PyTorch oracle behind the op, also the float64 reference).
+
+A module row times a whole attention module against the module it replaces (bench/baselines/__init__.py).
 
 Minimal bytes (the figure behind GB/s). x is [B, C, H, W], e = bytes per element of the row's dtype,
-N = B*C*H*W, P = B*H*W, Q = B*C, S = B*C*(H+W), k = number of pooled stats, Cr = C // 16, cg = C / groups:
+N = B*C*H*W, P = B*H*W, Q = B*C, S = B*C*(H+W), k = number of pooled stats, Cr = the SE hidden width (the
+registry's, C // 4), cg = C / groups:
   forward   every input read once + every output written once
   backward  grad_out read once + the forward inputs the backward needs read once + every gradient written
             once (a gradient that is grad_out itself, like a residual's, aliases it and moves nothing)
@@ -15,20 +21,24 @@ Markdown do); docs/bench.md lists them.
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 import math
-import sys
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .env import ROOT
+from fused_attn.testing import registry
+from fused_attn.testing.cases import Case, Maker
+
+from . import baselines
+from .baselines import torch_ops
 
 Dims = tuple  # (B, C, H, W)
 MODES = ("fwd", "fwd+bwd")
+VGG_CLASSES = baselines.VGG_CLASSES
+SE_VARIANT = "relu,sigmoid,nobias"   # SEBlock's gate: ReLU, sigmoid, no biases
 
 
 def ema_groups(c: int) -> int:
@@ -36,121 +46,11 @@ def ema_groups(c: int) -> int:
     return next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0 and (c // g >= 2 or g == 1))
 
 
+@functools.lru_cache(maxsize=None)
 def se_hidden(c: int) -> int:
-    """Squeeze-excite hidden width, reduction 16 as SEBlock's default."""
-    return max(c // 16, 1)
-
-
-# --------------------------------------------------------------------------------------------------- inputs
-def _randn(shape, dtype, device, scale=1.0) -> Tensor:
-    return (torch.randn(shape, device=device, dtype=torch.float32) * scale).to(dtype)
-
-
-def _gate(shape, dtype, device) -> Tensor:
-    """A gate in (0, 1), like a sigmoid's output."""
-    return torch.sigmoid(torch.randn(shape, device=device, dtype=torch.float32)).to(dtype)
-
-
-# ------------------------------------------------------------------------------------ eager, seed-style ops
-def load_module(name: str, path) -> object:
-    """Import a file as module `name`, registered in sys.modules (torch.compile re-imports traced code's module)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# tests/seed_style.py: the ops written in plain PyTorch as the seed modules and the official EMA write them (the
-# tests' independent oracle); the eager rows time exactly those
-SEED_STYLE = load_module("fused_attn_bench_seed_style", ROOT / "tests" / "seed_style.py")
-
-
-def eager_channel_pool3(x):
-    """MultiScaleAttention's spatial descriptor: cat(max, mean, std over channels)."""
-    return SEED_STYLE.channel_pool(x, ("max", "mean", "std"))
-
-
-def eager_channel_pool2(x):
-    """CBAM's spatial descriptor: cat(max, mean over channels)."""
-    return SEED_STYLE.channel_pool(x, ("max", "mean"))
-
-
-def eager_squeeze_excite(x, w1, w2):
-    """SEBlock / channel attention: pool, 1x1, ReLU, 1x1, sigmoid, x * gate.expand_as(x)."""
-    return SEED_STYLE.squeeze_excite(x, w1, None, w2, None)
-
-
-def eager_dual_attention(x, w1, w2, ws):
-    """DualAttention: x * channel_att(x) * sigmoid(conv1x1 C -> 1 (x))."""
-    return SEED_STYLE.dual_attention(x, w1, None, w2, None, ws, None)
-
-
-def eager_gates_full(y, channel, spatial, residual):
-    """MultiScaleAttention's tail: x + fused_feat * channel_att * spatial_att."""
-    return SEED_STYLE.apply_gates(y, channel, spatial, residual)
-
-
-def eager_gates_channel(y, channel):
-    """A channel gate alone: x * channel_weights."""
-    return SEED_STYLE.apply_gates(y, channel)
-
-
-def eager_channel_squeeze(x):
-    """AdaptiveAvgPool2d(1), flattened."""
-    return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-
-def eager_ema_strip_pool(x):
-    """EMA's pool_h, pool_w (permuted) and cat, as [B, C, H + W]."""
-    return SEED_STYLE.ema_strip_pool(x)
-
-
-def eager_ema_core(x, hw, x2, gn_weight, gn_bias):
-    """The official EMA forward after its two convolutions (hw = conv1x1 output, x2 = conv3x3 output)."""
-    return SEED_STYLE.ema_core(x, hw, x2, gn_weight, gn_bias, ema_groups(x.shape[1]))
-
-
-# ---------------------------------------------------------------------------------------------- fused calls
-def _fa():
-    from fused_attn import functional
-    return functional
-
-
-def fused_channel_pool3(x, backend):
-    return _fa().channel_pool(x, ("max", "mean", "std"), backend=backend)
-
-
-def fused_channel_pool2(x, backend):
-    return _fa().channel_pool(x, ("max", "mean"), backend=backend)
-
-
-def fused_squeeze_excite(x, w1, w2, backend):
-    return _fa().squeeze_excite(x, w1, None, w2, None, backend=backend)
-
-
-def fused_dual_attention(x, w1, w2, ws, backend):
-    return _fa().dual_attention(x, w1, None, w2, None, ws, None, backend=backend)
-
-
-def fused_gates_full(y, channel, spatial, residual, backend):
-    return _fa().apply_gates(y, channel=channel, spatial=spatial, residual=residual, backend=backend)
-
-
-def fused_gates_channel(y, channel, backend):
-    return _fa().apply_gates(y, channel=channel, backend=backend)
-
-
-def fused_channel_squeeze(x, backend):
-    return _fa().channel_squeeze(x, backend=backend)
-
-
-def fused_ema_strip_pool(x, backend):
-    return _fa().ema_strip_pool(x, backend=backend)
-
-
-def fused_ema_core(x, hw, x2, gn_weight, gn_bias, backend):
-    return _fa().ema_core(x, hw, x2, gn_weight, gn_bias, ema_groups(x.shape[1]), backend=backend)
+    """The squeeze-excite hidden width of the registry's inputs (w1 is [Cr, C])."""
+    meta = registry.OPS["squeeze_excite"].inputs(Maker(Case((1, c, 1, 1)), "meta"), SE_VARIANT)
+    return meta[1].shape[0]
 
 
 # ------------------------------------------------------------------------------------------------ op cases
@@ -174,25 +74,79 @@ class Bytes:
         return self.n, self.p, self.q, self.s, self.g, self.w
 
     def formula(self) -> str:
-        terms = [f"{'' if k == 1 else k}{sym}" for k, sym in zip(self._coefficients(), ("N", "P", "Q", "S", "cg", "CrC"))
-                 if k]
+        symbols = ("N", "P", "Q", "S", "cg", "CrC")
+        terms = [f"{'' if k == 1 else k}{sym}" for k, sym in zip(self._coefficients(), symbols) if k]
         return f"e ({' + '.join(terms)}): {self.what}"
 
 
 @dataclass(frozen=True)
 class OpCase:
-    name: str                                   # row label
-    op: str                                     # the fused_attn op whose backends serve the row
-    make: Callable[[Dims, torch.dtype, str], list]   # random inputs
-    grads: tuple                                # indices of the inputs that receive gradients
-    eager: Callable                             # seed-style PyTorch, eager(*inputs)
-    fused: Callable                             # fused(*inputs, backend)
-    fwd_bytes: Bytes                            # minimal bytes of the forward
-    bwd_bytes: Bytes                            # minimal bytes of the backward
+    name: str           # row label
+    op: str             # the registry's op (OPS[op]) and the fused_attn op whose backends serve the row
+    variant: str        # the registry variant; "{groups}" stands for ema_groups(C)
+    baseline: str       # the eager provider (bench/baselines/torch_ops.py OPS[op]) as the row names it
+    fwd_bytes: Bytes    # minimal bytes of the forward
+    bwd_bytes: Bytes    # minimal bytes of the backward
+
+    def variant_for(self, dims: Dims) -> str:
+        return self.variant.format(groups=ema_groups(dims[1]))
+
+    def sample(self, dims: Dims, dtype: torch.dtype, device) -> registry.Sample:
+        return registry.sample(self.op, Case(tuple(dims), dtype, "nchw", self.variant_for(dims)), device)
+
+    def make(self, dims: Dims, dtype: torch.dtype, device) -> list:
+        """The registry's inputs for this size, the absent optional ones (None) left out, 4-D ones dense NCHW."""
+        inputs = self.sample(dims, dtype, device).inputs
+        return [t.contiguous() if t.dim() == 4 else t for t in inputs if t is not None]
+
+    @property
+    def grads(self) -> tuple:
+        """Indices of the `make` inputs that receive gradients: all of them (every one is a floating tensor)."""
+        return tuple(range(len(_present(self.op, self.variant_for(_PROBE)))))
+
+    def bind(self, dims: Dims) -> tuple:
+        """(eager(*args), fused(*args, backend)) for `make` inputs of this size."""
+        variant, probe = self.variant_for(dims), self.variant_for(_PROBE)
+        present, arity = _present(self.op, probe), len(_arity(self.op, probe))
+        eager_fn, info = torch_ops.OPS[self.op], registry.OPS[self.op]
+
+        def expand(args) -> list:
+            full = [None] * arity
+            for i, a in zip(present, args):
+                full[i] = a
+            return full
+
+        def eager(*args):
+            return eager_fn(expand(args), variant)
+
+        def fused(*args, backend):
+            return info.call(expand(args), variant, backend)
+        return eager, fused
+
+    def eager(self, *args) -> Tensor:
+        return self.bind(tuple(args[0].shape))[0](*args)
+
+    def fused(self, *args, backend: str) -> Tensor:
+        return self.bind(tuple(args[0].shape))[1](*args, backend=backend)
 
     def bytes(self, dims: Dims, elem: int, mode: str) -> int:
         fwd = self.fwd_bytes(dims, elem)
         return fwd if mode == "fwd" else fwd + self.bwd_bytes(dims, elem)
+
+
+_PROBE = (1, 64, 2, 3)   # which inputs a variant has does not depend on the size
+
+
+@functools.lru_cache(maxsize=None)
+def _arity(op: str, variant: str) -> tuple:
+    """The registry's public inputs of (op, variant): True where present, False where None."""
+    inputs = registry.OPS[op].inputs(Maker(Case(_PROBE, variant=variant), "meta"), variant)
+    return tuple(t is not None for t in inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def _present(op: str, variant: str) -> tuple:
+    return tuple(i for i, p in enumerate(_arity(op, variant)) if p)
 
 
 def _pool_bytes(k: int) -> tuple:
@@ -200,60 +154,30 @@ def _pool_bytes(k: int) -> tuple:
             Bytes("read grad_out and x, write grad_x", n=2, p=k))
 
 
-def _x(d, dt, dev):
-    return [_randn(d, dt, dev)]
-
-
-def _se_inputs(d, dt, dev):
-    c, cr = d[1], se_hidden(d[1])
-    return [_randn(d, dt, dev), _randn((cr, c), dt, dev, c ** -0.5), _randn((c, cr), dt, dev, cr ** -0.5)]
-
-
-def _dual_inputs(d, dt, dev):
-    c = d[1]
-    return _se_inputs(d, dt, dev) + [_randn((1, c, 1, 1), dt, dev, c ** -0.5)]
-
-
-def _gates_full_inputs(d, dt, dev):
-    b, c, h, w = d
-    return [_randn(d, dt, dev), _gate((b, c), dt, dev), _gate((b, h, w), dt, dev), _randn(d, dt, dev)]
-
-
-def _gates_channel_inputs(d, dt, dev):
-    return [_randn(d, dt, dev), _gate(d[:2], dt, dev)]
-
-
-def _ema_inputs(d, dt, dev):
-    b, c, h, w = d
-    cg = c // ema_groups(c)
-    return [_randn(d, dt, dev), _randn((b, c, h + w), dt, dev), _randn(d, dt, dev),
-            1 + _randn((cg,), dt, dev, 0.1), _randn((cg,), dt, dev, 0.1)]
-
-
 OP_CASES = (
-    OpCase("channel_pool(max,mean,std)", "channel_pool", _x, (0,), eager_channel_pool3, fused_channel_pool3,
-           *_pool_bytes(3)),
-    OpCase("channel_pool(max,mean)", "channel_pool", _x, (0,), eager_channel_pool2, fused_channel_pool2,
+    OpCase("channel_pool(max,mean,std)", "channel_pool", "max,mean,std",
+           "torch.cat([x.max(1)[0], x.mean(1), x.std(1)], 1)", *_pool_bytes(3)),
+    OpCase("channel_pool(max,mean)", "channel_pool", "max,mean", "torch.cat([x.max(1)[0], x.mean(1)], 1)",
            *_pool_bytes(2)),
-    OpCase("squeeze_excite", "squeeze_excite", _se_inputs, (0, 1, 2), eager_squeeze_excite, fused_squeeze_excite,
+    OpCase("squeeze_excite", "squeeze_excite", SE_VARIANT, "x * sigmoid(conv1x1(relu(conv1x1(avgpool x))))",
            Bytes("read x, w1, w2, write y", n=2, w=2),
            Bytes("read grad_y, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),
-    OpCase("dual_attention", "dual_attention", _dual_inputs, (0, 1, 2, 3), eager_dual_attention,
-           fused_dual_attention, Bytes("read x, w1, w2, write out", n=2, w=2),
+    OpCase("dual_attention", "dual_attention", SE_VARIANT, "x * se_gate(x) * sigmoid(conv1x1 C->1 (x))",
+           Bytes("read x, w1, w2, write out", n=2, w=2),
            Bytes("read grad_out, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),
-    OpCase("apply_gates(c,s,res)", "apply_gates", _gates_full_inputs, (0, 1, 2, 3), eager_gates_full,
-           fused_gates_full, Bytes("read y, channel, spatial, residual, write out", n=3, p=1, q=1),
+    OpCase("apply_gates(c,s,res)", "apply_gates", "csr", "r + y * c[:, :, None, None] * s[:, None]",
+           Bytes("read y, channel, spatial, residual, write out", n=3, p=1, q=1),
            Bytes("read grad_out, y, channel, spatial; write grad_y, grad_channel, grad_spatial (grad_residual "
                  "is grad_out)", n=3, p=2, q=2)),
-    OpCase("apply_gates(c)", "apply_gates", _gates_channel_inputs, (0, 1), eager_gates_channel,
-           fused_gates_channel, Bytes("read y and channel, write out", n=2, q=1),
+    OpCase("apply_gates(c)", "apply_gates", "c", "y * c[:, :, None, None]",
+           Bytes("read y and channel, write out", n=2, q=1),
            Bytes("read grad_out, y, channel; write grad_y, grad_channel", n=3, q=2)),
-    OpCase("channel_squeeze", "channel_squeeze", _x, (0,), eager_channel_squeeze, fused_channel_squeeze,
+    OpCase("channel_squeeze", "channel_squeeze", "", "F.adaptive_avg_pool2d(x, 1).flatten(1)",
            Bytes("read x, write [B, C]", n=1, q=1),
            Bytes("read grad [B, C], write grad_x (x itself is not needed)", n=1, q=1)),
-    OpCase("ema_strip_pool", "ema_strip_pool", _x, (0,), eager_ema_strip_pool, fused_ema_strip_pool,
+    OpCase("ema_strip_pool", "ema_strip_pool", "", "torch.cat([pool_h(x), pool_w(x).permute(0,1,3,2)], 2)",
            Bytes("read x, write [B, C, H + W]", n=1, s=1), Bytes("read grad [B, C, H + W], write grad_x", n=1, s=1)),
-    OpCase("ema_core", "ema_core", _ema_inputs, (0, 1, 2, 3, 4), eager_ema_core, fused_ema_core,
+    OpCase("ema_core", "ema_core", "groups={groups}", "official EMA forward between its convs and the output",
            Bytes("read x, x2, hw, GroupNorm weight and bias; write out", n=3, s=1, g=2),
            Bytes("read grad_out, x, x2, hw, GroupNorm params; write grad_x, grad_x2, grad_hw, GroupNorm grads",
                  n=5, s=2, g=4)),
@@ -263,17 +187,19 @@ OP_CASES = (
 # -------------------------------------------------------------------------------------------- module cases
 @dataclass(frozen=True)
 class ModuleCase:
-    name: str                   # class name in fused_attn and in the seed modules, or "vgg16_se"
+    name: str                   # class name in fused_attn (fused_attn.models for a network), or "vgg16_se"
     ops: tuple                  # the fused_attn ops the module uses (informational)
-    seed_kwargs: Callable = lambda m: {}   # extra forward kwargs for the seed module
     model: bool = False         # a whole network: its fwd+bwd row is a training step (cross-entropy loss)
 
-    def build(self, namespace, backend: Optional[str] = None, channels: int = 0):
-        """Instantiate from `namespace` (the seed module file, or fused_attn / fused_attn.models)."""
-        kwargs = {} if backend is None else {"backend": backend}
+    def baseline(self) -> baselines.Baseline:
+        """The eager module it is timed against (bench/baselines); baselines.Missing if none is available."""
+        return baselines.for_module(self.name)
+
+    def build(self, namespace, backend: str, channels: int = 0, **kwargs):
+        """fused_attn's module from `namespace` (fused_attn or fused_attn.models) on `backend`."""
         if self.model:
-            return getattr(namespace, self.name)(num_classes=VGG_CLASSES, **kwargs)
-        return getattr(namespace, self.name)(channels, **kwargs)
+            return getattr(namespace, self.name)(num_classes=VGG_CLASSES, backend=backend)
+        return getattr(namespace, self.name)(channels, backend=backend, **kwargs)
 
     def bytes(self, dims: Dims, elem: int, mode: str, n_params: int) -> Optional[int]:
         """MODULE_BYTES; None for a whole network (not meaningful there)."""
@@ -284,7 +210,6 @@ class ModuleCase:
         return fwd if mode == "fwd" else fwd + elem * (3 * n + 2 * n_params)
 
 
-VGG_CLASSES = 10
 MODULE_BYTES = ("lower bound e (2N + Np) fwd, + e (3N + 2Np) bwd: x read, out written, Np parameters read; "
                 "backward: grad_out and x read, grad_x and the parameter gradients written")
 
@@ -294,9 +219,8 @@ MODULE_CASES = (
     ModuleCase("DualAttention", ("dual_attention",)),
     ModuleCase("LiteDualAttention", ("dual_attention",)),
     ModuleCase("EMA", ("ema_strip_pool", "ema_core")),
-    # the seed EMAX's own group sampling cannot run (see seed_modules.py): run it with its fixed groups
-    ModuleCase("EMAX", ("ema_strip_pool", "ema_core", "squeeze_excite"), lambda m: {"groups": m.groups}),
-    ModuleCase("CBAM", ("channel_pool", "squeeze_excite", "apply_gates")),
+    ModuleCase("EMAX", ("ema_strip_pool", "ema_core", "squeeze_excite")),
+    ModuleCase("CBAM", ("channel_squeeze", "channel_pool", "apply_gates")),
     ModuleCase("vgg16_se", ("squeeze_excite",), model=True),
 )
 

@@ -47,8 +47,8 @@ run build 240 "$PY" -m pip install -e . --no-build-isolation --no-deps -q
 
 step "environment"
 run info 60 "$PY" -m fused_attn.info
-"$PY" -c "from bench.runner import seed_path; p = seed_path(); print('seed modules (eager module rows):', p or
-  'NOT FOUND: module rows will time fused_attn(backend=reference) as eager; carry bench/out/seed_modules.py')" |
+# the module rows' eager baselines (bench/baselines): CBAM's is timm's where timm is installed, else the official code
+"$PY" -c "from bench import baselines; print('eager baselines (module rows):', baselines.describe())" 2>&1 |
     tee -a "$LOG"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>&1 |
     tee -a "$LOG"

@@ -9,7 +9,8 @@ from typing import Optional
 
 from . import cases
 
-COLUMNS = (f"    {'provider':<34}{'median ms':>11}  {'p20-p80 ms':<17}{'GB/s':>8}{'%copy':>8}"
+LABEL_WIDTH = 38
+COLUMNS = (f"    {'provider':<{LABEL_WIDTH}}{'median ms':>11}  {'p20-p80 ms':<17}{'GB/s':>8}{'%copy':>8}"
            f"{'x eager':>9}{'x compile':>10}{'max err':>10}  notes")
 
 
@@ -36,12 +37,14 @@ def row_header(row: dict, index: int, total: int, elapsed_s: float) -> str:
         extra += f"; copy {copy['gbps']:.1f} GB/s"
     if row.get("rotation_sets"):
         extra += f"; {row['rotation_sets']} input sets"
+    if row.get("baseline"):
+        extra += f"; baseline {row['baseline']}"
     return f"[{index:>3}/{total} {int(elapsed_s) // 60:>3}:{int(elapsed_s) % 60:02d}] {row_title(row)} {extra}"
 
 
 def provider_line(p: dict) -> str:
     if p["status"] != "ok":
-        return f"    {p['label']:<34}{p['status'].upper():>11}  {p.get('reason', '')}"
+        return f"    {p['label']:<{LABEL_WIDTH}}{p['status'].upper():>11}  {p.get('reason', '')}"
     spread = f"{p['p20_ms']:.3f}-{p['p80_ms']:.3f}"
     pct = None if p.get("frac_copy") is None else 100 * p["frac_copy"]
     notes = []
@@ -51,9 +54,22 @@ def provider_line(p: dict) -> str:
         notes.append(p["note"])
     err = p.get("max_err")
     err_s = "-" if err is None else ("INF/NAN" if isinstance(err, str) or not math.isfinite(err) else f"{err:.1e}")
-    return (f"    {p['label']:<34}{p['median_ms']:>11.3f}  {spread:<17}{_num(p.get('gbps'), '.2f'):>8}"
+    return (f"    {p['label']:<{LABEL_WIDTH}}{p['median_ms']:>11.3f}  {spread:<17}{_num(p.get('gbps'), '.2f'):>8}"
             f"{_num(pct, '.1f'):>8}{_num(p.get('speedup_vs_eager'), '.2f'):>9}"
             f"{_num(p.get('speedup_vs_compile'), '.2f'):>10}{err_s:>10}  {'; '.join(notes)}")
+
+
+def baselines_line(found: dict) -> str:
+    """The header's account of the eager providers (meta["baselines"]): where the op rows' expressions live, and
+    each module row's baseline (with its package version, or why there is none)."""
+    ops = [b for b in found.values() if b["kind"] == "op"]
+    modules = [f"{name} = {b['name']}" + ("" if b["source"].startswith("bench/") else f" ({b['source']})")
+               if b.get("name") else f"{name} = none ({b['missing']})"
+               for name, b in found.items() if b["kind"] == "module"]
+    lines = [f"eager baselines, op rows: the op in plain torch ops ({ops[0]['source']}), named per row"] if ops else []
+    if modules:
+        lines.append("eager baselines, module rows: " + ", ".join(modules))
+    return "\n".join(lines) or "eager baselines: no rows planned"
 
 
 class Progress:
@@ -80,7 +96,7 @@ def summary(rows: list) -> str:
     """One line per row: eager median and every other provider's speedup over eager (compile's in brackets)."""
     names = [n for n in provider_names(rows) if n != "eager"]
     head = f"{'':<7}{'row':<28}{'shape':<15}{'dtype':<9}{'mode':<8}{'eager ms':>10}" + \
-        "".join(f"{n:>18}" for n in names)
+        "".join(f"{n:>18}" for n in names) + "  baseline (eager)"
     lines = ["speedup vs eager [vs torch.compile] (n/a: not available here; err: failed; !: max err > 1e-2)",
              head, "-" * len(head)]
     for row in rows:
@@ -97,7 +113,9 @@ def summary(rows: list) -> str:
                 bad = isinstance(p.get("max_err"), str) or (p.get("max_err") or 0) > 1e-2
                 cells.append(f"{_num(p.get('speedup_vs_eager'), '.2f')}"
                              f"[{_num(p.get('speedup_vs_compile'), '.2f')}]{'!' if bad else ''}")
-        status = "" if row["status"] == "ok" else f"  {row['status']}: {row.get('reason', '')}"
+        status = f"  {row.get('baseline') or '-'}"
+        if row["status"] != "ok":
+            status += f"  {row['status']}: {row.get('reason', '')}"
         lines.append(row_title(row) + f"{_num(eager, '.3f'):>10}" + "".join(f"{c:>18}" for c in cells) + status)
     return "\n".join(lines)
 
@@ -152,9 +170,9 @@ def markdown(meta: dict, rows: list) -> str:
              f"- providers: {meta['providers_legend']}",
              f"- wall time {meta.get('wall_s', 0):.0f} s; compile times are excluded from the medians", "",
              "GB/s = minimal bytes (see byte formulas below) / median time; % copy = that over the GB/s of a "
-             "device-to-device copy (dst.copy_(x), preallocated) of a tensor of x's size in the same run. x eager, x compile: "
-             "speedup over the eager PyTorch and torch.compile medians. max err: max |out - ref| / max |ref| over "
-             "the output and every gradient, ref = the float64 reference.", "",
+             "device-to-device copy (dst.copy_(x), preallocated) of a tensor of x's size in the same run. x eager, "
+             "x compile: speedup over the eager baseline's and torch.compile's medians. max err: max |out - ref| / "
+             "max |ref| over the output and every gradient, ref = the float64 reference.", "",
              "| kind | row | shape | dtype | mode | provider | median ms | p20-p80 ms | GB/s | % copy | x eager "
              "| x compile | max err | compile s |",
              "| --- | --- | --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -164,20 +182,26 @@ def markdown(meta: dict, rows: list) -> str:
             lines.append(head + f"| {row['status']}: {_md(row.get('reason', ''))} |" + " |" * 8)
             continue
         for p in row["providers"]:
+            label = _md(f"eager: {row['baseline']}" if p["name"] == "eager" and row.get("baseline") else p["label"])
             if p["status"] != "ok":
-                lines.append(head + f"| {p['label']} | {p['status']}: {_md(p.get('reason', ''))} |" + " |" * 7)
+                lines.append(head + f"| {label} | {p['status']}: {_md(p.get('reason', ''))} |" + " |" * 7)
                 continue
-            lines.append(head + f"| {p['label']} | {p['median_ms']:.3f} | {p['p20_ms']:.3f}-{p['p80_ms']:.3f} "
+            lines.append(head + f"| {label} | {p['median_ms']:.3f} | {p['p20_ms']:.3f}-{p['p80_ms']:.3f} "
                          f"| {_md_cell(p, 'gbps', '.2f')} | {_md_cell(p, 'frac_copy', '.1f', 100)} "
                          f"| {_md_cell(p, 'speedup_vs_eager', '.2f')} | {_md_cell(p, 'speedup_vs_compile', '.2f')} "
                          f"| {_md_cell(p, 'max_err', '.1e')} | {_md_cell(p, 'compile_s', '.1f')} |")
+    lines += ["", "## Eager baselines (bench/baselines)", "", "| row | eager runs | from | weights |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {_md(b.get('name') or 'none: ' + b.get('missing', ''))} | {_md(b.get('source', ''))} "
+              f"| {_md(b.get('mapping', 'its state_dict, loaded strictly' if b['kind'] == 'module' else ''))} |"
+              for name, b in meta.get("baselines", {}).items()]
     copies = {(shape_str(r["shape"]), r["dtype"]): r["copy"] for r in rows if r.get("copy")}
     lines += ["", "## Copy baselines (dst.copy_(x) of a tensor of x's size; GB/s counts read + write)", "",
               "| shape | dtype | ms | GB/s |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {shape} | {dtype} | {c['ms']:.3f} | {c['gbps']:.2f} |" for (shape, dtype), c in copies.items()]
     lines += ["", "## Byte formulas", "",
               "e = bytes per element, x [B, C, H, W], N = BCHW, P = BHW, Q = BC, S = BC(H+W), k stats, "
-              "Cr = C/16, cg = C/groups; fwd+bwd rows count fwd + bwd.", "",
+              "Cr = the SE hidden width (C/4, the sample registry's), cg = C/groups; fwd+bwd rows count fwd + bwd.", "",
               "| row | forward | backward |", "| --- | --- | --- |"]
     lines += [f"| {n} | {f['fwd']} | {f['bwd']} |" for n, f in formulas().items() if n != "modules"]
     lines += [f"| modules | {cases.MODULE_BYTES} | |", ""]

@@ -11,49 +11,29 @@ import copy
 import functools
 import importlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from . import cases
-from .env import ROOT
+from . import baselines, cases
 from .timing import Rotation, Timer, measure_copy, rotation_count, sync
 
 EAGER, COMPILE, REFERENCE, AUTO = "eager", "compile", "reference", "auto"
 KERNEL_BACKENDS = ("cpu", "cuda", "triton")
 PROVIDERS = (EAGER, COMPILE, REFERENCE) + KERNEL_BACKENDS + (AUTO,)
-LEGEND = ("eager = seed-style PyTorch (op rows) or the seed module; torch.compile = torch.compile(eager), "
-          "default mode; fused_attn[b] = fused_attn's custom op (op rows) or module served by backend b "
+LEGEND = ("eager = the row's baseline in plain PyTorch (op rows: the op in torch ops; module rows: the module "
+          "fused_attn's replaces: torchvision / timm / ultralytics where it is one, else the seed or official "
+          "code; bench/baselines); torch.compile = torch.compile(eager), default mode; fused_attn[b] = "
+          "fused_attn's custom op (op rows) or module served by backend b, with the baseline's weights "
           "(reference: the pure-PyTorch oracle behind the custom op; auto: fused_attn's own choice per op)")
+OP_BASELINES = "bench/baselines/torch_ops.py"
 
 
 class NotAvailable(Exception):
     """A provider that cannot run here (reported as n/a with the message)."""
-
-
-# --------------------------------------------------------------------------------------------- seed modules
-def seed_path() -> Optional[Path]:
-    """The seed modules file: $FUSED_ATTN_SEED_MODULES (the file or its folder), else
-    ../shared/reference/seed_modules.py beside the repository, else shared/reference/ inside it, else
-    bench/out/seed_modules.py (a copy carried to another machine)."""
-    env = os.environ.get("FUSED_ATTN_SEED_MODULES")
-    candidates = [Path(env), Path(env) / "seed_modules.py"] if env else []
-    candidates += [ROOT.parent / "shared" / "reference" / "seed_modules.py",
-                   ROOT / "shared" / "reference" / "seed_modules.py", ROOT / "bench" / "out" / "seed_modules.py"]
-    return next((p.resolve() for p in candidates if p.is_file()), None)
-
-
-@functools.lru_cache(maxsize=None)
-def seed_modules():
-    path = seed_path()
-    if path is None:
-        return None
-    return cases.load_module("fused_attn_bench_seed_modules", path)
 
 
 def fused_namespace(case: cases.ModuleCase):
@@ -117,12 +97,12 @@ def _compiled(fn):
     return torch.compile(fn)
 
 
-def op_providers(case: cases.OpCase, cfg: Config, dtype) -> list:
-    def fused(backend):
-        return lambda: (functools.partial(case.fused, backend=backend), [], None)
-    found = [Provider(EAGER, "eager (seed-style)", lambda: (case.eager, [], None)),
-             Provider(COMPILE, "torch.compile", lambda: (_compiled(case.eager), [], None))]
-    found += [Provider(b, fused_label(b), fused(b))
+def op_providers(case: cases.OpCase, eager: Callable, fused: Callable, cfg: Config, dtype) -> list:
+    def ours(backend):
+        return lambda: (functools.partial(fused, backend=backend), [], None)
+    found = [Provider(EAGER, "eager: torch ops", lambda: (eager, [], None)),
+             Provider(COMPILE, "torch.compile", lambda: (_compiled(eager), [], None))]
+    found += [Provider(b, fused_label(b), ours(b))
               for b in [REFERENCE] + _kernel_backends_for_op(case.op, cfg, dtype)]
     return [p for p in found if cfg.wants(p.name)]
 
@@ -137,26 +117,31 @@ def _aligned_params(module: torch.nn.Module, names: list) -> list:
 
 
 class ModuleRow:
-    """The modules of one module row: eager (the seed module, or fused_attn's with backend='reference' where
-    the seed has none), its float64 copy (the reference), and fused_attn's module per backend."""
+    """The modules of one module row: eager (the baseline, bench/baselines), its float64 copy (the reference),
+    and fused_attn's module per backend, loaded with the baseline's weights (mapped where the layouts differ).
+
+    Parameter gradients: every provider computes those of all its trainable parameters; the ones compared with
+    the reference are the baseline's `param_pairs` (every parameter, same names, for the seed and official
+    modules), which come first in each provider's list."""
 
     def __init__(self, case: cases.ModuleCase, dims, cfg: Config, dtype):
         self.case, self.dims, self.cfg, self.dtype = case, dims, cfg, dtype
-        seed = seed_modules()
+        try:
+            self.baseline = case.baseline()
+        except baselines.Missing as exc:
+            raise NotAvailable(str(exc)) from exc
         torch.manual_seed(0)
-        if seed is not None and hasattr(seed, case.name):
-            self.eager = case.build(seed, channels=dims[1])
-            self.kwargs = case.seed_kwargs(self.eager)
-            self.eager_source = f"seed module {case.name} ({seed_path()})"
-            self.eager_label = "eager (seed module)"
-        else:
-            self.eager = case.build(fused_namespace(case), REFERENCE, dims[1])
-            self.kwargs = {}
-            self.eager_source = f"fused_attn {case.name}(backend='reference'): the seed modules have no {case.name}"
-            self.eager_label = f"eager = {fused_label(REFERENCE)}"
-        self.state = self.eager.state_dict()
-        self.names = [n for n, p in self.eager.named_parameters() if p.requires_grad]
+        self.eager = self.baseline.make(dims[1])
+        self.kwargs = self.baseline.forward_kwargs(self.eager)
+        self.fused_kwargs = self.baseline.fused_kwargs(self.eager)
+        self.state = self.baseline.state_for_fused(self.eager)
+        pairs = self.baseline.param_pairs(self.eager)
+        compared = [a for a, _ in pairs]
+        self.names = compared + [n for n, p in self.eager.named_parameters() if p.requires_grad and n not in compared]
+        self.fused_names = [b for _, b in pairs]
+        self.n_compared = len(pairs)
         self.n_params = sum(p.numel() for p in self.eager.parameters())
+        self.eager_label = f"eager: {self.baseline.name}"
         self.reference = _prepare(copy.deepcopy(self.eager), cfg.device, torch.float64)
         _prepare(self.eager, cfg.device, dtype)
 
@@ -164,15 +149,18 @@ class ModuleRow:
         return lambda x: module(x, **kwargs)
 
     def ours(self, backend: str):
-        module = self.case.build(fused_namespace(self.case), backend, self.dims[1])
+        module = self.case.build(fused_namespace(self.case), backend, self.dims[1], **self.fused_kwargs)
         try:
             module.load_state_dict(self.state, strict=True)
             note = None
         except RuntimeError as exc:
-            note = f"eager weights not loadable, error not checked: {str(exc).splitlines()[0]}"
+            note = f"baseline weights not loadable, error not checked: {str(exc).splitlines()[0]}"
         module = _prepare(module, self.cfg.device, self.dtype)
-        params = list(module.parameters()) if note else _aligned_params(module, self.names)
-        return self.call(module, {}), params, note
+        own = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        if note:
+            return self.call(module, {}), list(own.values()), note
+        params = [own[n] for n in self.fused_names] + [p for n, p in own.items() if n not in self.fused_names]
+        return self.call(module, {}), params, None
 
     def providers(self) -> list:
         from fused_attn import dispatch
@@ -272,7 +260,8 @@ def run_row(row: dict, providers: list, workload: Workload, first_args: list, re
             first_call_s = time.perf_counter() - start
             if p.name == COMPILE:
                 result["compile_s"] = first_call_s
-            result["max_err"] = None if note else max_rel_err(outs, refs)
+            # refs: the output, the input gradients and the compared parameters' gradients (listed first)
+            result["max_err"] = None if note else max_rel_err(outs[:len(refs)], refs)
             del outs
 
             def call(fn=fn, params=params):
@@ -307,10 +296,20 @@ def add_figures(row: dict) -> None:
                 p[f"speedup_vs_{base}"] = timed[base] / ms
 
 
+def baseline_name(case) -> Optional[str]:
+    """The eager baseline a case's rows use here (None: a module row with no candidate available)."""
+    if isinstance(case, cases.OpCase):
+        return case.baseline
+    try:
+        return case.baseline().name
+    except baselines.Missing:
+        return None
+
+
 def new_row(kind: str, case, dims, dtype, mode: str) -> dict:
     return {"kind": kind, "name": case.name, "op": getattr(case, "op", None), "ops": list(getattr(case, "ops", ())),
             "shape": list(dims), "dtype": str(dtype).replace("torch.", ""), "mode": mode, "status": "ok",
-            "providers": []}
+            "baseline": baseline_name(case), "providers": []}
 
 
 def _dims_str(dims) -> str:
@@ -319,15 +318,18 @@ def _dims_str(dims) -> str:
 
 def op_row(case: cases.OpCase, dims, dtype, mode: str, cfg: Config, progress) -> dict:
     row = new_row("op", case, dims, dtype, mode)
+    row.update(baseline=case.baseline, baseline_source=OP_BASELINES, variant=case.variant_for(dims))
     elem = torch.empty((), dtype=dtype).element_size()
     row["bytes"] = case.bytes(dims, elem, mode)
     row["bytes_formula"] = "fwd: " + case.fwd_bytes.formula() + ("" if mode == "fwd" else
                                                                "; bwd: " + case.bwd_bytes.formula())
     row["copy"] = cfg.copy_baseline(math.prod(dims), dtype)
     torch.manual_seed(0)
-    args = case.make(dims, dtype, str(cfg.device))
-    ref = functools.partial(case.fused, backend=REFERENCE)
-    run_row(row, op_providers(case, cfg, dtype), Workload(mode, case.grads), args, ref, [], cfg, progress)
+    args = case.make(dims, dtype, cfg.device)
+    eager, fused = case.bind(dims)
+    ref = functools.partial(fused, backend=REFERENCE)
+    run_row(row, op_providers(case, eager, fused, cfg, dtype), Workload(mode, case.grads), args, ref, [], cfg,
+            progress)
     return row
 
 
@@ -338,7 +340,9 @@ def module_row(case: cases.ModuleCase, dims, dtype, mode: str, cfg: Config, prog
     except NotAvailable as exc:
         row.update(status="n/a", reason=str(exc))
         return row
-    row["eager_source"] = mods.eager_source
+    row.update(baseline=mods.baseline.name, baseline_source=mods.baseline.version())
+    if mods.baseline.mapping:
+        row["baseline_mapping"] = mods.baseline.mapping
     elem = torch.empty((), dtype=dtype).element_size()
     row["bytes"] = case.bytes(dims, elem, mode, mods.n_params)
     row["bytes_formula"] = None if case.model else cases.MODULE_BYTES
@@ -351,7 +355,7 @@ def module_row(case: cases.ModuleCase, dims, dtype, mode: str, cfg: Config, prog
             out if out.dtype == torch.float64 else out.float(), target))
     else:
         workload = Workload(mode, (0,))
-    ref_params = _aligned_params(mods.reference, mods.names)
+    ref_params = _aligned_params(mods.reference, mods.names[:mods.n_compared])
     run_row(row, mods.providers(), workload, [x], mods.call(mods.reference, mods.kwargs), ref_params, cfg,
             progress)
     return row

@@ -140,7 +140,8 @@ def measure_copy(numel: int, dtype: torch.dtype, device: torch.device, timer: Ti
     elem = torch.empty((), dtype=dtype).element_size()
     first = torch.randn(numel, device=device, dtype=torch.float32).to(dtype)
     n = rotation_count(numel * elem, device)
-    rot = Rotation([(first, torch.empty_like(first))] + [(first.clone(), torch.empty_like(first)) for _ in range(n - 1)])
+    rot = Rotation([(first, torch.empty_like(first))]
+                   + [(first.clone(), torch.empty_like(first)) for _ in range(n - 1)])
 
     def copy():
         src, dst = rot.next()

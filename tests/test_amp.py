@@ -12,16 +12,15 @@ autocast off inside, fused_attn/ops/_autocast.py). Checked here:
 from __future__ import annotations
 
 import pytest
-import torch
-
 import seed_style
+import torch
+from common import assert_close, serving_backends
+from test_mod_oracles import SEED, PlainCBAM, perturb_
+from test_modules import SPECS, _dynamic_reference, _pair
+
 from fused_attn import functional as FA
 from fused_attn import nn as fnn
 from fused_attn.models import vgg16_se
-
-from common import assert_close, serving_backends
-from test_mod_oracles import SEED, PlainCBAM, needs_seed, perturb_
-from test_modules import SPECS, _dynamic_reference, _pair
 
 # (device, autocast dtype): CPU bf16 here; CUDA fp16 and bf16 on a GPU machine.
 AMP = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
@@ -186,8 +185,6 @@ def _module_pair(kind: str, backend: str):
         ours.load_state_dict(ref.state_dict(), strict=True)
         return ours, ref, ref, 32
     if kind == "EMAX-dynamic":
-        if SEED is None:
-            pytest.skip("seed_modules.py not found")
         ours = perturb_(fnn.EMAX(32, factor=8, dynamic_groups=True, backend=backend))
         seed = SEED.EMAX(32, factor=8)
         seed.load_state_dict(ours.state_dict(), strict=False)
@@ -263,7 +260,6 @@ def vgg_pair():
     return seed, ours
 
 
-@needs_seed
 @pytest.mark.parametrize("device,amp_dtype,backend", _amp_params("squeeze_excite"))
 def test_vgg16_se_under_autocast(vgg_pair, device, amp_dtype, backend):
     """The whole VGG16-SE (fused SE blocks) vs the seed VGG16_SE under autocast: logits, input gradient and the SE

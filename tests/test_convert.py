@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from test_mod_oracles import SEED, OfficialEMA, assert_close_rel, perturb_
 
 import fused_attn
 from fused_attn import nn as fnn
 
-from test_mod_oracles import SEED, OfficialEMA, assert_close_rel, needs_seed, perturb_
-
-pytestmark = needs_seed
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 

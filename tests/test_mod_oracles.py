@@ -3,26 +3,20 @@ and checks of the oracles themselves."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from common import serving_backends
 
 
 # ---------------------------------------------------------------------------------------------- the seeds
 def _load_seed_modules():
-    """shared/reference/seed_modules.py next to the repo, or $FUSED_ATTN_SEED_MODULES (the file or its folder)."""
-    where = os.environ.get("FUSED_ATTN_SEED_MODULES") or Path(__file__).resolve().parents[2] / "shared" / "reference"
-    path = Path(where)
-    if path.is_dir():
-        path = path / "seed_modules.py"
-    if not path.is_file():
-        return None
+    """The seed modules, plain PyTorch as the project's four design notes wrote them, shipped in the repository
+    (bench/baselines/seed_modules.py: the bench's eager baselines too)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "seed_modules.py"
     spec = importlib.util.spec_from_file_location("seed_modules", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,8 +24,6 @@ def _load_seed_modules():
 
 
 SEED = _load_seed_modules()
-needs_seed = pytest.mark.skipif(SEED is None, reason="seed_modules.py not found "
-                                "(../shared/reference, or set FUSED_ATTN_SEED_MODULES)")
 
 
 # -------------------------------------------------------------------------------------- the official EMA
@@ -137,7 +129,6 @@ def check_parity(ours: nn.Module, ref: nn.Module, x: torch.Tensor, ref_forward=N
 
 
 # --------------------------------------------------------------------------------- checks of the oracles
-@needs_seed
 def test_official_ema_is_the_seed_emax_spatial_path():
     """EMAX(x, groups=factor) with gamma = 0 and a global gate of exactly 1 is the official EMA."""
     seed = perturb_(SEED.EMAX(16, factor=4)).double()
@@ -151,7 +142,6 @@ def test_official_ema_is_the_seed_emax_spatial_path():
     torch.testing.assert_close(seed(x, groups=4), ema(x), rtol=0, atol=1e-12)
 
 
-@needs_seed
 def test_seed_emax_dynamic_grouping_cannot_run():
     """Why EMAX's dynamic grouping is redesigned: the printed forward fails on every call."""
     with pytest.raises(RuntimeError):

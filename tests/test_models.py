@@ -4,11 +4,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from test_mod_oracles import SEED, assert_close_rel
 
 from fused_attn import nn as fnn
-from fused_attn.models import VGG16_POOL_POSITIONS, insert_attention, vgg16, vgg16_features, vgg16_msa, vgg16_sca, vgg16_se
-
-from test_mod_oracles import SEED, assert_close_rel, needs_seed
+from fused_attn.models import (
+    VGG16_POOL_POSITIONS,
+    insert_attention,
+    vgg16,
+    vgg16_features,
+    vgg16_msa,
+    vgg16_sca,
+    vgg16_se,
+)
 
 NUM_CLASSES = 10
 
@@ -37,7 +44,6 @@ def test_insert_attention_on_any_sequential():
         insert_attention(base, lambda c: fnn.SEBlock(c), [6])
 
 
-@needs_seed
 def test_vgg16_se_loads_the_seed_and_matches_its_logits():
     seed = SEED.vgg16_se(num_classes=NUM_CLASSES).eval()
     ours = vgg16_se(num_classes=NUM_CLASSES).eval()
@@ -48,7 +54,6 @@ def test_vgg16_se_loads_the_seed_and_matches_its_logits():
         assert_close_rel(ours(x), seed(x), "logits")
 
 
-@needs_seed
 def test_vgg16_msa_inserts_before_the_given_features_indices():
     model = vgg16_msa(num_classes=NUM_CLASSES)
     at = _positions(model.features, fnn.MultiScaleAttention)
@@ -66,9 +71,8 @@ def test_vgg16_msa_inserts_before_the_given_features_indices():
     assert convs_before == [3, 7, 12]                    # after conv2_1, conv3_3, conv5_2
 
 
-@needs_seed
 def test_vgg16_sca_is_the_seed_construction():
-    plain = vgg16(NUM_CLASSES)                           # seed 002: features[:28] + [DualAttention(512)] + features[28:]
+    plain = vgg16(NUM_CLASSES)  # seed 002: features[:28] + [DualAttention(512)] + features[28:]
     layers = list(plain.features.children())
     plain.features = nn.Sequential(*layers[:28], SEED.DualAttention(512), *layers[28:])
     ours = vgg16_sca(NUM_CLASSES).eval()
