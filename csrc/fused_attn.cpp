@@ -1,7 +1,8 @@
 // fused_attn._C: the op schemas of the C++ backends and a bare Python module.
 //
-// Every C++ op lives in the torch.library namespace `fused_attn_C`; its schema is declared here and its
-// kernels are registered per device in csrc/cpu/<family>.cpp (CPU) and csrc/cuda/<family>.cpp (CUDA).
+// Every C++ op lives in the torch.library namespace `fused_attn_C`: build_info and cpu_isa are defined here, the
+// kernel ops (one per kernel pass, fused_attn_C::<pass>) are declared by op_schemas.h and their kernels are
+// registered per device in csrc/cpu/<family>.cpp (CPU) and csrc/cuda/<family>.cpp (CUDA).
 // Python reaches them through torch.ops.fused_attn_C.*, so the module needs no pybind: importing it only
 // loads this library, whose static initialisers run the registrations below.
 #include <Python.h>

@@ -8,7 +8,9 @@
 namespace fa {
 
 // float64 math for float64 tensors, float32 for the rest (float16 and bfloat16 included).
-inline at::ScalarType acc_scalar_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+inline at::ScalarType acc_scalar_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // fused_attn/_layout.py::memory_format: channels_last only when x is strictly channels_last.
 inline bool is_channels_last(const at::Tensor& x) {

@@ -19,18 +19,19 @@ inline void define_kernel_ops(torch::Library& m) {
   m.def("channel_pool_grad_input(Tensor grad_out, Tensor x, Tensor argmax, Tensor moments, str stats) -> Tensor");
 
   // squeeze_excite family (csrc/cpu/squeeze_excite.cpp).
-  m.def("channel_squeeze_reduce(Tensor x) -> Tensor");                       // mean_hw x, [B, C] acc
-  m.def("channel_squeeze_grad_input(Tensor grad, Tensor x) -> Tensor");         // grad / HW, like x
-  m.def("channel_scale(Tensor x, Tensor s) -> Tensor");              // x * s[b, c], like x
-  m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");       // sum_hw grad_y * x, [B, C] acc
+  m.def("channel_squeeze_reduce(Tensor x) -> Tensor");                   // mean_hw x, [B, C] acc
+  m.def("channel_squeeze_grad_input(Tensor grad, Tensor x) -> Tensor");  // grad / HW, like x
+  m.def("channel_scale(Tensor x, Tensor s) -> Tensor");                  // x * s[b, c], like x
+  m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");  // sum_hw grad_y * x, [B, C] acc
   // the last pass of the SE backward (after the MLP backward): grad_y * s + grad_pooled / HW, like x
   m.def("squeeze_excite_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");
 
   // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
   m.def("apply_gates_combine(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");
   //   -> (grad_y like y, grad_channel [B, C] | [0], grad_spatial [B, H, W] | [0])
-  m.def("apply_gates_grads(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "apply_gates_grads(Tensor grad_out, Tensor y, Tensor? channel, Tensor? spatial) "
+      "-> (Tensor, Tensor, Tensor)");
 
   //   -> (grad_channel, grad_spatial) of apply_gates_grads without writing grad_y (dual_attention's backward)
   m.def("apply_gates_grad_gates(Tensor grad_out, Tensor y, Tensor channel, Tensor spatial) -> (Tensor, Tensor)");
@@ -39,20 +40,23 @@ inline void define_kernel_ops(torch::Library& m) {
   //   -> (pooled = mean_hw x [B, C] acc, logit = sum_c ws[c] x [B, H, W] acc), one pass over x
   m.def("dual_attention_reduce(Tensor x, Tensor ws) -> (Tensor, Tensor)");
   //   -> (grad_x = g channel spatial + ws[c] grad_logit + grad_pooled / HW like x, grad_ws [C] acc)
-  m.def("dual_attention_grad_input(Tensor grad_out, Tensor x, Tensor channel, Tensor spatial, Tensor ws, "
-        "Tensor grad_logit, Tensor grad_pooled) -> (Tensor, Tensor)");
+  m.def(
+      "dual_attention_grad_input(Tensor grad_out, Tensor x, Tensor channel, Tensor spatial, Tensor ws, "
+      "Tensor grad_logit, Tensor grad_pooled) -> (Tensor, Tensor)");
 
   // ema_strip_pool (csrc/cpu/ema_strip_pool.cpp).
-  m.def("ema_strip_pool_reduce(Tensor x) -> Tensor");                        // [B, C, H + W] in x's dtype
-  m.def("ema_strip_pool_grad_input(Tensor grad, Tensor x) -> Tensor");          // like x
+  m.def("ema_strip_pool_reduce(Tensor x) -> Tensor");                   // [B, C, H + W] in x's dtype
+  m.def("ema_strip_pool_grad_input(Tensor grad, Tensor x) -> Tensor");  // like x
 
   // ema_core (csrc/cpu/ema_core.cpp): the EMA block after its two convolutions.
   //   -> (out like x, mean [B, C] acc, rstd [B, C] acc)
-  m.def("ema_core_combine(Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, int groups, "
-        "float eps) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ema_core_combine(Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, int groups, "
+      "float eps) -> (Tensor, Tensor, Tensor)");
   //   -> (grad_x like x, grad_hw [B, C, H + W], grad_x2 like x2, grad_gn_weight, grad_gn_bias)
-  m.def("ema_core_grads(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
-        "Tensor mean, Tensor rstd, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "ema_core_grads(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
+      "Tensor mean, Tensor rstd, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fa

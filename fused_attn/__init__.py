@@ -8,12 +8,28 @@
 Backends: auto (default), reference, cpu, cuda, triton; see fused_attn.dispatch.
 """
 from . import functional, models, nn, ops, viz  # noqa: F401  (ops registers the torch.library custom ops)
-from .dispatch import (BACKENDS, CHOICES, BackendUnavailable, available_backends, current_backend, set_backend,
-                       use_backend)
 from .convert import ConversionReport, convert
+from .dispatch import (
+                       BACKENDS,
+                       CHOICES,
+                       BackendUnavailable,
+                       available_backends,
+                       current_backend,
+                       set_backend,
+                       use_backend,
+)
 from .models import insert_attention, vgg16_msa, vgg16_sca, vgg16_se
-from .nn import (CBAM, EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock,
-                 record_attention)
+from .nn import (
+                       CBAM,
+                       EMA,
+                       EMAX,
+                       AttnResBlock,
+                       DualAttention,
+                       LiteDualAttention,
+                       MultiScaleAttention,
+                       SEBlock,
+                       record_attention,
+)
 
 __version__ = "0.1.0"
 

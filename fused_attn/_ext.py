@@ -1,8 +1,8 @@
 """Loads the C++/CUDA extension fused_attn._C if it was built, and answers what it holds.
 
-The extension registers its ops under the torch.library namespace `fused_attn_C` (csrc/fused_attn.cpp);
-importing the module only loads the shared library. Every question here is safe to ask when the
-extension is absent: the package then runs on the reference and Triton backends.
+The extension registers its ops under the torch.library namespace `fused_attn_C` (csrc/fused_attn.cpp; the
+kernel ops' schemas: csrc/op_schemas.h); importing the module only loads the shared library. Every question
+here is safe to ask when the extension is absent: the package then runs on the reference and Triton backends.
 """
 from __future__ import annotations
 

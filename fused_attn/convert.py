@@ -77,7 +77,8 @@ def _is_official_ema(m: nn.Module) -> bool:
 
 
 def _structure_mismatch(src: nn.Module, dst: nn.Module) -> Optional[str]:
-    """None when dst has src's state_dict keys and shapes and the same layers (type and settings) where both have one."""
+    """None when dst has src's state_dict keys and shapes and the same layers (type and settings) where both
+    have one."""
     a = {k: tuple(v.shape) for k, v in src.state_dict().items()}
     b = {k: tuple(v.shape) for k, v in dst.state_dict().items()}
     if a != b:

@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _mlp, dispatch, ops
-from .ops import _eager
 from ._layout import acc_dtype, memory_format
-from .ops.channel_pool import STATS
 from .backends.reference import apply_gates as _ref_gates
 from .backends.reference import channel_pool as _ref_pool
 from .backends.reference import dual_attention as _ref_dual
 from .backends.reference import ema_core as _ref_ema_core
 from .backends.reference import ema_strip_pool as _ref_strip
 from .backends.reference import squeeze_excite as _ref_se
+from .ops import _eager
+from .ops.channel_pool import STATS
 
 __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
            "ema_strip_pool", "ema_core", "ema"]

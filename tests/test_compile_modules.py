@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
-
-from fused_attn import nn as fnn
-
 from common import assert_close, serving_backends
 from test_mod_oracles import perturb_
 from test_modules import _tiny
+from torch._dynamo.utils import counters
+
+from fused_attn import nn as fnn
 
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",
          "EMAX-dynamic", "CBAM"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import backend_contracts as bc
 import pytest
 import torch
 
@@ -19,8 +20,6 @@ from fused_attn import _ext, dispatch
 from fused_attn import functional as FA
 from fused_attn.testing import registry
 from fused_attn.testing.cases import DTYPES, Case
-
-import backend_contracts as bc
 
 CPU_REASON = dispatch.unavailable_reason("cpu", "channel_pool", "cpu", torch.float32)
 needs_cpu = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")

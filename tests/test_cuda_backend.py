@@ -9,14 +9,13 @@ opcheck) and the modules; CUDA-graph capture and replay, a non-default stream, b
 """
 from __future__ import annotations
 
+import backend_contracts as bc
 import pytest
 import torch
 
 from fused_attn import dispatch
 from fused_attn import functional as FA
 from fused_attn.testing.cases import DTYPES, check
-
-import backend_contracts as bc
 
 pytestmark = pytest.mark.cuda
 

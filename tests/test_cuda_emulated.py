@@ -25,12 +25,11 @@ import importlib.util
 import math
 from pathlib import Path
 
+import backend_contracts as bc
 import pytest
 import torch
 
 from fused_attn import dispatch
-
-import backend_contracts as bc
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_REASON = dispatch.unavailable_reason("cpu", "channel_pool", "cpu", torch.float32)

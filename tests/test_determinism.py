@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from fused_attn import nn as fnn
-
 from common import MODULE_OPS, serving_backends
 from test_amp import OP_OF, PUBLIC, _op_case
 from test_mod_oracles import perturb_
 from test_modules import _tiny
+
+from fused_attn import nn as fnn
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",

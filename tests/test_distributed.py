@@ -23,11 +23,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from common import assert_close
 
 import fused_attn
 from fused_attn import nn as fnn
-
-from common import assert_close
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available() or sys.platform == "win32",
                                 reason="needs torch.distributed with gloo")

@@ -7,12 +7,11 @@ import contextlib
 
 import pytest
 import torch
+from common import serving_backends
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fused_attn import functional as FA
 from fused_attn import ops
-
-from common import serving_backends
 
 OP = ops.apply_gates.apply_gates
 

@@ -17,11 +17,10 @@ import warnings
 
 import pytest
 import torch
+from common import assert_close
 
 import fused_attn
 from fused_attn import nn as fnn
-
-from common import assert_close
 
 SHAPE = (2, 32, 6, 5)
 EMAX_OPS = {"squeeze_excite", "apply_gates", "ema_strip_pool", "ema_core"}

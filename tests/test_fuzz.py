@@ -2,10 +2,9 @@
 channels where std = 0), every backend that serves the op here against the reference backend."""
 import pytest
 import torch
+from common import assert_close, kernel_backends
 
 from fused_attn import functional as FA
-
-from common import assert_close, kernel_backends
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
@@ -51,7 +50,7 @@ def _compare(op, fn, inputs, tol=None):
     dtype = inputs[0].dtype
     ref = _fwd_bwd(lambda *a: fn(*a, "reference"), inputs)
     for backend in kernel_backends(op, dtype=dtype):
-        got = _fwd_bwd(lambda *a: fn(*a, backend), inputs)
+        got = _fwd_bwd(lambda *a, backend=backend: fn(*a, backend), inputs)
         for i, (a, e) in enumerate(zip(got, ref)):
             assert_close(a, e, dtype, f"{op} {backend} output {i}", tol)
 

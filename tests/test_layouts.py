@@ -8,15 +8,14 @@ import functools
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from common import MODULE_OPS, assert_close, kernel_backends
+from test_mod_oracles import backends_for, perturb_
+from test_modules import _tiny
 from torch._library.custom_ops import _maybe_get_opdef
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fused_attn import functional as FA
 from fused_attn import nn as fnn
-
-from common import MODULE_OPS, assert_close, kernel_backends, serving_backends
-from test_mod_oracles import backends_for, perturb_
-from test_modules import _tiny
 
 aten = torch.ops.aten
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",

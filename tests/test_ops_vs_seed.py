@@ -1,12 +1,11 @@
 """Every op, through every backend that serves it here, against the independent seed-style formulation:
 forward values and the gradients of all inputs (autograd of tests/seed_style.py), NCHW and channels_last."""
 import pytest
+import seed_style
 import torch
+from common import assert_close, randn4d, serving_backends
 
 from fused_attn import functional as FA
-
-import seed_style
-from common import assert_close, randn4d, serving_backends
 
 SHAPES = [(2, 8, 5, 7), (1, 3, 1, 1), (3, 16, 4, 9)]
 LAYOUTS = [False, True]

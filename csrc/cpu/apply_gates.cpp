@@ -1,14 +1,15 @@
-// CPU kernels of apply_gates (fused_attn/reference/apply_gates.py is the oracle):
+// CPU kernels of apply_gates (fused_attn/backends/reference/apply_gates.py is the oracle):
 //
-//   forward:  out[b, c, p] = residual[b, c, p] + (y[b, c, p] * channel[b, c]) * spatial[b, p]   (each optional)
-//   backward, one pass over (g = grad_out, y):
+//   apply_gates_combine:  out[b, c, p] = residual[b, c, p] + (y[b, c, p] * channel[b, c]) * spatial[b, p]
+//                         (each optional)
+//   apply_gates_grads, one pass over (g = grad_out, y):
 //     grad_y       = (g * channel) * spatial                        like y
 //     grad_channel = sum_p (g * y) * spatial                        [B, C]
 //     grad_spatial = sum_c (g * y) * channel                        [B, H, W]
 //   (grad_residual = g needs no kernel.)
 //   apply_gates_grad_gates: the same pass without grad_y (reads g, y; writes only the two small gradients), for
 //   dual_attention's backward, whose grad_x has more terms (csrc/cpu/dual_attention.cpp).
-// The forward is the shared elementwise pass (gate_map.h).
+// apply_gates_combine is the shared elementwise pass (gate_map.h).
 #include "common.h"
 #include "isa.h"
 
@@ -19,18 +20,17 @@ namespace FA_ISA {
 
 #include "gate_map.h"  // inside the ISA namespace and region
 
-Tensor apply_gates_combine(const Tensor& y, const c10::optional<Tensor>& channel,
-                           const c10::optional<Tensor>& spatial, const c10::optional<Tensor>& residual) {
-  return gate_map(y, y, channel.value_or(Tensor()), spatial.value_or(Tensor()), residual.value_or(Tensor()),
-                  Tensor());
+Tensor apply_gates_combine(const Tensor& y, const c10::optional<Tensor>& channel, const c10::optional<Tensor>& spatial,
+                           const c10::optional<Tensor>& residual) {
+  return gate_map(y, y, channel.value_or(Tensor()), spatial.value_or(Tensor()), residual.value_or(Tensor()), Tensor());
 }
 
 // One NCHW row (b, c) of the backward: grad_y = (g cv) sp (when GY), returns sum_p (g y) sp (grad_channel[b, c])
 // and adds (g y) cv to the unit's grad_spatial partial row. Out of line (FA_ROW: the caller loops over c).
 template <typename T, bool HC, bool HS, bool GY>
 FA_ROW acc_t<T> gates_grads_row(const T* __restrict__ g, const T* __restrict__ y, acc_t<T> cv,
-                                           const acc_t<T>* __restrict__ sp, T* __restrict__ gy,
-                                           acc_t<T>* __restrict__ gs_part, int64_t n) {
+                                const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gs_part,
+                                int64_t n) {
   using A = acc_t<T>;
   A lanes[kLanes<A>] = {};
   lane_for<A>(n, [&](int64_t i, int64_t l) {
@@ -54,8 +54,8 @@ constexpr int64_t kChunk = 16, kPixels = 64;
 
 template <typename T, bool HC, bool HS, bool GY>
 void gates_grads_kernel(const T* __restrict__ g, const T* __restrict__ y, const acc_t<T>* __restrict__ ch,
-                           const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc,
-                           acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, bool channels_last) {
+                        const acc_t<T>* __restrict__ sp, T* __restrict__ gy, acc_t<T>* __restrict__ gc,
+                        acc_t<T>* __restrict__ gs, int64_t B, int64_t C, int64_t N, bool channels_last) {
   using A = acc_t<T>;
   if (!channels_last) {
     const int64_t chunks = (C + kChunk - 1) / kChunk;
@@ -95,8 +95,8 @@ void gates_grads_kernel(const T* __restrict__ g, const T* __restrict__ y, const 
 
 // The backward pass; grad_y is written only when write_grad_y (else returned undefined).
 std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Tensor& y,
-                                                  const c10::optional<Tensor>& channel,
-                                                  const c10::optional<Tensor>& spatial, bool write_grad_y) {
+                                               const c10::optional<Tensor>& channel,
+                                               const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y, "y");
   TORCH_CHECK(grad_out.sizes() == y.sizes(), "fused_attn (cpu): grad_out must have y's shape");
   const auto fmt = format_of(y);
@@ -142,22 +142,20 @@ std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Ten
     const A* gcp = gc.const_data_ptr<A>();
     const A* gsp = gs.const_data_ptr<A>();
     if (hc) {
-      FA_DISPATCH(grad_channel.scalar_type(), "grad_channel", [&] {
-        sum_partials(gcp, grad_channel.mutable_data_ptr<scalar_t>(), B, cl ? parts : 1, C);
-      });
+      FA_DISPATCH(grad_channel.scalar_type(), "grad_channel",
+                  [&] { sum_partials(gcp, grad_channel.mutable_data_ptr<scalar_t>(), B, cl ? parts : 1, C); });
     }
     if (hs) {
-      FA_DISPATCH(grad_spatial.scalar_type(), "grad_spatial", [&] {
-        sum_partials(gsp, grad_spatial.mutable_data_ptr<scalar_t>(), B, cl ? 1 : parts, N);
-      });
+      FA_DISPATCH(grad_spatial.scalar_type(), "grad_spatial",
+                  [&] { sum_partials(gsp, grad_spatial.mutable_data_ptr<scalar_t>(), B, cl ? 1 : parts, N); });
     }
   });
   return {grad_y, grad_channel, grad_spatial};
 }
 
 std::tuple<Tensor, Tensor, Tensor> apply_gates_grads(const Tensor& grad_out, const Tensor& y,
-                                                        const c10::optional<Tensor>& channel,
-                                                        const c10::optional<Tensor>& spatial) {
+                                                     const c10::optional<Tensor>& channel,
+                                                     const c10::optional<Tensor>& spatial) {
   return gates_grads(grad_out, y, channel, spatial, true);
 }
 

@@ -1,21 +1,21 @@
-// CPU kernels of channel_pool (fused_attn/reference/channel_pool.py is the oracle): per pixel p of image b,
-// over the C channels x_c = x[b, c, p]:
+// CPU kernels of channel_pool (fused_attn/backends/reference/channel_pool.py is the oracle): per pixel p of
+// image b, over the C channels x_c = x[b, c, p]:
 //
 //   max  = max_c x_c, argmax = the first c holding it (NaN counts as the maximum, as torch.argmax)
 //   mean = sum_c x_c / C
 //   std  = sqrt(sum_c (x_c - mean)^2 / (C - 1))         (unbiased; C = 1 gives NaN, as torch.std)
 //
-// forward  -> (out [B, K, H, W] in x's layout, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] = (mean, std)
-//             in the accumulation dtype | [0]), K = number of requested stats, in request order.
-// backward -> grad_x[c] = [c == argmax] g_max + g_mean / C + g_std (x_c - mean) / ((C - 1) std)
-//             (the std term is zero where std == 0).
+// channel_pool_reduce -> (out [B, K, H, W] in x's layout, argmax [B, H, W] int32 | [0], moments [B, 2, H, W] =
+//     (mean, std) in the accumulation dtype | [0]), K = number of requested stats, in request order.
+// channel_pool_grad_input -> grad_x[c] = [c == argmax] g_max + g_mean / C + g_std (x_c - mean) / ((C - 1) std)
+//     (the std term is zero where std == 0).
 //
-// One pass over x. NCHW: a unit is a block of contiguous pixels of one image and the channels are the outer
-// loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax, a sum (the mean) and
-// a Welford mean/M2 of x minus the first channel for std (never E[x^2] - E[x]^2). channels_last: a unit is a
-// block of pixels, each pixel's C channels are contiguous and stay in L1: sum and max in one lane-parallel
-// pass, the squared deviations from the exact mean in a second pass over the same cached row, argmax as the
-// first index equal to the max.
+// channel_pool_reduce reads x once. NCHW: a unit is a block of contiguous pixels of one image and the channels
+// are the outer loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax, a sum (the
+// mean) and a Welford mean/M2 of x minus the first channel for std (never E[x^2] - E[x]^2). channels_last: a
+// unit is a block of pixels, each pixel's C channels are contiguous and stay in L1: sum and max in one
+// lane-parallel pass, the squared deviations from the exact mean in a second pass over the same cached row,
+// argmax as the first index equal to the max.
 #include "../channel_pool_stats.h"
 #include "common.h"
 #include "isa.h"
@@ -38,8 +38,8 @@ inline bool takes_max(A v, A m) {  // v replaces the running max m: larger, or t
 
 // Writes the requested statistics of pixel p (flat index within image b) to out / argmax / moments.
 template <typename T, typename A>
-inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int64_t b, int64_t p, int64_t N,
-                        bool cl, A mx, int64_t am, A mean, A std) {
+inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int64_t b, int64_t p, int64_t N, bool cl,
+                        A mx, int64_t am, A mean, A std) {
   auto plane = [&](int64_t k) -> T& { return cl ? out[(b * N + p) * s.k + k] : out[(b * s.k + k) * N + p]; };
   if (s.max >= 0) {
     plane(s.max) = static_cast<T>(mx);
@@ -59,9 +59,8 @@ inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int
 // error in std). Out of line on purpose (FA_ROW).
 template <typename T, bool MAX, int MOM>
 FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
-                             acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am,
-                             acc_t<T>* __restrict__ sm, const acc_t<T>* __restrict__ sh,
-                             acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
+                     acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am, acc_t<T>* __restrict__ sm,
+                     const acc_t<T>* __restrict__ sh, acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
   using A = acc_t<T>;
   for (int64_t i = 0; i < n; ++i) {
     const A v = A(row[i]);
@@ -82,8 +81,8 @@ FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci,
 
 // MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (shifted Welford; the plain sum for +-inf/NaN).
 template <typename T, bool MAX, int MOM>
-void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
-                       int64_t B, int64_t C, int64_t N) {
+void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
+                      int64_t C, int64_t N) {
   using A = acc_t<T>;
   using I = index_t<A>;
   constexpr int64_t kBlock = 1024;  // pixels per unit: each channel row read is 4 KB (fp32) of contiguous memory
@@ -119,8 +118,8 @@ void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>
 // squared deviations from the exact mean in a second pass over the cached row. A NaN anywhere makes the sum
 // NaN; such rows (and rows mixing +inf and -inf) take an exact scalar max/argmax with torch's NaN rule.
 template <typename T, bool MAX, int MOM>
-void pool_reduce_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s,
-                     int64_t B, int64_t C, int64_t N) {
+void pool_reduce_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
+                    int64_t C, int64_t N) {
   using A = acc_t<T>;
   constexpr int64_t L = kLanes<A>;
   constexpr int64_t kPixels = 64;
@@ -172,8 +171,8 @@ void pool_reduce_cl(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* 
 }
 
 template <typename T, bool MAX, int MOM>
-void pool_reduce(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
-                  int64_t C, int64_t N) {
+void pool_reduce(bool cl, const T* x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B, int64_t C,
+                 int64_t N) {
   if (cl) pool_reduce_cl<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
   else pool_reduce_nchw<T, MAX, MOM>(x, out, argmax, moments, s, B, C, N);
 }
@@ -217,8 +216,8 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_reduce(const Tensor& x_in, c10::
 //  channels_last: unit = (b, block of kPixels pixels), coefficients per pixel, one row of C channels each.
 template <typename T, bool MAX, bool STD>
 void pool_grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
-                          const acc_t<T>* __restrict__ moments, T* __restrict__ gx, const Stats& s, int64_t B,
-                          int64_t C, int64_t N, bool cl) {
+                            const acc_t<T>* __restrict__ moments, T* __restrict__ gx, const Stats& s, int64_t B,
+                            int64_t C, int64_t N, bool cl) {
   using A = acc_t<T>;
   using I = index_t<A>;
   constexpr int64_t kChunk = 16, kPixels = 64;
@@ -270,8 +269,10 @@ void pool_grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, co
   const int64_t chunks = (C + kChunk - 1) / kChunk;
   parallel_units(B * chunks, [&](int64_t u) {
     const int64_t b = u / chunks, c0 = (u % chunks) * kChunk, c1 = std::min(C, c0 + kChunk);
-    const A *__restrict__ bs = base + b * N, *__restrict__ cf = coef + b * N, *__restrict__ mu = mean + b * N,
-            *__restrict__ gm = gmax + b * N;
+    const A* __restrict__ bs = base + b * N;
+    const A* __restrict__ cf = coef + b * N;
+    const A* __restrict__ mu = mean + b * N;
+    const A* __restrict__ gm = gmax + b * N;
     const I* __restrict__ am = ams.data() + b * N;
     for (int64_t c = c0; c < c1; ++c) {
       const T* __restrict__ xr = x + (b * C + c) * N;
@@ -288,7 +289,7 @@ void pool_grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, co
 }
 
 Tensor channel_pool_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
-                             const Tensor& moments_in, c10::string_view stats) {
+                               const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
   const Stats s = parse_pool_stats(stats, "cpu");
   const auto fmt = format_of(x_in);

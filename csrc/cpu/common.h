@@ -41,8 +41,7 @@ namespace cpu {
 using at::Tensor;
 
 // Dispatch over the dtypes the CPU kernels are compiled for.
-#define FA_DISPATCH(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
+#define FA_DISPATCH(TYPE, NAME, ...) AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
 
 template <typename T>
 using acc_t = at::opmath_type<T>;

@@ -1,4 +1,4 @@
-// CPU kernels of the dual_attention family (fused_attn/reference/dual_attention.py is the oracle):
+// CPU kernels of the dual_attention family (fused_attn/backends/reference/dual_attention.py is the oracle):
 //
 //   dual_attention_reduce(x, ws)      one pass over x:
 //     pooled[b, c] = mean_p x[b, c, p]                       [B, C] acc dtype
@@ -7,8 +7,8 @@
 //     grad_x[b, c, p] = (g channel[b, c]) spatial[b, p] + ws[c] grad_logit[b, p] + grad_pooled[b, c] / HW
 //     grad_ws[c]      = sum_{b, p} x[b, c, p] grad_logit[b, p]                       [C] acc dtype
 //
-// The rest of the op is shared: apply (x * channel * spatial) is apply_gates_combine, and the gate gradients
-// (sum_p g x spatial, sum_c g x channel) are apply_gates_grad_gates (csrc/cpu/apply_gates.cpp).
+// The op's other two passes are of the apply_gates family (csrc/cpu/apply_gates.cpp): x * channel * spatial is
+// apply_gates_combine, the gate gradients (sum_p g x spatial, sum_c g x channel) are apply_gates_grad_gates.
 #include "common.h"
 #include "isa.h"
 
@@ -23,8 +23,7 @@ constexpr int64_t kChunk = 16, kPixels = 64;
 
 // One NCHW row (b, c) of the forward: returns sum_p x, adds wc x to the unit's partial logit row.
 template <typename T>
-FA_ROW acc_t<T> reduce_row(const T* __restrict__ x, acc_t<T> wc, acc_t<T>* __restrict__ logit_part,
-                                   int64_t n) {
+FA_ROW acc_t<T> reduce_row(const T* __restrict__ x, acc_t<T> wc, acc_t<T>* __restrict__ logit_part, int64_t n) {
   using A = acc_t<T>;
   A lanes[kLanes<A>] = {};
   lane_for<A>(n, [&](int64_t i, int64_t l) {
@@ -87,8 +86,8 @@ std::tuple<Tensor, Tensor> dual_attention_reduce(const Tensor& x, const Tensor& 
 // One NCHW row (b, c) of the backward: writes grad_x, returns sum_p x grad_logit.
 template <typename T>
 FA_ROW acc_t<T> grad_input_row(const T* __restrict__ g, const T* __restrict__ x, acc_t<T> cv,
-                                       const acc_t<T>* __restrict__ sp, acc_t<T> wc, const acc_t<T>* __restrict__ gl,
-                                       acc_t<T> shift, T* __restrict__ gx, int64_t n) {
+                               const acc_t<T>* __restrict__ sp, acc_t<T> wc, const acc_t<T>* __restrict__ gl,
+                               acc_t<T> shift, T* __restrict__ gx, int64_t n) {
   using A = acc_t<T>;
   A lanes[kLanes<A>] = {};
   lane_for<A>(n, [&](int64_t i, int64_t l) {
@@ -133,8 +132,8 @@ void grad_input_kernel(const T* __restrict__ g, const T* __restrict__ x, const a
 
 // -> (grad_x like x, grad_ws [C] acc dtype)
 std::tuple<Tensor, Tensor> dual_attention_grad_input(const Tensor& grad_out, const Tensor& x, const Tensor& channel,
-                                                   const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
-                                                   const Tensor& grad_pooled) {
+                                                     const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
+                                                     const Tensor& grad_pooled) {
   check_4d(x, "x");
   TORCH_CHECK(grad_out.sizes() == x.sizes(), "fused_attn (cpu): grad_out must have x's shape");
   const auto fmt = format_of(x);

@@ -1,4 +1,5 @@
-// CPU kernels of ema_core (fused_attn/backends/reference/ema_core.py is the oracle and has the full derivation).
+// CPU kernels of ema_core (fused_attn/backends/reference/ema_core.py is the oracle and has the full derivation):
+// ema_core_combine (forward) and ema_core_grads (backward).
 //
 // Per (b, group) tile of cg = C / G channels x N = H * W pixels (channel c, pixel p = (i, j)):
 //   u = x sig(hw_h[c, i]) sig(hw_w[c, j]);  uhat = (u - mean_p u) rstd,  rstd = 1 / sqrt(var_p u + eps)
@@ -17,8 +18,9 @@
 // channels_last: whole-image passes over pixel rows of C contiguous channels (so every access streams); a unit
 // is (b, block of image rows), per-channel sums over pixels are per-unit partials merged in unit order. The
 // forward reads x and x2 twice (statistics, then output), the backward x2 three times, x and g twice.
-// x2 and grad_out are read in x's layout (copied when they differ: the EMA block's conv3x3 gives NCHW x2 for a
-// channels_last x); grad_x2 is returned in x2's layout.
+// x2 and grad_out are read in x's layout (copied when they differ, e.g. an NCHW x2 from the official EMA's
+// conv3x3 of x.reshape(B G, cg, H, W) beside a channels_last x; functional.ema runs that conv as a grouped conv
+// of x itself, so its x2 keeps x's layout); grad_x2 is returned in x2's dtype and layout.
 // Cross-tile / cross-unit sums (GroupNorm affine gradients, channels_last statistics) are added in a fixed
 // order: deterministic.
 //
@@ -54,8 +56,8 @@ void sigmoid_inplace(A* __restrict__ v, int64_t n) {
   }
 }
 
-#include "ema_core_nchw.h"            // inside the ISA namespace and region
-#include "ema_core_channels_last.h"   // inside the ISA namespace and region
+#include "ema_core_nchw.h"           // inside the ISA namespace and region
+#include "ema_core_channels_last.h"  // inside the ISA namespace and region
 
 // ------------------------------------------------------------------------------------------------ host side
 struct CoreInputs {
@@ -76,8 +78,13 @@ CoreInputs core_inputs(const Tensor& x_in, const Tensor& hw_in, const Tensor& x2
               "fused_attn (cpu): gn affine must be [C / groups]");
   const auto dt = x_in.scalar_type();
   const auto fmt = format_of(x_in);
-  return {Geom{B, C, groups, C / groups, H, W, H * W}, fmt, dense(x_in, fmt, dt), dense(x2_in, fmt, dt),
-          small_acc(hw_in, dt), small_acc(gn_weight, dt), small_acc(gn_bias, dt)};
+  return {Geom{B, C, groups, C / groups, H, W, H * W},
+          fmt,
+          dense(x_in, fmt, dt),
+          dense(x2_in, fmt, dt),
+          small_acc(hw_in, dt),
+          small_acc(gn_weight, dt),
+          small_acc(gn_bias, dt)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> ema_core_combine(const Tensor& x_in, const Tensor& hw_in, const Tensor& x2_in,
@@ -102,9 +109,11 @@ std::tuple<Tensor, Tensor, Tensor> ema_core_combine(const Tensor& x_in, const Te
   return {out, mean, rstd};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(
-    const Tensor& grad_out, const Tensor& x_in, const Tensor& hw_in, const Tensor& x2_in, const Tensor& gn_weight,
-    const Tensor& gn_bias, const Tensor& mean_in, const Tensor& rstd_in, int64_t groups, double eps) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(const Tensor& grad_out, const Tensor& x_in,
+                                                                  const Tensor& hw_in, const Tensor& x2_in,
+                                                                  const Tensor& gn_weight, const Tensor& gn_bias,
+                                                                  const Tensor& mean_in, const Tensor& rstd_in,
+                                                                  int64_t groups, double eps) {
   (void)eps;  // the forward's statistics (mean, rstd) are reused
   const CoreInputs in = core_inputs(x_in, hw_in, x2_in, gn_weight, gn_bias, groups);
   const Geom& s = in.s;
@@ -133,15 +142,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ema_core_grads(
   }
   // GroupNorm affine gradients: per-tile partials added in tile order (deterministic).
   Tensor grad_gw = at::empty({s.cg}, gn_part.options()), grad_gb = at::empty({s.cg}, gn_part.options());
-  AT_DISPATCH_FLOATING_TYPES(acc, "fused_attn_ema_gn_grads", [&] {
+  AT_DISPATCH_FLOATING_TYPES(acc, "fa_ema_gn_grads", [&] {
     const scalar_t* part = gn_part.const_data_ptr<scalar_t>();
     sum_partials(part, grad_gw.mutable_data_ptr<scalar_t>(), 1, s.B * s.G, s.cg);
     sum_partials(part + s.B * s.G * s.cg, grad_gb.mutable_data_ptr<scalar_t>(), 1, s.B * s.G, s.cg);
   });
   // grad_x2 goes back in x2's own dtype and layout (a copy when either differs from x's; autocast can hand
   // the op a bf16 x2 beside an fp32 x)
-  return {grad_x, grad_hw.to(hw_in.scalar_type()),
-          grad_x2.to(x2_in.scalar_type()).contiguous(format_of(x2_in)),
+  return {grad_x, grad_hw.to(hw_in.scalar_type()), grad_x2.to(x2_in.scalar_type()).contiguous(format_of(x2_in)),
           grad_gw.to(gn_weight.scalar_type()), grad_gb.to(gn_bias.scalar_type())};
 }
 

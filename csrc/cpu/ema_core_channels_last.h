@@ -15,8 +15,11 @@ template <typename A>
 struct ClTables {
   std::vector<A> sh, sw, gw, gb, a1;
   ClTables(const A* hw, const A* gwp, const A* gbp, const A* a1p, const Geom& s)
-      : sh(static_cast<size_t>(s.B * s.H * s.C)), sw(static_cast<size_t>(s.B * s.W * s.C)),
-        gw(static_cast<size_t>(s.C)), gb(static_cast<size_t>(s.C)), a1(static_cast<size_t>(s.C)) {
+      : sh(static_cast<size_t>(s.B * s.H * s.C)),
+        sw(static_cast<size_t>(s.B * s.W * s.C)),
+        gw(static_cast<size_t>(s.C)),
+        gb(static_cast<size_t>(s.C)),
+        a1(static_cast<size_t>(s.C)) {
     const int64_t HW = s.H + s.W;
     parallel_units(s.B, [&](int64_t b) {
       for (int64_t c = 0; c < s.C; ++c) {
@@ -54,8 +57,8 @@ void attention_a2(const A* part, int64_t stride, A* a2, const Geom& s, int64_t b
 // the sum of x2, per channel.
 template <typename T>
 FA_ROW void stats_row(const T* __restrict__ x, const T* __restrict__ x2, const acc_t<T>* __restrict__ sh,
-                              const acc_t<T>* __restrict__ sw, acc_t<T> inv, acc_t<T>* __restrict__ mu,
-                              acc_t<T>* __restrict__ m2, acc_t<T>* __restrict__ s2, int64_t C) {
+                      const acc_t<T>* __restrict__ sw, acc_t<T> inv, acc_t<T>* __restrict__ mu,
+                      acc_t<T>* __restrict__ m2, acc_t<T>* __restrict__ s2, int64_t C) {
   using A = acc_t<T>;
   for (int64_t c = 0; c < C; ++c) {
     const A u = (A(x[c]) * sh[c]) * sw[c];
@@ -70,13 +73,13 @@ FA_ROW void stats_row(const T* __restrict__ x, const T* __restrict__ x2, const a
 // logit w = sum of its channels' t, sg = sig(w), and (GX) gxs = the group's sum of g x.
 template <typename T, bool GX>
 FA_ROW void logits_cl_row(const T* __restrict__ x, const T* __restrict__ x2, const T* __restrict__ g,
-                                  const acc_t<T>* __restrict__ sh, const acc_t<T>* __restrict__ sw,
-                                  const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ rstd,
-                                  const ClTables<acc_t<T>>& tb, const acc_t<T>* __restrict__ a2,
-                                  acc_t<T>* __restrict__ t, acc_t<T>* __restrict__ gxr, acc_t<T>* __restrict__ w,
-                                  acc_t<T>* __restrict__ gxs, const Geom& s) {
+                          const acc_t<T>* __restrict__ sh, const acc_t<T>* __restrict__ sw,
+                          const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ rstd,
+                          const ClTables<acc_t<T>>& tb, const acc_t<T>* __restrict__ a2, acc_t<T>* __restrict__ t,
+                          acc_t<T>* __restrict__ gxr, acc_t<T>* __restrict__ w, acc_t<T>* __restrict__ gxs,
+                          const Geom& s) {
   using A = acc_t<T>;
-  const A *__restrict__ gwc = tb.gw.data(), *__restrict__ gbc = tb.gb.data(), *__restrict__ a1 = tb.a1.data();
+  const A* __restrict__ gwc = tb.gw.data(), * __restrict__ gbc = tb.gb.data(), * __restrict__ a1 = tb.a1.data();
   for (int64_t c = 0; c < s.C; ++c) {
     const A u = (A(x[c]) * sh[c]) * sw[c];
     t[c] = a1[c] * A(x2[c]) + a2[c] * (((u - mean[c]) * rstd[c]) * gwc[c] + gbc[c]);
@@ -111,8 +114,8 @@ void core_combine_cl(const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = 0; j < W; ++j) {
         const int64_t off = (b * N + i * W + j) * C;
-        stats_row(x + off, x2 + off, tb.sh.data() + (b * s.H + i) * C, tb.sw.data() + (b * W + j) * C,
-                  A(1) / A(++n), mu, mu + C, mu + 2 * C, C);
+        stats_row(x + off, x2 + off, tb.sh.data() + (b * s.H + i) * C, tb.sw.data() + (b * W + j) * C, A(1) / A(++n),
+                  mu, mu + C, mu + 2 * C, C);
       }
   });
   // merge the units of each image in order (Chan et al.): mean, rstd; a2 from the x2 sums
@@ -156,11 +159,11 @@ void core_combine_cl(const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>
 // sdu += dw uhat, sdw += dw (acc: 4 rows of C).
 template <typename T>
 FA_ROW void dw_sums_row(const T* __restrict__ x, const T* __restrict__ x2, const acc_t<T>* __restrict__ sh,
-                                const acc_t<T>* __restrict__ sw, const acc_t<T>* __restrict__ mean,
-                                const acc_t<T>* __restrict__ rstd, const ClTables<acc_t<T>>& tb,
-                                const acc_t<T>* __restrict__ dwc, acc_t<T>* __restrict__ acc, int64_t C) {
+                        const acc_t<T>* __restrict__ sw, const acc_t<T>* __restrict__ mean,
+                        const acc_t<T>* __restrict__ rstd, const ClTables<acc_t<T>>& tb,
+                        const acc_t<T>* __restrict__ dwc, acc_t<T>* __restrict__ acc, int64_t C) {
   using A = acc_t<T>;
-  const A *__restrict__ gwc = tb.gw.data(), *__restrict__ gbc = tb.gb.data();
+  const A* __restrict__ gwc = tb.gw.data(), * __restrict__ gbc = tb.gb.data();
   for (int64_t c = 0; c < C; ++c) {
     const A uh = (((A(x[c]) * sh[c]) * sw[c]) - mean[c]) * rstd[c];
     const A d = dwc[c];
@@ -175,14 +178,14 @@ FA_ROW void dw_sums_row(const T* __restrict__ x, const T* __restrict__ x2, const
 // partial (cacc).
 template <typename T>
 FA_ROW void grads_cl_row(const T* __restrict__ g, const T* __restrict__ x, const acc_t<T>* __restrict__ sh,
-                                 const acc_t<T>* __restrict__ sw, const acc_t<T>* __restrict__ mean,
-                                 const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ k,
-                                 const acc_t<T>* __restrict__ sgc, const acc_t<T>* __restrict__ dwc,
-                                 const acc_t<T>* __restrict__ a1, T* __restrict__ gx, T* __restrict__ gx2,
-                                 acc_t<T>* __restrict__ racc, acc_t<T>* __restrict__ cacc, int64_t C) {
+                         const acc_t<T>* __restrict__ sw, const acc_t<T>* __restrict__ mean,
+                         const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ k,
+                         const acc_t<T>* __restrict__ sgc, const acc_t<T>* __restrict__ dwc,
+                         const acc_t<T>* __restrict__ a1, T* __restrict__ gx, T* __restrict__ gx2,
+                         acc_t<T>* __restrict__ racc, acc_t<T>* __restrict__ cacc, int64_t C) {
   using A = acc_t<T>;
-  const A *__restrict__ dm2n = k, *__restrict__ kr = k + C;
-  const A *__restrict__ mdw = k + 2 * C, *__restrict__ mdu = k + 3 * C;
+  const A* __restrict__ dm2n = k, * __restrict__ kr = k + C;
+  const A* __restrict__ mdw = k + 2 * C, * __restrict__ mdu = k + 3 * C;
   for (int64_t c = 0; c < C; ++c) {
     const A xv = A(x[c]), d = dwc[c];
     const A u = (xv * sh[c]) * sw[c];
@@ -196,9 +199,9 @@ FA_ROW void grads_cl_row(const T* __restrict__ g, const T* __restrict__ x, const
 }
 
 template <typename T>
-void core_grads_cl(const T* g, const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>* gw,
-                      const acc_t<T>* gb, const acc_t<T>* a1p, const acc_t<T>* mean, const acc_t<T>* rstd,
-                      T* grad_x, T* grad_x2, acc_t<T>* grad_hw, acc_t<T>* gn_part, const Geom& s) {
+void core_grads_cl(const T* g, const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>* gw, const acc_t<T>* gb,
+                   const acc_t<T>* a1p, const acc_t<T>* mean, const acc_t<T>* rstd, T* grad_x, T* grad_x2,
+                   acc_t<T>* grad_hw, acc_t<T>* gn_part, const Geom& s) {
   using A = acc_t<T>;
   const int64_t C = s.C, H = s.H, W = s.W, N = s.N, G = s.G, cg = s.cg, HW = H + W;
   const RowBlocks rb(H, W);
@@ -237,8 +240,8 @@ void core_grads_cl(const T* g, const T* x, const T* x2, const acc_t<T>* hw, cons
         const A *shr = tb.sh.data() + (b * H + i) * C, *swr = tb.sw.data() + (b * W + j) * C;
         A* sg = sgb + (b * N + p) * G;
         A* dw = dwb + (b * N + p) * G;
-        logits_cl_row<T, true>(x + off, x2 + off, g + off, shr, swr, mean + b * C, rstd + b * C, tb,
-                               a2.data() + b * C, t, gxr, sg, gxs, s);
+        logits_cl_row<T, true>(x + off, x2 + off, g + off, shr, swr, mean + b * C, rstd + b * C, tb, a2.data() + b * C,
+                               t, gxr, sg, gxs, s);
         for (int64_t k = 0; k < G; ++k) {
           dw[k] = (gxs[k] * sg[k]) * (A(1) - sg[k]);
           std::fill(dwc + k * cg, dwc + (k + 1) * cg, dw[k]);

@@ -63,8 +63,7 @@ struct Tile {
     a2 = q;
   }
   // sig_h, sig_w from the tile's rows of hw [B, C, H + W]; U = (X sig_h) sig_w; a2 = softmax_c(mean_p X2).
-  void gates_and_attention(const A* __restrict__ hw, const A* __restrict__ X, const A* __restrict__ X2,
-                           int64_t tile) {
+  void gates_and_attention(const A* __restrict__ hw, const A* __restrict__ X, const A* __restrict__ X2, int64_t tile) {
     const int64_t H = s.H, W = s.W, N = s.N, HW = H + W;
     const A* __restrict__ hwt = hw + tile * s.cg * HW;
     for (int64_t c = 0; c < s.cg; ++c) {
@@ -90,16 +89,16 @@ struct Tile {
 
 // w[p] += k1 x2[p] + k2 x1[p], x1 = ((u - mu) rs) gw + gb: one channel's term of the attention logits.
 template <typename A>
-FA_ROW void logits_row(A* __restrict__ w, const A* __restrict__ x2, const A* __restrict__ u, A k1, A k2,
-                               A mu, A rs, A gw, A gb, int64_t n) {
+FA_ROW void logits_row(A* __restrict__ w, const A* __restrict__ x2, const A* __restrict__ u, A k1, A k2, A mu, A rs,
+                       A gw, A gb, int64_t n) {
   for (int64_t p = 0; p < n; ++p) w[p] += k1 * x2[p] + k2 * (((u[p] - mu) * rs) * gw + gb);
 }
 
 // The backward's logits row plus gx[p] += g[p] x[p] (the sum over channels of g x).
 template <typename A>
-FA_ROW void logits_gx_row(A* __restrict__ w, A* __restrict__ gx, const A* __restrict__ x2,
-                                  const A* __restrict__ u, const A* __restrict__ g, const A* __restrict__ x, A k1,
-                                  A k2, A mu, A rs, A gw, A gb, int64_t n) {
+FA_ROW void logits_gx_row(A* __restrict__ w, A* __restrict__ gx, const A* __restrict__ x2, const A* __restrict__ u,
+                          const A* __restrict__ g, const A* __restrict__ x, A k1, A k2, A mu, A rs, A gw, A gb,
+                          int64_t n) {
   for (int64_t p = 0; p < n; ++p) {
     w[p] += k1 * x2[p] + k2 * (((u[p] - mu) * rs) * gw + gb);
     gx[p] += g[p] * x[p];
@@ -110,9 +109,9 @@ FA_ROW void logits_gx_row(A* __restrict__ w, A* __restrict__ gx, const A* __rest
 // row / column sums of du u into grad_hw (ghw[i] = (1 - sig_h) sum_j, ghw[H + j] = (1 - sig_w) sum_i).
 template <typename A>
 FA_ROW void grad_x_channel(A* __restrict__ gxo, const A* __restrict__ g, const A* __restrict__ sg,
-                                   const A* __restrict__ dw, const A* __restrict__ u, const A* __restrict__ sh,
-                                   const A* __restrict__ sw, A* __restrict__ ghw, A m, A r, A kr, A mdw, A mdu,
-                                   int64_t H, int64_t W) {
+                           const A* __restrict__ dw, const A* __restrict__ u, const A* __restrict__ sh,
+                           const A* __restrict__ sw, A* __restrict__ ghw, A m, A r, A kr, A mdw, A mdu, int64_t H,
+                           int64_t W) {
   std::fill(ghw + H, ghw + H + W, A(0));
   for (int64_t i = 0; i < H; ++i) {
     const A shi = sh[i];
@@ -146,10 +145,12 @@ void core_combine_nchw(const T* x, const T* x2, const acc_t<T>* hw, const acc_t<
       for (int64_t c = 0; c < s.cg; ++c) {
         const A* __restrict__ ur = t.U + c * N;
         const A mu = lane_sum<A>(N, [&](int64_t p) { return ur[p]; }) / A(N);
-        const A var = lane_sum<A>(N, [&](int64_t p) {
-                        const A d = ur[p] - mu;
-                        return d * d;
-                      }) / A(N);
+        const A var = lane_sum<A>(N,
+                                  [&](int64_t p) {
+                                    const A d = ur[p] - mu;
+                                    return d * d;
+                                  }) /
+                      A(N);
         const A rs = A(1) / std::sqrt(var + eps);
         mean[tile * s.cg + c] = mu;
         rstd[tile * s.cg + c] = rs;
@@ -169,9 +170,9 @@ void core_combine_nchw(const T* x, const T* x2, const acc_t<T>* hw, const acc_t<
 
 // gn_part [2][B * G][cg]: per-tile GroupNorm weight / bias gradients.
 template <typename T>
-void core_grads_nchw(const T* g, const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>* gw,
-                        const acc_t<T>* gb, const acc_t<T>* a1, const acc_t<T>* mean, const acc_t<T>* rstd,
-                        T* grad_x, T* grad_x2, acc_t<T>* grad_hw, acc_t<T>* gn_part, const Geom& s) {
+void core_grads_nchw(const T* g, const T* x, const T* x2, const acc_t<T>* hw, const acc_t<T>* gw, const acc_t<T>* gb,
+                     const acc_t<T>* a1, const acc_t<T>* mean, const acc_t<T>* rstd, T* grad_x, T* grad_x2,
+                     acc_t<T>* grad_hw, acc_t<T>* gn_part, const Geom& s) {
   using A = acc_t<T>;
   const int64_t N = s.N, H = s.H, W = s.W, cg = s.cg;
   A* gw_part = gn_part;
@@ -200,7 +201,7 @@ void core_grads_nchw(const T* g, const T* x, const T* x2, const acc_t<T>* hw, co
       const A sdw = lane_sum<A>(N, [&](int64_t p) { return dw[p]; });
       // da1 = sum_p dw x2, da2 = sum_p dw x1, sdu = sum_p dw uhat
       for (int64_t c = 0; c < cg; ++c) {
-        const A *__restrict__ ur = t.U + c * N, *__restrict__ x2r = X2 + c * N;
+        const A* __restrict__ ur = t.U + c * N, * __restrict__ x2r = X2 + c * N;
         const A m = mu[c], r = rs[c], gwc = gw[c], gbc = gb[c];
         A l1[kLanes<A>] = {}, l2[kLanes<A>] = {}, l3[kLanes<A>] = {};
         lane_for<A>(N, [&](int64_t p, int64_t l) {

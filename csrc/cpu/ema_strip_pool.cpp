@@ -1,7 +1,7 @@
 // CPU kernels of ema_strip_pool (fused_attn/backends/reference/ema_strip_pool.py is the oracle):
 //
-//   reduce:      pooled[b, c, i] = mean_j x[b, c, i, j], pooled[b, c, H + j] = mean_i x[b, c, i, j]
-//   grad_input:  grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H
+//   ema_strip_pool_reduce:      pooled[b, c, i] = mean_j x[b, c, i, j], pooled[b, c, H + j] = mean_i x[b, c, i, j]
+//   ema_strip_pool_grad_input:  grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H
 #include "common.h"
 #include "isa.h"
 
@@ -39,8 +39,8 @@ void strip_pool_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t B, 
   parallel_units(B * chunks, [&](int64_t u) {
     const int64_t b = u / chunks, c0 = (u % chunks) * kChunk, cc = std::min(C, c0 + kChunk) - c0;
     std::vector<A> acc(static_cast<size_t>((W + 1) * cc), A(0));
-    A* __restrict__ racc = acc.data();        // [cc]: the current row's sums
-    A* __restrict__ cacc = acc.data() + cc;   // [W][cc]: column sums
+    A* __restrict__ racc = acc.data();       // [cc]: the current row's sums
+    A* __restrict__ cacc = acc.data() + cc;  // [W][cc]: column sums
     for (int64_t i = 0; i < H; ++i) {
       std::fill(racc, racc + cc, A(0));
       for (int64_t j = 0; j < W; ++j) {
@@ -122,8 +122,8 @@ Tensor ema_strip_pool_grad_input(const Tensor& grad, const Tensor& x) {
   const Tensor g = small_acc(grad, dt);
   Tensor gx = empty_4d(x.sizes(), x, fmt, dt);
   FA_DISPATCH(dt, "fa_ema_strip_pool_grad_input", [&] {
-    strip_unpool_kernel<scalar_t>(g.const_data_ptr<acc_t<scalar_t>>(), gx.mutable_data_ptr<scalar_t>(), B, C, H,
-                                  W, fmt == at::MemoryFormat::ChannelsLast);
+    strip_unpool_kernel<scalar_t>(g.const_data_ptr<acc_t<scalar_t>>(), gx.mutable_data_ptr<scalar_t>(), B, C, H, W,
+                                  fmt == at::MemoryFormat::ChannelsLast);
   });
   return gx;
 }

@@ -12,10 +12,9 @@
 namespace detail {
 
 template <typename T, bool IN, bool SP, bool ADD>
-void gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scale,
-                     const acc_t<T>* __restrict__ spatial, const T* __restrict__ add,
-                     const acc_t<T>* __restrict__ shift, T* __restrict__ out, int64_t B, int64_t C, int64_t N,
-                     bool channels_last) {
+void gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scale, const acc_t<T>* __restrict__ spatial,
+                     const T* __restrict__ add, const acc_t<T>* __restrict__ shift, T* __restrict__ out, int64_t B,
+                     int64_t C, int64_t N, bool channels_last) {
   using A = acc_t<T>;
   if (!channels_last) {
     // unit = one (b, c) row of N contiguous pixels
@@ -80,7 +79,7 @@ inline Tensor gate_map(const Tensor& like, const Tensor& in, const Tensor& scale
   TORCH_CHECK(!sp.defined() || sp.numel() == B * N, "fused_attn (cpu): the spatial gate must be [B, H, W]");
   Tensor out = empty_4d(like.sizes(), like, fmt, dt);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FA_DISPATCH(dt, "fused_attn_gate_map", [&] {
+  FA_DISPATCH(dt, "fa_gate_map", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* ip = in_d.defined() ? in_d.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* ap = add_d.defined() ? add_d.const_data_ptr<scalar_t>() : nullptr;
@@ -95,4 +94,3 @@ inline Tensor gate_map(const Tensor& like, const Tensor& in, const Tensor& scale
   });
   return out;
 }
-

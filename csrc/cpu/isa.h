@@ -52,7 +52,9 @@ inline bool use_avx2() {
 #endif
 }
 
-inline const char* cpu_isa_name() { return use_avx2() ? "avx2" : "baseline"; }
+inline const char* cpu_isa_name() {
+  return use_avx2() ? "avx2" : "baseline";
+}
 
 }  // namespace cpu
 }  // namespace fa
@@ -63,20 +65,21 @@ inline const char* cpu_isa_name() { return use_avx2() ? "avx2" : "baseline"; }
 #if FA_HAS_AVX2
 #define FA_DECLARE_AVX2(name) \
   namespace fa {              \
-  namespace cpu {                     \
-  namespace avx2 {                    \
-  decltype(base::name) name;          \
-  }                                   \
-  }                                   \
+  namespace cpu {             \
+  namespace avx2 {            \
+  decltype(base::name) name;  \
+  }                           \
+  }                           \
   }
-#define FA_KERNEL(name) \
-  (::fa::cpu::use_avx2() ? &::fa::cpu::avx2::name : &::fa::cpu::base::name)
+#define FA_KERNEL(name) (::fa::cpu::use_avx2() ? &::fa::cpu::avx2::name : &::fa::cpu::base::name)
 #else
 #define FA_DECLARE_AVX2(name)
 #define FA_KERNEL(name) (&::fa::cpu::base::name)
 #endif
 
 #define FA_IMPL(name) m.impl(#name, FA_KERNEL(name));
-#define FA_REGISTER(OPS) \
-  OPS(FA_DECLARE_AVX2)   \
-  TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) { OPS(FA_IMPL) }
+#define FA_REGISTER(OPS)                     \
+  OPS(FA_DECLARE_AVX2)                       \
+  TORCH_LIBRARY_IMPL(fused_attn_C, CPU, m) { \
+    OPS(FA_IMPL)                             \
+  }

@@ -1,14 +1,15 @@
-// CPU kernels of the squeeze_excite family (fused_attn/reference/squeeze_excite.py is the oracle):
+// CPU kernels of the squeeze_excite family (fused_attn/backends/reference/squeeze_excite.py is the oracle):
 //
-//   channel_squeeze_reduce(x)                      p[b, c] = mean_hw x[b, c]                [B, C] acc dtype
-//   channel_squeeze_grad_input(grad, x)               grad_x[b, c, p] = grad[b, c] / HW        like x
-//   channel_scale(x, s)                    y = x * s[b, c]                          like x
-//   squeeze_excite_grad_gate(grad_y, x)             grad_s[b, c] = sum_hw grad_y * x         [B, C] acc dtype
+//   channel_squeeze_reduce(x)            p[b, c] = mean_hw x[b, c]                [B, C] acc dtype
+//   channel_squeeze_grad_input(grad, x)  grad_x[b, c, p] = grad[b, c] / HW        like x
+//   channel_scale(x, s)                  y = x * s[b, c]                          like x
+//   squeeze_excite_grad_gate(grad_y, x)  grad_s[b, c] = sum_hw grad_y * x         [B, C] acc dtype
 //   squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
-//                                                   grad_x = grad_y * s + grad_pooled / HW   like x
+//                                        grad_x = grad_y * s + grad_pooled / HW   like x
 //
-// The SE MLP runs in PyTorch between the passes, so the fused backward is grad_gate (reads grad_y, x), the
-// MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write of x's size.
+// The SE MLP runs in PyTorch between the passes, so the fused backward is squeeze_excite_grad_gate (reads
+// grad_y, x), the MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write
+// of x's size.
 #include "common.h"
 #include "isa.h"
 
@@ -24,8 +25,8 @@ namespace FA_ISA {
 //  channels_last: one unit per block of kPixels pixels of one image, accumulating rows of C contiguous
 //  channels into that unit's partial row; partial rows are then added in block order (deterministic).
 template <typename T, bool PROD>
-void hw_sum_kernel(const T* __restrict__ a, const T* __restrict__ m, acc_t<T>* __restrict__ sums, int64_t B,
-                   int64_t C, int64_t N, bool channels_last) {
+void hw_sum_kernel(const T* __restrict__ a, const T* __restrict__ m, acc_t<T>* __restrict__ sums, int64_t B, int64_t C,
+                   int64_t N, bool channels_last) {
   using A = acc_t<T>;
   if (!channels_last) {
     parallel_units(B * C, [&](int64_t bc) {
@@ -56,14 +57,13 @@ Tensor hw_sum(const Tensor& a, const Tensor& m) {
   const int64_t B = a.size(0), C = a.size(1), N = a.size(2) * a.size(3);
   Tensor sums = at::empty({B, C}, a.options().dtype(acc_scalar_type(dt)));
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FA_DISPATCH(dt, "fused_attn_hw_sum", [&] {
+  FA_DISPATCH(dt, "fa_hw_sum", [&] {
     using A = acc_t<scalar_t>;
     if (md.defined())
       hw_sum_kernel<scalar_t, true>(ad.const_data_ptr<scalar_t>(), md.const_data_ptr<scalar_t>(),
                                     sums.mutable_data_ptr<A>(), B, C, N, cl);
     else
-      hw_sum_kernel<scalar_t, false>(ad.const_data_ptr<scalar_t>(), nullptr, sums.mutable_data_ptr<A>(), B, C, N,
-                                     cl);
+      hw_sum_kernel<scalar_t, false>(ad.const_data_ptr<scalar_t>(), nullptr, sums.mutable_data_ptr<A>(), B, C, N, cl);
   });
   return sums;
 }
@@ -106,8 +106,8 @@ Tensor squeeze_excite_grad_input(const Tensor& grad_y, const Tensor& x, const Te
 FA_ISA_END
 
 #if FA_ISA_BASE
-#define SQUEEZE_EXCITE_OPS(X)                                                                  \
-  X(channel_squeeze_reduce) X(channel_squeeze_grad_input) X(channel_scale) X(squeeze_excite_grad_gate) \
-  X(squeeze_excite_grad_input)
+#define SQUEEZE_EXCITE_OPS(X) \
+  X(channel_squeeze_reduce)   \
+  X(channel_squeeze_grad_input) X(channel_scale) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input)
 FA_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif

@@ -1,9 +1,12 @@
-// CUDA bindings of apply_gates (kernels: apply_gates_kernels.cu; math: fused_attn/reference/apply_gates.py).
+// CUDA bindings of apply_gates (kernels: apply_gates_kernels.cu; math: fused_attn/backends/reference/apply_gates.py).
 // Same outputs as csrc/cpu/apply_gates.cpp:
-//   forward  -> residual + y * channel[b, c] * spatial[b, h, w] in y's layout and dtype
-//   backward -> (grad_y like y, grad_channel [B, C] in channel's dtype | [0], grad_spatial [B, H, W] in spatial's
-//               dtype | [0]), one pass over (grad_out, y) plus the ordered merges of the partial sums.
-//   grad_gates -> (grad_channel, grad_spatial) of the backward without writing grad_y (dual_attention).
+//   apply_gates_combine     -> residual + y * channel[b, c] * spatial[b, h, w] in y's layout and dtype: one
+//                              fa_gate_map
+//   apply_gates_grads       -> (grad_y like y, grad_channel [B, C] in channel's dtype | [0], grad_spatial [B, H, W]
+//                              in spatial's dtype | [0]): one fa_tile_sums over (grad_out, y) plus the ordered
+//                              merges of the partial sums (fa_merge_partials)
+//   apply_gates_grad_gates  -> (grad_channel, grad_spatial) of apply_gates_grads without writing grad_y
+//                              (dual_attention's backward)
 #include "binding.h"
 
 namespace fa {
@@ -49,8 +52,8 @@ Tensor apply_gates_combine(const Tensor& y_in, const c10::optional<Tensor>& chan
 
 // The backward pass; grad_y is written only when write_grad_y (else returned undefined).
 std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Tensor& y_in,
-                                                  const c10::optional<Tensor>& channel,
-                                                  const c10::optional<Tensor>& spatial, bool write_grad_y) {
+                                               const c10::optional<Tensor>& channel,
+                                               const c10::optional<Tensor>& spatial, bool write_grad_y) {
   check_4d(y_in, "y");
   check_same_device(y_in, grad_out, "grad_out");
   TORCH_CHECK(grad_out.sizes() == y_in.sizes(), "fused_attn (cuda): grad_out must have y's shape ", y_in.sizes(),
@@ -107,8 +110,8 @@ std::tuple<Tensor, Tensor, Tensor> gates_grads(const Tensor& grad_out, const Ten
 }
 
 std::tuple<Tensor, Tensor, Tensor> apply_gates_grads(const Tensor& grad_out, const Tensor& y,
-                                                        const c10::optional<Tensor>& channel,
-                                                        const c10::optional<Tensor>& spatial) {
+                                                     const c10::optional<Tensor>& channel,
+                                                     const c10::optional<Tensor>& spatial) {
   return gates_grads(grad_out, y, channel, spatial, true);
 }
 

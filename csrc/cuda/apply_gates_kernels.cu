@@ -1,5 +1,6 @@
-// CUDA kernels of apply_gates and the passes it shares with squeeze_excite and ema (launchers.h has the
-// contracts; fused_attn/reference/apply_gates.py is the oracle):
+// CUDA kernels of apply_gates, and the building blocks that the passes of squeeze_excite, dual_attention,
+// ema_strip_pool and ema_core also use (launchers.h has the contracts; fused_attn/backends/reference/
+// apply_gates.py is the oracle):
 //
 //   fa_gate_map        out = (in * scale[b, c]) * spatial[b, p] + add + shift[b, c] / shift_div
 //                            + outer_c[c] outer_p[b, p]                                          (elementwise)
@@ -8,7 +9,7 @@
 //                      col_gate) and along columns (weighted by row_gate) in one pass
 //   fa_merge_partials  the second stage of every cross-block sum, in a fixed order
 //
-// apply_gates forward is one fa_gate_map; its backward one fa_tile_sums over (g, y) + merges:
+// apply_gates_combine is one fa_gate_map; apply_gates_grads one fa_tile_sums over (g, y) + merges:
 //   grad_y = g channel spatial;  grad_channel = sum_p g y spatial;  grad_spatial = sum_c g y channel.
 // The NCHW matrix is channels x pixels, the channels_last one pixels x channels; the two gates swap roles.
 //
@@ -30,11 +31,10 @@ constexpr int kThreads = 256;
 // kThreads vectors, from the end when `reverse`.
 template <typename T, bool CL>
 __global__ void __launch_bounds__(kThreads)
-    gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scale,
-                    const acc_t<T>* __restrict__ spatial, const T* __restrict__ add,
-                    const acc_t<T>* __restrict__ shift, acc_t<T> shift_div, const acc_t<T>* __restrict__ outer_c,
-                    const acc_t<T>* __restrict__ outer_p, T* __restrict__ out, int64_t C,
-                    int64_t N, int64_t L, int64_t vecs_per_row, int64_t total_vecs, bool reverse) {
+    gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scale, const acc_t<T>* __restrict__ spatial,
+                    const T* __restrict__ add, const acc_t<T>* __restrict__ shift, acc_t<T> shift_div,
+                    const acc_t<T>* __restrict__ outer_c, const acc_t<T>* __restrict__ outer_p, T* __restrict__ out,
+                    int64_t C, int64_t N, int64_t L, int64_t vecs_per_row, int64_t total_vecs, bool reverse) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int64_t tiles = ceil_div(total_vecs, kThreads);
@@ -86,8 +86,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     tile_sums_kernel(const T* __restrict__ a, const T* __restrict__ m, T* __restrict__ out,
                      const acc_t<T>* __restrict__ row_gate, const acc_t<T>* __restrict__ col_gate,
-                     acc_t<T>* __restrict__ row_part, acc_t<T>* __restrict__ col_part, int64_t nb, int64_t R,
-                     int64_t L, int tx_n, int64_t col_tiles, int64_t row_chunks) {
+                     acc_t<T>* __restrict__ row_part, acc_t<T>* __restrict__ col_part, int64_t nb, int64_t R, int64_t L,
+                     int tx_n, int64_t col_tiles, int64_t row_chunks) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   __shared__ A cols[kThreads * V];
@@ -151,8 +151,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename A, typename O>
 __global__ void __launch_bounds__(kThreads)
     merge_kernel(const A* __restrict__ part, O* __restrict__ out, int64_t nb, int64_t K, int64_t n, A divisor,
-                 int64_t b_inner, int64_t ob1, int64_t ob2, int64_t i_inner, int64_t os1, int64_t os2,
-                 int64_t offset) {
+                 int64_t b_inner, int64_t ob1, int64_t ob2, int64_t i_inner, int64_t os1, int64_t os2, int64_t offset) {
   const int64_t total = nb * n;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -170,8 +169,8 @@ __global__ void __launch_bounds__(kThreads)
 
 using namespace fa;
 
-extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, fa_gate_map_args a, int64_t B, int64_t C,
-                                   int64_t N, cudaStream_t stream) {
+extern "C" cudaError_t fa_gate_map(int dtype, int channels_last, fa_gate_map_args a, int64_t B, int64_t C, int64_t N,
+                                   cudaStream_t stream) {
   if (B * C * N == 0) return cudaSuccess;
   if ((a.outer_c == nullptr) != (a.outer_p == nullptr)) return cudaErrorInvalidValue;
   if (a.shift != nullptr && a.shift_div == 0) return cudaErrorInvalidValue;
@@ -203,8 +202,7 @@ extern "C" cudaError_t fa_tile_sums(int dtype, fa_tile_sums_args t, int64_t nb, 
     FA_LAUNCH(grid, kThreads, 0, stream, tile_sums_kernel<T>)(
         static_cast<const T*>(t.a), static_cast<const T*>(t.m), static_cast<T*>(t.out),
         static_cast<const A*>(t.row_gate), static_cast<const A*>(t.col_gate), static_cast<A*>(t.row_part),
-        static_cast<A*>(t.col_part), nb, R, L,
-        static_cast<int>(g.tx), g.col_tiles, g.row_chunks);
+        static_cast<A*>(t.col_part), nb, R, L, static_cast<int>(g.tx), g.col_tiles, g.row_chunks);
     return cudaGetLastError();
   });
 }
@@ -218,9 +216,9 @@ extern "C" cudaError_t fa_merge_partials(int in_dtype, int out_dtype, const void
     using A = decltype(acc_tag);
     return dispatch(out_dtype, [&](auto out_tag) -> cudaError_t {
       using O = decltype(out_tag);
-      FA_LAUNCH(grid, kThreads, 0, stream, merge_kernel<A, O>)(static_cast<const A*>(part), static_cast<O*>(out),
-                                                               nb, K, n, static_cast<A>(o.divisor), o.b_inner,
-                                                               o.ob1, o.ob2, o.i_inner, o.os1, o.os2, o.offset);
+      FA_LAUNCH(grid, kThreads, 0, stream, merge_kernel<A, O>)(static_cast<const A*>(part), static_cast<O*>(out), nb, K,
+                                                               n, static_cast<A>(o.divisor), o.b_inner, o.ob1, o.ob2,
+                                                               o.i_inner, o.os1, o.os2, o.offset);
       return cudaGetLastError();
     });
   };

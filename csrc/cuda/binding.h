@@ -37,10 +37,14 @@ using at::Tensor;
 
 inline int dtype_code(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return FA_FLOAT32;
-    case at::kDouble: return FA_FLOAT64;
-    case at::kHalf: return FA_FLOAT16;
-    case at::kBFloat16: return FA_BFLOAT16;
+    case at::kFloat:
+      return FA_FLOAT32;
+    case at::kDouble:
+      return FA_FLOAT64;
+    case at::kHalf:
+      return FA_FLOAT16;
+    case at::kBFloat16:
+      return FA_BFLOAT16;
     default:
       TORCH_CHECK(false, "fused_attn (cuda): unsupported dtype ", t, " (float32, float64, float16, bfloat16)");
   }
@@ -71,8 +75,7 @@ inline void check_same_device(const Tensor& ref, const Tensor& t, const char* na
 }
 
 inline void check_numel(const Tensor& t, int64_t n, const char* name, const char* shape) {
-  TORCH_CHECK(t.numel() == n, "fused_attn (cuda): ", name, " must be ", shape, " (", n, " elements), got ",
-              t.sizes());
+  TORCH_CHECK(t.numel() == n, "fused_attn (cuda): ", name, " must be ", shape, " (", n, " elements), got ", t.sizes());
 }
 
 inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryFormat fmt, at::ScalarType dtype) {
@@ -95,8 +98,12 @@ inline void check_launch(cudaError_t e, const char* what) {
   TORCH_CHECK(e == cudaSuccess, "fused_attn (cuda): ", what, " failed: ", cudaGetErrorString(e));
 }
 
-inline const void* cptr(const Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
-inline void* mptr(Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
+inline const void* cptr(const Tensor& t) {
+  return t.defined() ? t.const_data_ptr() : nullptr;
+}
+inline void* mptr(Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr() : nullptr;
+}
 
 }  // namespace cuda
 }  // namespace fa

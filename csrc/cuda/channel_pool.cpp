@@ -1,6 +1,7 @@
-// CUDA bindings of channel_pool (kernels: channel_pool_kernels.cu; math: fused_attn/reference/channel_pool.py).
-// Same outputs as the CPU kernels (csrc/cpu/channel_pool.cpp): out [B, K, H, W] in x's layout and dtype, argmax
-// [B, H, W] int32 | [0], moments [B, 2, H, W] (mean, std) in the accumulation dtype | [0].
+// CUDA bindings of channel_pool (kernels: fa_channel_pool_reduce, fa_channel_pool_grad_input of
+// channel_pool_kernels.cu; math: fused_attn/backends/reference/channel_pool.py). Same outputs as the CPU kernels
+// (csrc/cpu/channel_pool.cpp): out [B, K, H, W] in x's layout and dtype, argmax [B, H, W] int32 | [0], moments
+// [B, 2, H, W] (mean, std) in the accumulation dtype | [0].
 #include <string>
 
 #include "../channel_pool_stats.h"
@@ -32,16 +33,15 @@ std::tuple<Tensor, Tensor, Tensor> channel_pool_reduce(const Tensor& x_in, c10::
     return {out, argmax, moments};
   }
   check_launch(fa_channel_pool_reduce(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, x.const_data_ptr(),
-                                       out.mutable_data_ptr(),
-                                       s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr,
-                                       s.std >= 0 ? moments.mutable_data_ptr() : nullptr, B, C, H * W, s.k, s.max,
-                                       s.mean, s.std, current_stream(x)),
+                                      out.mutable_data_ptr(), s.max >= 0 ? argmax.mutable_data_ptr<int32_t>() : nullptr,
+                                      s.std >= 0 ? moments.mutable_data_ptr() : nullptr, B, C, H * W, s.k, s.max,
+                                      s.mean, s.std, current_stream(x)),
                "channel_pool_reduce");
   return {out, argmax, moments};
 }
 
 Tensor channel_pool_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& argmax_in,
-                             const Tensor& moments_in, c10::string_view stats) {
+                               const Tensor& moments_in, c10::string_view stats) {
   check_4d(x_in, "x");
   check_same_device(x_in, grad_out, "grad_out");
   const Stats s = parse_pool_stats(stats, "cuda");
@@ -67,11 +67,10 @@ Tensor channel_pool_grad_input(const Tensor& grad_out, const Tensor& x_in, const
     check_numel(moments, 2 * B * N, "moments", "[B, 2, H, W]");
   }
   Tensor gx = empty_4d(x_in.sizes(), x_in, fmt, dt);
-  check_launch(fa_channel_pool_grad_input(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
-                                        need_x ? x.const_data_ptr() : nullptr,
-                                        s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr, cptr(moments),
-                                        gx.mutable_data_ptr(), B, C, N, s.k, s.max, s.mean, s.std,
-                                        current_stream(x_in)),
+  check_launch(fa_channel_pool_grad_input(
+                   dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
+                   need_x ? x.const_data_ptr() : nullptr, s.max >= 0 ? argmax.const_data_ptr<int32_t>() : nullptr,
+                   cptr(moments), gx.mutable_data_ptr(), B, C, N, s.k, s.max, s.mean, s.std, current_stream(x_in)),
                "channel_pool_grad_input");
   return gx;
 }

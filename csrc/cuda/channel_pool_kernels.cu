@@ -1,19 +1,22 @@
-// CUDA kernels of channel_pool (fused_attn/reference/channel_pool.py is the oracle). Per pixel p of image b, over
-// the C channels x_c:
+// CUDA kernels of channel_pool (fused_attn/backends/reference/channel_pool.py is the oracle). Per pixel p of
+// image b, over the C channels x_c:
+// fa_channel_pool_reduce:
 //   max = max_c x_c, argmax = the first c holding it (NaN counts as the maximum, as torch.argmax)
 //   mean = sum_c x_c / C;  std = sqrt(sum_c (x_c - mean)^2 / (C - 1))   (unbiased; C = 1 gives NaN, as torch.std)
-// backward: grad_x[c] = g_mean / C + g_std (x_c - mean) / ((C - 1) std) + [c == argmax] g_max
-//           (the std term is 0 where std == 0).
+// fa_channel_pool_grad_input:
+//   grad_x[c] = g_mean / C + g_std (x_c - mean) / ((C - 1) std) + [c == argmax] g_max
+//   (the std term is 0 where std == 0).
 //
 // NCHW: a thread owns VEC = 16 / sizeof(T) consecutive pixels (one 16-byte load per channel row) and walks the
 //   channels in order: per pixel a running max/argmax, the plain sum (the mean: +-inf and NaN reach it as in
 //   torch.mean) and, for std, a Welford mean/M2 of x_c - x_0 (never E[x^2] - E[x]^2; the shift by the first
 //   channel keeps it exact for data far from zero); a warp reads 32 x 16 contiguous bytes per channel. The
-//   backward splits the channels into chunks of kChunk per thread.
+//   grad_input pass splits the channels into chunks of kChunk per thread.
 // channels_last: TX lanes (a power of two <= 32) share a pixel's C contiguous channels, VEC per 16-byte load;
 //   lane partial sums and (max, argmax) are combined by butterflies, the squared deviations from the exact mean
 //   are summed in a second pass over the same (cached) row.
-// One pass over x forward, one over grad_x (+ x for std) backward; deterministic (fixed orders, no atomics).
+// One pass over x (reduce), one writing grad_x (grad_input, reading x for std); deterministic (fixed orders, no
+// atomics).
 #include <math.h>
 
 #include "kernel_utils.cuh"
@@ -36,7 +39,7 @@ __device__ __forceinline__ bool takes_max(A v, A m) {  // v replaces the running
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_reduce_nchw(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
-                      acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N) {
+                     acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int64_t vpr = ceil_div(N, V), total = B * vpr;
@@ -117,7 +120,7 @@ __device__ __forceinline__ void for_lane_pieces(const T* row, int64_t C, int tx,
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_reduce_cl(const T* __restrict__ x, T* __restrict__ out, int32_t* __restrict__ argmax,
-                    acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N, int tx_n) {
+                   acc_t<T>* __restrict__ moments, Stats s, int64_t B, int64_t C, int64_t N, int tx_n) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int ty_n = kThreads / tx_n, tx = threadIdx.x % tx_n, ty = threadIdx.x / tx_n;
@@ -184,8 +187,8 @@ struct Coef {
 template <typename T, bool MAX, bool STD>
 __device__ __forceinline__ Coef<acc_t<T>> coefficients(const T* __restrict__ g, int64_t gstride,
                                                        const int32_t* __restrict__ argmax,
-                                                       const acc_t<T>* __restrict__ moments, const Stats& s,
-                                                       int64_t b, int64_t p, int64_t N, int64_t C) {
+                                                       const acc_t<T>* __restrict__ moments, const Stats& s, int64_t b,
+                                                       int64_t p, int64_t N, int64_t C) {
   using A = acc_t<T>;
   Coef<A> k;
   k.base = s.mean >= 0 ? to_acc<A>(g[s.mean * gstride]) / A(C) : A(0);
@@ -214,8 +217,8 @@ __device__ __forceinline__ A grad_at(const Coef<A>& k, A xc, int64_t c) {  // gr
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_grad_input_nchw(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
-                       const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
-                       int64_t N) {
+                         const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
+                         int64_t N) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int64_t vpr = ceil_div(N, V), chunks = ceil_div(C, kChunk), total = B * chunks * vpr;
@@ -245,8 +248,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, bool MAX, bool STD>
 __global__ void __launch_bounds__(kThreads)
     pool_grad_input_cl(const T* __restrict__ g, const T* __restrict__ x, const int32_t* __restrict__ argmax,
-                     const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
-                     int64_t N, int tx_n) {
+                       const acc_t<T>* __restrict__ moments, T* __restrict__ gx, Stats s, int64_t B, int64_t C,
+                       int64_t N, int tx_n) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int ty_n = kThreads / tx_n, tx = threadIdx.x % tx_n, ty = threadIdx.x / tx_n;
@@ -277,38 +280,38 @@ int lanes_for(int64_t C, int V) {  // TX: a power of two <= 32 covering C / V
 
 template <typename T, bool MAX, bool STD>
 cudaError_t launch_reduce(bool cl, const void* x, void* out, int32_t* argmax, void* moments, Stats s, int64_t B,
-                           int64_t C, int64_t N, cudaStream_t stream) {
+                          int64_t C, int64_t N, cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_cl<T, MAX, STD>)(
-        static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N, tx);
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_cl<T, MAX, STD>)(static_cast<const T*>(x), static_cast<T*>(out),
+                                                                      argmax, static_cast<A*>(moments), s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(N, V), kThreads));
-    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_nchw<T, MAX, STD>)(
-        static_cast<const T*>(x), static_cast<T*>(out), argmax, static_cast<A*>(moments), s, B, C, N);
+    FA_LAUNCH(grid, kThreads, 0, stream, pool_reduce_nchw<T, MAX, STD>)(static_cast<const T*>(x), static_cast<T*>(out),
+                                                                        argmax, static_cast<A*>(moments), s, B, C, N);
   }
   return cudaGetLastError();
 }
 
 template <typename T, bool MAX, bool STD>
 cudaError_t launch_grad_input(bool cl, const void* g, const void* x, const int32_t* argmax, const void* moments,
-                            void* gx, Stats s, int64_t B, int64_t C, int64_t N, cudaStream_t stream) {
+                              void* gx, Stats s, int64_t B, int64_t C, int64_t N, cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   if (cl) {
     const int tx = lanes_for(C, V);
     const unsigned grid = grid_1d(ceil_div(B * N, kThreads / tx));
     FA_LAUNCH(grid, kThreads, 0, stream, pool_grad_input_cl<T, MAX, STD>)(
-        static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
-        static_cast<T*>(gx), s, B, C, N, tx);
+        static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments), static_cast<T*>(gx),
+        s, B, C, N, tx);
   } else {
     const unsigned grid = grid_1d(ceil_div(B * ceil_div(C, kChunk) * ceil_div(N, V), kThreads));
     FA_LAUNCH(grid, kThreads, 0, stream, pool_grad_input_nchw<T, MAX, STD>)(
-        static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments),
-        static_cast<T*>(gx), s, B, C, N);
+        static_cast<const T*>(g), static_cast<const T*>(x), argmax, static_cast<const A*>(moments), static_cast<T*>(gx),
+        s, B, C, N);
   }
   return cudaGetLastError();
 }
@@ -318,10 +321,9 @@ cudaError_t launch_grad_input(bool cl, const void* g, const void* x, const int32
 
 using namespace fa;
 
-extern "C" cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, const void* x, void* out,
-                                               int32_t* argmax, void* moments, int64_t B, int64_t C, int64_t N,
-                                               int K, int stat_max, int stat_mean, int stat_std,
-                                               cudaStream_t stream) {
+extern "C" cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, const void* x, void* out, int32_t* argmax,
+                                              void* moments, int64_t B, int64_t C, int64_t N, int K, int stat_max,
+                                              int stat_mean, int stat_std, cudaStream_t stream) {
   if (B * N == 0 || C == 0 || K == 0) return cudaSuccess;
   const Stats s{K, stat_max, stat_mean, stat_std};
   const bool cl = channels_last != 0;
@@ -329,23 +331,23 @@ extern "C" cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, cons
     using T = decltype(tag);
     return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
       return launch_reduce<T, decltype(mx)::value, decltype(sd)::value>(cl, x, out, argmax, moments, s, B, C, N,
-                                                                          stream);
+                                                                        stream);
     });
   });
 }
 
 extern "C" cudaError_t fa_channel_pool_grad_input(int dtype, int channels_last, const void* grad, const void* x,
-                                                const int32_t* argmax, const void* moments, void* grad_x, int64_t B,
-                                                int64_t C, int64_t N, int K, int stat_max, int stat_mean,
-                                                int stat_std, cudaStream_t stream) {
+                                                  const int32_t* argmax, const void* moments, void* grad_x, int64_t B,
+                                                  int64_t C, int64_t N, int K, int stat_max, int stat_mean,
+                                                  int stat_std, cudaStream_t stream) {
   if (B * C * N == 0) return cudaSuccess;
   const Stats s{K, stat_max, stat_mean, stat_std};
   const bool cl = channels_last != 0;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     return with_flags(stat_max >= 0, stat_std >= 0, [&](auto mx, auto sd) {
-      return launch_grad_input<T, decltype(mx)::value, decltype(sd)::value>(cl, grad, x, argmax, moments, grad_x, s,
-                                                                           B, C, N, stream);
+      return launch_grad_input<T, decltype(mx)::value, decltype(sd)::value>(cl, grad, x, argmax, moments, grad_x, s, B,
+                                                                            C, N, stream);
     });
   });
 }

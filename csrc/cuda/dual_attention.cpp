@@ -1,11 +1,13 @@
-// CUDA bindings of dual_attention (math: fused_attn/reference/dual_attention.py). Same outputs as
-// csrc/cpu/dual_attention.cpp, built from the shared passes of apply_gates_kernels.cu (no kernel of its own):
-//   forward(x, ws)  -> (pooled = mean_p x [B, C], logit = sum_c ws[c] x [B, H, W]), both acc: one fa_tile_sums
-//                      over x (the row sums give one, the column sums weighted by ws the other) + ordered merges
-//   backward(g, x, channel, spatial, ws, grad_logit, grad_pooled)
-//                   -> (grad_x = g channel spatial + ws[c] grad_logit[b, p] + grad_pooled / HW like x: one
-//                       fa_gate_map reading g; grad_ws = sum_{b, p} x grad_logit [C] acc: one fa_tile_sums reading x)
-// The gate gradients of the backward are apply_gates_grad_gates (csrc/cuda/apply_gates.cpp).
+// CUDA bindings of dual_attention (math: fused_attn/backends/reference/dual_attention.py). Same outputs as
+// csrc/cpu/dual_attention.cpp, built from the shared launchers of apply_gates_kernels.cu (no kernel of its own):
+//   dual_attention_reduce(x, ws)
+//       -> (pooled = mean_p x [B, C], logit = sum_c ws[c] x [B, H, W]), both acc: one fa_tile_sums over x (the
+//          row sums give one, the column sums weighted by ws the other) + ordered merges (fa_merge_partials)
+//   dual_attention_grad_input(g, x, channel, spatial, ws, grad_logit, grad_pooled)
+//       -> (grad_x = g channel spatial + ws[c] grad_logit[b, p] + grad_pooled / HW like x: one fa_gate_map
+//          reading g; grad_ws = sum_{b, p} x grad_logit [C] acc: one fa_tile_sums reading x)
+// The op's other two passes are of the apply_gates family (csrc/cuda/apply_gates.cpp): apply_gates_combine and
+// apply_gates_grad_gates.
 #include "binding.h"
 
 #include <limits>
@@ -21,8 +23,8 @@ Tensor per_image(const Tensor& v, int64_t B, at::ScalarType dt) {
 
 // out[i] = sum_k part[k, i] in k order, into `out` (acc, [n])
 void merge_rows(const Tensor& part, int64_t K, int64_t n, Tensor& out, int code, cudaStream_t s) {
-  check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(),
-                                 1, K, n, fa_merge_rows(n, 1.0), s),
+  check_launch(fa_merge_partials(code, dtype_code(out.scalar_type()), part.const_data_ptr(), out.mutable_data_ptr(), 1,
+                                 K, n, fa_merge_rows(n, 1.0), s),
                "dual_attention_grad_input (merge)");
 }
 
@@ -68,8 +70,8 @@ std::tuple<Tensor, Tensor> dual_attention_reduce(const Tensor& x_in, const Tenso
 }
 
 std::tuple<Tensor, Tensor> dual_attention_grad_input(const Tensor& grad_out, const Tensor& x_in, const Tensor& channel,
-                                                   const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
-                                                   const Tensor& grad_pooled) {
+                                                     const Tensor& spatial, const Tensor& ws, const Tensor& grad_logit,
+                                                     const Tensor& grad_pooled) {
   check_4d(x_in, "x");
   check_same_device(x_in, grad_out, "grad_out");
   TORCH_CHECK(grad_out.sizes() == x_in.sizes(), "fused_attn (cuda): grad_out must have x's shape ", x_in.sizes(),

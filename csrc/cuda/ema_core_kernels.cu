@@ -1,5 +1,5 @@
-// CUDA kernels of ema_core (fused_attn/backends/reference/ema_core.py is the oracle and has the derivation).
-//
+// CUDA kernels of ema_core (fused_attn/backends/reference/ema_core.py is the oracle and has the derivation):
+// fa_ema_core_combine (forward) and fa_ema_core_grads (backward).
 //
 // One block per (b, group) tile of cg = C / G channels x N = H W pixels (channel c, pixel p = (i, j)):
 //   u = x sig_h[c, i] sig_w[c, j];  uhat = (u - mean_p u) rstd, rstd = 1 / sqrt(var_p u + eps)
@@ -181,12 +181,12 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, bool CL, bool CACHE>
 __global__ void __launch_bounds__(kThreads)
     core_grads_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ x2,
-                         const acc_t<T>* __restrict__ sig_hw, const acc_t<T>* __restrict__ gn_w,
-                         const acc_t<T>* __restrict__ gn_b, const acc_t<T>* __restrict__ a1g,
-                         const acc_t<T>* __restrict__ mean_in, const acc_t<T>* __restrict__ rstd_in,
-                         T* __restrict__ grad_x, T* __restrict__ grad_x2, acc_t<T>* __restrict__ grad_hw,
-                         acc_t<T>* __restrict__ gn_part, acc_t<T>* __restrict__ pix, int64_t B, int64_t C, int64_t G,
-                         int64_t H, int64_t W) {
+                      const acc_t<T>* __restrict__ sig_hw, const acc_t<T>* __restrict__ gn_w,
+                      const acc_t<T>* __restrict__ gn_b, const acc_t<T>* __restrict__ a1g,
+                      const acc_t<T>* __restrict__ mean_in, const acc_t<T>* __restrict__ rstd_in,
+                      T* __restrict__ grad_x, T* __restrict__ grad_x2, acc_t<T>* __restrict__ grad_hw,
+                      acc_t<T>* __restrict__ gn_part, acc_t<T>* __restrict__ pix, int64_t B, int64_t C, int64_t G,
+                      int64_t H, int64_t W) {
   using A = acc_t<T>;
   FA_DYNAMIC_SMEM(smem);
   const int64_t cg = C / G, N = H * W;
@@ -344,8 +344,8 @@ template <typename K, typename... Args>
 cudaError_t launch_tiles(K kernel, int64_t tiles, int64_t smem, cudaStream_t stream, Args... args) {
   if (smem > max_smem_optin()) return cudaErrorInvalidConfiguration;
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem));
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
   FA_LAUNCH(grid_1d(tiles, 1LL << 30), kThreads, static_cast<size_t>(smem), stream, kernel)(args...);
@@ -372,8 +372,8 @@ extern "C" cudaError_t fa_ema_core_combine(int dtype, int channels_last, const v
     auto args = [&](auto kernel) {
       return launch_tiles(kernel, B * G, smem, stream, static_cast<const T*>(x), static_cast<const T*>(x2),
                           static_cast<const A*>(sig_hw), static_cast<const A*>(gn_w), static_cast<const A*>(gn_b),
-                          static_cast<const A*>(a1), static_cast<T*>(out), static_cast<A*>(mean),
-                          static_cast<A*>(rstd), B, C, G, H, W, static_cast<A>(eps));
+                          static_cast<const A*>(a1), static_cast<T*>(out), static_cast<A*>(mean), static_cast<A*>(rstd),
+                          B, C, G, H, W, static_cast<A>(eps));
     };
     return with_flags(channels_last, use_cache, [&](auto cl, auto cached) {
       return args(core_combine_kernel<T, decltype(cl)::value, decltype(cached)::value>);
@@ -381,11 +381,11 @@ extern "C" cudaError_t fa_ema_core_combine(int dtype, int channels_last, const v
   });
 }
 
-extern "C" cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, const void* x,
-                                            const void* x2, const void* sig_hw, const void* gn_w, const void* gn_b,
-                                            const void* a1, const void* mean, const void* rstd, void* grad_x,
-                                            void* grad_x2, void* grad_hw, void* gn_part, void* pix, int64_t B,
-                                            int64_t C, int64_t G, int64_t H, int64_t W, cudaStream_t stream) {
+extern "C" cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, const void* x, const void* x2,
+                                         const void* sig_hw, const void* gn_w, const void* gn_b, const void* a1,
+                                         const void* mean, const void* rstd, void* grad_x, void* grad_x2, void* grad_hw,
+                                         void* gn_part, void* pix, int64_t B, int64_t C, int64_t G, int64_t H,
+                                         int64_t W, cudaStream_t stream) {
   if (G <= 0 || C % G != 0) return cudaErrorInvalidValue;
   if (B * C * H * W == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {

@@ -1,5 +1,6 @@
-// CUDA bindings of ema_strip_pool (kernels: ema_strip_pool_kernels.cu; math:
-// fused_attn/backends/reference/ema_strip_pool.py). Same outputs as csrc/cpu/ema_strip_pool.cpp:
+// CUDA bindings of ema_strip_pool (kernels: fa_ema_strip_pool_reduce, fa_ema_strip_pool_grad_input of
+// ema_strip_pool_kernels.cu; math: fused_attn/backends/reference/ema_strip_pool.py). Same outputs as
+// csrc/cpu/ema_strip_pool.cpp:
 //   ema_strip_pool_reduce      [B, C, H + W] in x's dtype (contiguous)
 //   ema_strip_pool_grad_input  grad_x like x
 #include "binding.h"
@@ -18,10 +19,10 @@ Tensor ema_strip_pool_reduce(const Tensor& x_in) {
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   Tensor out = at::empty({B, C, H + W}, x.options());
   if (H * W == 0) return out.fill_(NAN);  // means of nothing (torch: NaN)
-  Tensor scratch = at::empty({fa_strip_pool_scratch(dtype_code(dt), cl, B, C, H, W)},
-                             x.options().dtype(acc_scalar_type(dt)));
+  Tensor scratch =
+      at::empty({fa_strip_pool_scratch(dtype_code(dt), cl, B, C, H, W)}, x.options().dtype(acc_scalar_type(dt)));
   check_launch(fa_ema_strip_pool_reduce(dtype_code(dt), cl, x.const_data_ptr(), out.mutable_data_ptr(),
-                                         scratch.mutable_data_ptr(), B, C, H, W, current_stream(x)),
+                                        scratch.mutable_data_ptr(), B, C, H, W, current_stream(x)),
                "ema_strip_pool_reduce");
   return out;
 }
@@ -37,7 +38,7 @@ Tensor ema_strip_pool_grad_input(const Tensor& grad, const Tensor& x) {
   const Tensor g = small_acc(grad, dt);
   Tensor gx = empty_4d(x.sizes(), x, fmt, dt);
   check_launch(fa_ema_strip_pool_grad_input(dtype_code(dt), fmt == at::MemoryFormat::ChannelsLast, g.const_data_ptr(),
-                                          gx.mutable_data_ptr(), B, C, H, W, current_stream(x)),
+                                            gx.mutable_data_ptr(), B, C, H, W, current_stream(x)),
                "ema_strip_pool_grad_input");
   return gx;
 }

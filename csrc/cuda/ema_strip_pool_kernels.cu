@@ -1,11 +1,12 @@
 // CUDA kernels of ema_strip_pool (fused_attn/backends/reference/ema_strip_pool.py is the oracle).
 //
-// reduce: pooled[b, c, i] = mean_j x[b, c, i, j], pooled[b, c, H + j] = mean_i x[b, c, i, j]
+// fa_ema_strip_pool_reduce: pooled[b, c, i] = mean_j x[b, c, i, j], pooled[b, c, H + j] = mean_i x[b, c, i, j]
 //   NCHW: fa_tile_sums over each (b, c) plane (rows and columns in one pass) + two ordered merges.
 //   channels_last: a block owns (b, a tile of channels, FA_STRIP_POOL_ROWS image rows): lanes over contiguous
 //   channels (16-byte loads), thread rows over j; the row sums are complete in the block, the column sums are
 //   per-block partials merged in order.
-// grad_input: grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H (an elementwise write pass).
+// fa_ema_strip_pool_grad_input: grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H (an elementwise
+//   write pass).
 #include "kernel_utils.cuh"
 
 namespace fa {
@@ -72,8 +73,8 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------- strip unpool
 template <typename T, bool CL>
 __global__ void __launch_bounds__(kThreads)
-    strip_unpool_kernel(const acc_t<T>* __restrict__ g, T* __restrict__ gx, int64_t C, int64_t H, int64_t W,
-                        int64_t L, int64_t vpr, int64_t total) {
+    strip_unpool_kernel(const acc_t<T>* __restrict__ g, T* __restrict__ gx, int64_t C, int64_t H, int64_t W, int64_t L,
+                        int64_t vpr, int64_t total) {
   using A = acc_t<T>;
   constexpr int V = Vec<T>::kN;
   const int64_t HW = H + W;
@@ -105,9 +106,8 @@ __global__ void __launch_bounds__(kThreads)
 
 using namespace fa;
 
-extern "C" cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, const void* x, void* out,
-                                                 void* scratch, int64_t B, int64_t C, int64_t H, int64_t W,
-                                                 cudaStream_t stream) {
+extern "C" cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, const void* x, void* out, void* scratch,
+                                                int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream) {
   if (B * C * H * W == 0) return cudaSuccess;
   const int64_t HW = H + W;
   if (!channels_last) {
@@ -150,7 +150,7 @@ extern "C" cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, co
 }
 
 extern "C" cudaError_t fa_ema_strip_pool_grad_input(int dtype, int channels_last, const void* grad, void* grad_x,
-                                                  int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream) {
+                                                    int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream) {
   if (B * C * H * W == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);

@@ -100,7 +100,9 @@ struct alignas(16) Pack {
   T v[N];
 };
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 // dst[k] = acc(src[k]) for k < n (n <= N); one 16-byte load when `full` (n == N and src 16-byte aligned).
 template <typename T, int N, typename A>
@@ -177,7 +179,9 @@ __device__ __forceinline__ A block_sum(A v, A* scratch) {
 }
 
 // ---------------------------------------------------------------------------------------------- host helpers
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // A 1-D grid of at most `cap` blocks (kernels loop over the rest with a block-stride loop).
 inline unsigned grid_1d(int64_t blocks, int64_t cap = 65535LL * 16) {
@@ -188,11 +192,16 @@ inline unsigned grid_1d(int64_t blocks, int64_t cap = 65535LL * 16) {
 template <typename F>
 cudaError_t dispatch(int dtype, F&& f) {
   switch (dtype) {
-    case FA_FLOAT32: return f(float{});
-    case FA_FLOAT64: return f(double{});
-    case FA_FLOAT16: return f(__half{});
-    case FA_BFLOAT16: return f(__nv_bfloat16{});
-    default: return cudaErrorInvalidValue;
+    case FA_FLOAT32:
+      return f(float{});
+    case FA_FLOAT64:
+      return f(double{});
+    case FA_FLOAT16:
+      return f(__half{});
+    case FA_BFLOAT16:
+      return f(__nv_bfloat16{});
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 

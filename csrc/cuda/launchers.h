@@ -1,6 +1,8 @@
 // The interface between the torch-free CUDA kernels (csrc/cuda/*_kernels.cu) and their torch bindings
 // (csrc/cuda/<family>.cpp): plain C launchers taking raw device pointers, int64 sizes, a dtype code and a
-// cudaStream_t; each returns the cudaError_t of its launches (cudaGetLastError after every launch).
+// cudaStream_t; each returns the cudaError_t of its launches (cudaGetLastError after every launch). A pass with a
+// kernel of its own has the launcher fa_<pass> (the pass's name in every layer, fused_attn/backends/__init__.py);
+// the other passes are built from the shared launchers of the first section.
 //
 // Conventions (every launcher):
 //  * dtype: FA_FLOAT32, FA_FLOAT64, FA_FLOAT16, FA_BFLOAT16 for the big tensors ("T"); "acc" pointers are float,
@@ -83,46 +85,48 @@ typedef struct {
 cudaError_t fa_merge_partials(int in_dtype, int out_dtype, const void* part, void* out, int64_t nb, int64_t K,
                               int64_t n, fa_merge_out where, cudaStream_t stream);
 
-// ------------------------------------------------------------------------------------------- squeeze_excite
-// sums[b, c] = (sum_p a[b, c, p] * m[b, c, p]) / divisor (m optional), acc [B, C]; the channel_squeeze forward
-// (divisor H W) and the squeeze-excite gate gradient sum_p grad_y x. scratch: fa_hw_sum_scratch(...) acc elements.
-cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, const void* m, void* sums, void* scratch,
-                      int64_t B, int64_t C, int64_t N, double divisor, cudaStream_t stream);
+// ----------------------------------------------------------------- squeeze_excite (squeeze_excite_kernels.cu)
+// sums[b, c] = (sum_p a[b, c, p] * m[b, c, p]) / divisor (m optional), acc [B, C]; channel_squeeze_reduce
+// (divisor H W) and squeeze_excite_grad_gate (sum_p grad_y x). scratch: fa_hw_sum_scratch(...) acc elements.
+cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, const void* m, void* sums, void* scratch, int64_t B,
+                      int64_t C, int64_t N, double divisor, cudaStream_t stream);
 
-// --------------------------------------------------------------------------------------------- channel_pool
+// ------------------------------------------------------------------------- channel_pool (channel_pool_kernels.cu)
 // stat_max / stat_mean / stat_std: output plane of each statistic (-1: not requested), K planes in all.
-// forward: out [B, K, H, W] (T, in the layout), argmax [B, N] int32, moments [B, 2, N] (mean, std) acc.
+// fa_channel_pool_reduce: out [B, K, H, W] (T, in the layout), argmax [B, N] int32, moments [B, 2, N] (mean, std)
+// acc.
 cudaError_t fa_channel_pool_reduce(int dtype, int channels_last, const void* x, void* out, int32_t* argmax,
-                                    void* moments, int64_t B, int64_t C, int64_t N, int K, int stat_max,
-                                    int stat_mean, int stat_std, cudaStream_t stream);
+                                   void* moments, int64_t B, int64_t C, int64_t N, int K, int stat_max, int stat_mean,
+                                   int stat_std, cudaStream_t stream);
 // grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)  (std term 0 where std == 0);
 // grad [B, K, H, W] T in the layout.
 cudaError_t fa_channel_pool_grad_input(int dtype, int channels_last, const void* grad, const void* x,
-                                     const int32_t* argmax, const void* moments, void* grad_x, int64_t B, int64_t C,
-                                     int64_t N, int K, int stat_max, int stat_mean, int stat_std,
-                                     cudaStream_t stream);
+                                       const int32_t* argmax, const void* moments, void* grad_x, int64_t B, int64_t C,
+                                       int64_t N, int K, int stat_max, int stat_mean, int stat_std,
+                                       cudaStream_t stream);
 
-// ------------------------------------------------------------------------------------------------------ ema
-// strip pool forward: out [B, C, H + W] T (row means, then column means); scratch: acc,
-// fa_strip_pool_scratch(...) elements (the partial sums of the two-stage reductions).
-cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, const void* x, void* out, void* scratch,
-                                      int64_t B, int64_t C, int64_t H, int64_t W, cudaStream_t stream);
+// --------------------------------------------------------------------- ema_strip_pool (ema_strip_pool_kernels.cu)
+// out [B, C, H + W] T (row means, then column means); scratch: acc, fa_strip_pool_scratch(...) elements (the
+// partial sums of the two-stage reductions).
+cudaError_t fa_ema_strip_pool_reduce(int dtype, int channels_last, const void* x, void* out, void* scratch, int64_t B,
+                                     int64_t C, int64_t H, int64_t W, cudaStream_t stream);
 // grad_x[b, c, i, j] = grad[b, c, i] / W + grad[b, c, H + j] / H; grad acc [B, C, H + W] contiguous.
 cudaError_t fa_ema_strip_pool_grad_input(int dtype, int channels_last, const void* grad, void* grad_x, int64_t B,
-                                       int64_t C, int64_t H, int64_t W, cudaStream_t stream);
-// EMA core (fused_attn/reference/ema.py): sig_hw = sigmoid(hw) [B, C, H + W] acc, a1 = softmax(gn_bias) [cg] acc,
-// gn_w / gn_b [cg] acc; x, x2 (and grad, outputs) T in the layout. forward -> out, mean / rstd [B, C] acc.
+                                         int64_t C, int64_t H, int64_t W, cudaStream_t stream);
+
+// ------------------------------------------------------------------------------- ema_core (ema_core_kernels.cu)
+// The EMA core (fused_attn/backends/reference/ema_core.py): sig_hw = sigmoid(hw) [B, C, H + W] acc,
+// a1 = softmax(gn_bias) [cg] acc, gn_w / gn_b [cg] acc; x, x2 (and grad, outputs) T in the layout.
+// fa_ema_core_combine -> out, mean / rstd [B, C] acc.
 cudaError_t fa_ema_core_combine(int dtype, int channels_last, const void* x, const void* x2, const void* sig_hw,
-                                const void* gn_w, const void* gn_b, const void* a1, void* out, void* mean,
-                                void* rstd, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W, double eps,
-                                cudaStream_t stream);
-// backward -> grad_x, grad_x2 (T, the layout), grad_hw [B, C, H + W] acc, gn_part [2][B G][cg] acc (per-tile
+                                const void* gn_w, const void* gn_b, const void* a1, void* out, void* mean, void* rstd,
+                                int64_t B, int64_t C, int64_t G, int64_t H, int64_t W, double eps, cudaStream_t stream);
+// fa_ema_core_grads -> grad_x, grad_x2 (T, the layout), grad_hw [B, C, H + W] acc, gn_part [2][B G][cg] acc (per-tile
 // GroupNorm weight / bias gradients, summed by fa_merge_partials); pix: acc scratch of 2 B G H W elements.
 cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, const void* x, const void* x2,
-                                 const void* sig_hw, const void* gn_w, const void* gn_b, const void* a1,
-                                 const void* mean, const void* rstd, void* grad_x, void* grad_x2, void* grad_hw,
-                                 void* gn_part, void* pix, int64_t B, int64_t C, int64_t G, int64_t H, int64_t W,
-                                 cudaStream_t stream);
+                              const void* sig_hw, const void* gn_w, const void* gn_b, const void* a1, const void* mean,
+                              const void* rstd, void* grad_x, void* grad_x2, void* grad_hw, void* gn_part, void* pix,
+                              int64_t B, int64_t C, int64_t G, int64_t H, int64_t W, cudaStream_t stream);
 
 #ifdef __cplusplus
 }  // extern "C"
@@ -134,7 +138,9 @@ cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, co
 static inline int64_t fa_dtype_size(int dtype) {
   return dtype == FA_FLOAT64 ? 8 : dtype == FA_FLOAT32 ? 4 : 2;
 }
-static inline int64_t fa_acc_size(int dtype) { return dtype == FA_FLOAT64 ? 8 : 4; }
+static inline int64_t fa_acc_size(int dtype) {
+  return dtype == FA_FLOAT64 ? 8 : 4;
+}
 
 // fa_merge_partials into row b of a plain row-major [nb][n] out: out[b n + i] (/ divisor).
 static inline fa_merge_out fa_merge_rows(int64_t n, double divisor) {
@@ -171,15 +177,16 @@ static inline fa_tile_geom fa_tile_geometry(int dtype, int64_t R, int64_t L) {
 // L = W): row partials [B C][column tiles][H] + column partials [B C][row chunks][W]. channels_last: blocks of
 // FA_STRIP_POOL_ROWS image rows: column partials [B][row blocks][W][C] (the row sums are complete in a block).
 #define FA_STRIP_POOL_ROWS 8
-static inline int64_t fa_strip_pool_scratch(int dtype, int channels_last, int64_t B, int64_t C, int64_t H,
-                                            int64_t W) {
+static inline int64_t fa_strip_pool_scratch(int dtype, int channels_last, int64_t B, int64_t C, int64_t H, int64_t W) {
   if (channels_last) return B * ((H + FA_STRIP_POOL_ROWS - 1) / FA_STRIP_POOL_ROWS) * W * C;
   const fa_tile_geom g = fa_tile_geometry(dtype, H, W);
   return B * C * (g.col_tiles * H + g.row_chunks * W);
 }
 
 // fa_ema_core_grads's per-pixel scratch (acc elements): sig(w) and dw of every (b, group) tile.
-static inline int64_t fa_ema_pixel_scratch(int64_t B, int64_t G, int64_t H, int64_t W) { return 2 * B * G * H * W; }
+static inline int64_t fa_ema_pixel_scratch(int64_t B, int64_t G, int64_t H, int64_t W) {
+  return 2 * B * G * H * W;
+}
 
 // fa_hw_sum's scratch (acc elements): NCHW row partials [B][column tiles][C] (R = C, L = N); channels_last column
 // partials [B][row chunks][C] (R = N, L = C).

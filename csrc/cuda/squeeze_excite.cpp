@@ -1,5 +1,6 @@
-// CUDA bindings of the squeeze_excite family (kernels: squeeze_excite_kernels.cu and the shared elementwise pass
-// fa_gate_map in apply_gates_kernels.cu; math: fused_attn/reference/squeeze_excite.py). Same outputs as
+// CUDA bindings of the squeeze_excite family (kernels: fa_hw_sum of squeeze_excite_kernels.cu and the shared
+// elementwise map fa_gate_map of apply_gates_kernels.cu; math: fused_attn/backends/reference/squeeze_excite.py).
+// Same outputs as
 // csrc/cpu/squeeze_excite.cpp: [B, C] sums in the accumulation dtype, 4-D results in x's layout and dtype.
 #include "binding.h"
 
@@ -18,8 +19,8 @@ Tensor hw_sum(const Tensor& a_in, const Tensor& m_in, double divisor) {
   Tensor m;
   if (m_in.defined()) {
     check_same_device(a_in, m_in, "grad_y");
-    TORCH_CHECK(m_in.sizes() == a_in.sizes(), "fused_attn (cuda): grad_y must have x's shape ", a_in.sizes(),
-                ", got ", m_in.sizes());
+    TORCH_CHECK(m_in.sizes() == a_in.sizes(), "fused_attn (cuda): grad_y must have x's shape ", a_in.sizes(), ", got ",
+                m_in.sizes());
     m = dense(m_in, fmt, dt);
   }
   const auto acc = a.options().dtype(acc_scalar_type(dt));
@@ -43,8 +44,8 @@ Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t
   Tensor in, scale, shift;
   if (in_t.defined()) {
     check_same_device(like, in_t, "grad_y");
-    TORCH_CHECK(in_t.sizes() == like.sizes(), "fused_attn (cuda): grad_y must have x's shape ", like.sizes(),
-                ", got ", in_t.sizes());
+    TORCH_CHECK(in_t.sizes() == like.sizes(), "fused_attn (cuda): grad_y must have x's shape ", like.sizes(), ", got ",
+                in_t.sizes());
     in = dense(in_t, fmt, dt);
   }
   if (scale_t.defined()) {
@@ -70,7 +71,9 @@ Tensor scale_shift(const Tensor& like, const Tensor& in_t, const Tensor& scale_t
   return out;
 }
 
-double hw_of(const Tensor& x) { return static_cast<double>(x.size(2) * x.size(3)); }
+double hw_of(const Tensor& x) {
+  return static_cast<double>(x.size(2) * x.size(3));
+}
 
 // p = mean_hw x
 Tensor channel_squeeze_reduce(const Tensor& x) {
@@ -84,7 +87,7 @@ Tensor channel_squeeze_grad_input(const Tensor& grad, const Tensor& x) {
   return scale_shift(x, Tensor(), Tensor(), grad, hw_of(x), false);
 }
 
-// y = x * s[b, c]; walks x backwards (the pool just read it forwards)
+// y = x * s[b, c]; walks x backwards (channel_squeeze_reduce just read it forwards)
 Tensor channel_scale(const Tensor& x, const Tensor& s) {
   check_4d(x, "x");
   return scale_shift(x, x, s, Tensor(), 1.0, true);
@@ -97,7 +100,7 @@ Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
   return hw_sum(x, grad_y, 1.0);
 }
 
-// grad_x = grad_y * s + grad_pooled / HW; walks grad_y backwards (grad_gate just read it forwards)
+// grad_x = grad_y * s + grad_pooled / HW; walks grad_y backwards (squeeze_excite_grad_gate just read it forwards)
 Tensor squeeze_excite_grad_input(const Tensor& grad_y, const Tensor& x, const Tensor& s, const Tensor& grad_pooled) {
   check_4d(x, "x");
   TORCH_CHECK(grad_y.defined(), "fused_attn (cuda): grad_y is undefined");

@@ -1,14 +1,16 @@
-// CUDA passes of the squeeze_excite family (fused_attn/reference/squeeze_excite.py is the oracle):
+// CUDA passes of the squeeze_excite family (fused_attn/backends/reference/squeeze_excite.py is the oracle; the
+// bindings: squeeze_excite.cpp):
 //
-//   channel_squeeze_reduce    p[b, c] = mean_hw x                    fa_hw_sum (divisor H W)
-//   squeeze_excite_grad_gate   grad_s[b, c] = sum_hw grad_y x          fa_hw_sum (a = x, m = grad_y)
-//   channel_squeeze_grad_input   grad_x = grad[b, c] / HW                fa_gate_map (shift only, write-only pass)
-//   channel_scale     y = x s[b, c]                           fa_gate_map (scale)
-//   squeeze_excite_grad_input    grad_x = grad_y s + grad_pooled / HW    fa_gate_map (scale + shift)
+//   channel_squeeze_reduce      p[b, c] = mean_hw x                    fa_hw_sum (divisor H W)
+//   squeeze_excite_grad_gate    grad_s[b, c] = sum_hw grad_y x         fa_hw_sum (a = x, m = grad_y)
+//   channel_squeeze_grad_input  grad_x = grad[b, c] / HW               fa_gate_map (shift only, write-only pass)
+//   channel_scale               y = x s[b, c]                          fa_gate_map (scale)
+//   squeeze_excite_grad_input   grad_x = grad_y s + grad_pooled / HW   fa_gate_map (scale + shift)
 //
-// The MLP between the passes runs in PyTorch (fused_attn/_mlp.py), so the forward is pool (reads x), MLP,
-// scale (reads x, writes y) and the backward grad_gate (reads grad_y, x), MLP backward, grad_input (reads grad_y,
-// writes grad_x): 2 reads + 1 write forward, 3 reads + 1 write backward. The second pass of each walks the
+// The MLP between the passes runs in PyTorch (fused_attn/_mlp.py), so the forward is channel_squeeze_reduce
+// (reads x), MLP, channel_scale (reads x, writes y) and the backward squeeze_excite_grad_gate (reads grad_y, x),
+// MLP backward, squeeze_excite_grad_input (reads grad_y, writes grad_x): 2 reads + 1 write forward, 3 reads +
+// 1 write backward. The second pass of each walks the
 // tensor from its end (fa_gate_map's `reverse`), so it starts on the samples the first pass read last, still in
 // L2 (50 MB on an H100: a per-sample tiling without moving the MLP into the kernels).
 //
@@ -17,9 +19,8 @@
 // merged over chunks); both through fa_tile_sums (16-byte loads, fixed-order reductions, no atomics).
 #include "kernel_utils.cuh"
 
-extern "C" cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, const void* m, void* sums,
-                                 void* scratch, int64_t B, int64_t C, int64_t N, double divisor,
-                                 cudaStream_t stream) {
+extern "C" cudaError_t fa_hw_sum(int dtype, int channels_last, const void* a, const void* m, void* sums, void* scratch,
+                                 int64_t B, int64_t C, int64_t N, double divisor, cudaStream_t stream) {
   if (B * C == 0) return cudaSuccess;
   const int acc = dtype == FA_FLOAT64 ? FA_FLOAT64 : FA_FLOAT32;
   if (N == 0) {  // empty sums: 0 / divisor, as torch (NaN for the mean)

@@ -2,6 +2,11 @@
 
 Each takes `backend=None` (None = the current fused_attn setting) and `record_attention=False`, holds only its
 own parameters, and loads the matching seed module's state_dict strictly.
+
+The seed modules are the four attention designs this package reproduces, numbered 000-003 (000
+MultiScaleAttention, 001 SEBlock, 002 DualAttention / LiteDualAttention / AttnResBlock, 003 EMAX); their code,
+as plain PyTorch, is bench/baselines/seed_modules.py (an oracle of tests/test_mod_oracles.py). EMA is the
+official EMA block (Ouyang et al. 2023; tests/test_mod_oracles.py holds it verbatim); CBAM has no seed.
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM

@@ -54,7 +54,8 @@ class LiteDualAttention(DualAttention):
 
         out = x * hardsigmoid(W2 hardswish(W1 mean_hw(x) + b1) + b2) * hardsigmoid(w_s . x + b_s)
 
-    The seed prints only __init__; its forward is DualAttention's (DESIGN §3), as here.
+    The seed defines only __init__; its forward is taken to be DualAttention's (x * c * s), as here and in the
+    seed transcription bench/baselines/seed_modules.py.
     """
 
     _act, _gate_layer, _default_reduction = nn.Hardswish, nn.Hardsigmoid, 16

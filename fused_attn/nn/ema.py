@@ -95,8 +95,8 @@ class EMAX(AttentionModule):
 
     Dynamic grouping (`dynamic_groups=True`, opt-in). The printed seed samples a group count from
     softmax(group_controller(mean_hw x)), takes the batch mode with `.item()` and reuses convs sized for
-    C / factor channels per group: it cannot run (see the seed's docstring), syncs the host, is random in eval
-    and gives the controller no gradient. Here instead, for candidate group counts `group_choices`
+    C / factor channels per group: it cannot run (see EMAX in bench/baselines/seed_modules.py), syncs the host,
+    is random in eval and gives the controller no gradient. Here instead, for candidate group counts `group_choices`
     (each a divisor of `channels` in 1..factor; default: factor, factor / 2, factor / 4 where they divide):
 
         p        = softmax_k(logits[:, g_k - 1])               logits = group_controller(mean_hw x) [B, factor]

@@ -11,8 +11,8 @@ receive (fp32 after an fp32 input, bf16 after an autocast conv) and promote mixe
   - autocast is off inside the op, so everything it computes internally (the squeeze-excite MLP, the EMA
     statistics) runs in the accumulation dtype its fake kernel declares (float32; float64 for float64).
 
-Without the rule autocast reached into the implementation: squeeze_excite's MLP ran in bf16 and returned
-bf16 auxiliary outputs where the fake kernel declares float32, so eager and torch.compile disagreed.
+Without the rule autocast would reach into the implementation: squeeze_excite's MLP would run in bf16 and return
+bf16 auxiliary outputs where the fake kernel declares float32, and eager and torch.compile would disagree.
 This is `register_autocast` without the cast (the same dispatcher mechanism), for CPU and CUDA autocast.
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from .. import dispatch
-from . import _autocast, _eager
 from .._layout import empty_4d
+from . import _autocast, _eager
 
 
 def _impl(y: Tensor, backend: str):
@@ -43,8 +43,9 @@ def apply_gates_backward(grad_out: Tensor, y: Tensor, channel: Optional[Tensor],
 
 @apply_gates_backward.register_fake
 def _(grad_out, y, channel, spatial, backend):
-    grad_channel = torch.empty_like(channel, memory_format=torch.contiguous_format) if channel is not None else y.new_empty((0,))
-    grad_spatial = torch.empty_like(spatial, memory_format=torch.contiguous_format) if spatial is not None else y.new_empty((0,))
+    def dense_like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None else y.new_empty((0,))
+    grad_channel, grad_spatial = dense_like(channel), dense_like(spatial)
     return empty_4d(y, y.shape), grad_channel, grad_spatial
 
 

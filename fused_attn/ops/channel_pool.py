@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from .. import dispatch
-from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
+from . import _autocast, _eager
 
 STATS = ("max", "mean", "std")
 

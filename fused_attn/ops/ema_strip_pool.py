@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from .. import dispatch
-from . import _autocast, _eager
 from .._layout import empty_4d
+from . import _autocast, _eager
 
 OP = "ema_strip_pool"
 

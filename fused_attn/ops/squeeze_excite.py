@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from .. import _mlp, dispatch
-from . import _autocast, _eager
 from .._layout import acc_dtype, empty_4d
+from . import _autocast, _eager
 
 
 def _impl(op: str, x: Tensor, backend: str):

@@ -1,6 +1,7 @@
 """Build the CUDA backend for the CPU emulator (tools/cuda_emu/cuda_emu.h): csrc/cuda/*_kernels.cu compiled as C++
 with the emulator's definitions, csrc/cuda/*.cpp (the bindings) with FA_CUDA_EMULATION, runtime.cpp,
-selftest_kernels.cu and library.cpp, linked into one library that registers torch.ops.fused_attn_cuda_emu for CPU tensors.
+selftest_kernels.cu and library.cpp, linked into one library that registers torch.ops.fused_attn_cuda_emu for CPU
+tensors.
 
   python tools/cuda_emu/build.py            build (cached by a digest of the sources and flags) and print the path
   python tools/cuda_emu/build.py --force    rebuild
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from build_flags import cxx_standard  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 BUILD = ROOT / "build" / "cuda_emu"
 # the defines torch's CUDAExtension passes nvcc (tools/check_cuda_kernels.sh uses the same)

@@ -56,8 +56,8 @@ extern thread_local Builtins builtins;
 
 void block_barrier(const char* file, int line);
 // Exchanges `bytes` of `value` with lane (lane ^ lane_mask) of the same `width`-lane segment -> out.
-void warp_exchange(const void* value, void* out, int bytes, unsigned mask, int lane_mask, int width,
-                   const char* file, int line);
+void warp_exchange(const void* value, void* out, int bytes, unsigned mask, int lane_mask, int width, const char* file,
+                   int line);
 unsigned char* dynamic_smem();
 // Runs body on every thread of every block; records (and returns) the launch error for cudaGetLastError.
 cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const void* kernel,

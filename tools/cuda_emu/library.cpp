@@ -33,14 +33,15 @@ void emu_set_schedule(const std::string& mode, int64_t seed) {
   fa_emu::set_schedule(m, static_cast<uint64_t>(seed));
 }
 
-std::vector<int64_t> emu_stats(bool reset) { return fa_emu::read_stats(reset); }
+std::vector<int64_t> emu_stats(bool reset) {
+  return fa_emu::read_stats(reset);
+}
 
-std::tuple<int64_t, std::string> emu_selftest(const std::string& name, at::Tensor& out, int64_t threads,
-                                              int64_t arg) {
+std::tuple<int64_t, std::string> emu_selftest(const std::string& name, at::Tensor& out, int64_t threads, int64_t arg) {
   TORCH_CHECK(out.is_cpu() && out.scalar_type() == at::kFloat && out.is_contiguous() && out.numel() >= threads,
               "fa_emu: emu_selftest needs a contiguous float32 CPU tensor of at least `threads` elements");
-  const cudaError_t e = fa_emu_selftest(name.c_str(), out.data_ptr<float>(), static_cast<int>(threads),
-                                        static_cast<int>(arg));
+  const cudaError_t e =
+      fa_emu_selftest(name.c_str(), out.data_ptr<float>(), static_cast<int>(threads), static_cast<int>(arg));
   return {static_cast<int64_t>(e), e == cudaSuccess ? std::string() : std::string(cudaGetErrorString(e))};
 }
 

@@ -37,9 +37,9 @@ struct Fiber {
   State state = State::Runnable;
   const char* file = nullptr;  // where it waits
   int line = 0;
-  int phase = 0;               // which of a shuffle's two warp barriers
+  int phase = 0;  // which of a shuffle's two warp barriers
   unsigned mask = 0;
-  unsigned char slot[8];       // the value it offers in a shuffle
+  unsigned char slot[8];  // the value it offers in a shuffle
 };
 
 struct Block {
@@ -61,8 +61,8 @@ thread_local size_t stack_count = 0;
 char* stacks(size_t n) {
   if (n > stack_count) {
     if (stack_base) munmap(stack_base, stack_count * kStackBytes);
-    void* p = mmap(nullptr, n * kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void* p =
+        mmap(nullptr, n * kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return nullptr;
     stack_base = static_cast<char*>(p);
     stack_count = n;
@@ -84,7 +84,7 @@ struct Stats {
 
 std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(kernel, MaxDynamicSharedMemorySize, v)
 constexpr int kDefaultSmem = 48 * 1024;
-constexpr int kOptinSmem = 227 * 1024;      // H100: cudaDevAttrMaxSharedMemoryPerBlockOptin
+constexpr int kOptinSmem = 227 * 1024;  // H100: cudaDevAttrMaxSharedMemoryPerBlockOptin
 constexpr int kMultiprocessors = 132;
 
 void fiber_main() {
@@ -108,10 +108,14 @@ void wait(State state, const char* file, int line, int phase, unsigned mask) {
 
 std::string where(const Fiber& f) {
   switch (f.state) {
-    case State::Done: return "exited";
-    case State::Runnable: return "runnable";
-    case State::AtBlockBarrier: return std::string("__syncthreads at ") + f.file + ":" + std::to_string(f.line);
-    case State::AtWarpBarrier: return std::string("a shuffle at ") + f.file + ":" + std::to_string(f.line);
+    case State::Done:
+      return "exited";
+    case State::Runnable:
+      return "runnable";
+    case State::AtBlockBarrier:
+      return std::string("__syncthreads at ") + f.file + ":" + std::to_string(f.line);
+    case State::AtWarpBarrier:
+      return std::string("a shuffle at ") + f.file + ":" + std::to_string(f.line);
   }
   return "?";
 }
@@ -155,7 +159,11 @@ bool release_warp(Block& b, size_t warp) {
     if (f.state != State::AtWarpBarrier || f.line != first->line || std::strcmp(f.file, first->file) != 0 ||
         f.phase != first->phase || f.mask != first->mask) {
       b.error = "shuffle at " + std::string(first->file) + ":" + std::to_string(first->line) + " (mask 0x" +
-                [&] { char h[16]; std::snprintf(h, sizeof h, "%08x", first->mask); return std::string(h); }() +
+                [&] {
+                  char h[16];
+                  std::snprintf(h, sizeof h, "%08x", first->mask);
+                  return std::string(h);
+                }() +
                 ") waits for lane " + std::to_string(l) + " of warp " + std::to_string(warp) + ", which is at " +
                 where(f);
       return false;
@@ -179,15 +187,15 @@ void block_barrier(const char* file, int line) {
   wait(State::AtBlockBarrier, file, line, 0, 0);
 }
 
-void warp_exchange(const void* value, void* out, int bytes, unsigned mask, int lane_mask, int width,
-                   const char* file, int line) {
+void warp_exchange(const void* value, void* out, int bytes, unsigned mask, int lane_mask, int width, const char* file,
+                   int line) {
   Block* b = active;
   Fiber* f = b->current;
   const int index = b->current_index, lane = index & 31;
   ++stats.warp_exchanges;
   if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
-    b->error = "shuffle at " + std::string(file) + ":" + std::to_string(line) + " with width " +
-               std::to_string(width) + " (a power of two <= 32)";
+    b->error = "shuffle at " + std::string(file) + ":" + std::to_string(line) + " with width " + std::to_string(width) +
+               " (a power of two <= 32)";
     wait(State::AtWarpBarrier, file, line, -1, 0);  // never released: the launch stops
   }
   if (!(mask >> lane & 1u)) {
@@ -203,7 +211,9 @@ void warp_exchange(const void* value, void* out, int bytes, unsigned mask, int l
   wait(State::AtWarpBarrier, file, line, 1, mask);  // every lane has read before any slot is overwritten
 }
 
-unsigned char* dynamic_smem() { return smem_buffer.data(); }
+unsigned char* dynamic_smem() {
+  return smem_buffer.data();
+}
 
 cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const void* kernel,
                    const std::function<void()>& body) {
@@ -261,9 +271,9 @@ cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, const void*
             if (f.state != State::Runnable) continue;
             b.current = &f;
             b.current_index = static_cast<int>(i);
-            builtins.thread_idx = make_uint3(static_cast<unsigned>(i % block.x),
-                                             static_cast<unsigned>(i / block.x % block.y),
-                                             static_cast<unsigned>(i / (block.x * block.y)));
+            builtins.thread_idx =
+                make_uint3(static_cast<unsigned>(i % block.x), static_cast<unsigned>(i / block.x % block.y),
+                           static_cast<unsigned>(i / (block.x * block.y)));
             builtins.block_idx = make_uint3(bx, by, bz);
             builtins.block_dim = block;
             builtins.grid_dim = grid;
@@ -313,13 +323,14 @@ void set_schedule(int mode, uint64_t seed) {
 }
 
 std::vector<int64_t> read_stats(bool reset) {
-  std::vector<int64_t> v = {stats.launches, stats.blocks, stats.threads, stats.block_barriers,
-                            stats.warp_exchanges};
+  std::vector<int64_t> v = {stats.launches, stats.blocks, stats.threads, stats.block_barriers, stats.warp_exchanges};
   if (reset) stats = Stats{};
   return v;
 }
 
-const char* last_error_message() { return last_message.c_str(); }
+const char* last_error_message() {
+  return last_message.c_str();
+}
 
 }  // namespace fa_emu
 
@@ -332,7 +343,9 @@ cudaError_t cudaGetLastError(void) {
   return e;
 }
 
-cudaError_t cudaPeekAtLastError(void) { return fa_emu::last_error; }
+cudaError_t cudaPeekAtLastError(void) {
+  return fa_emu::last_error;
+}
 
 const char* cudaGetErrorString(cudaError_t error) {
   if (error == cudaSuccess) return "no error";
@@ -348,12 +361,23 @@ cudaError_t cudaGetDevice(int* device) {
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
   if (device != 0) return fa_emu::fail(cudaErrorInvalidDevice, "device " + std::to_string(device));
   switch (attr) {
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = fa_emu::kOptinSmem; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = fa_emu::kDefaultSmem; return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount: *value = fa_emu::kMultiprocessors; return cudaSuccess;
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
-    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
-    default: return fa_emu::fail(cudaErrorInvalidValue, "device attribute " + std::to_string(attr) + " not emulated");
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = fa_emu::kOptinSmem;
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = fa_emu::kDefaultSmem;
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = fa_emu::kMultiprocessors;
+      return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = 1024;
+      return cudaSuccess;
+    case cudaDevAttrWarpSize:
+      *value = 32;
+      return cudaSuccess;
+    default:
+      return fa_emu::fail(cudaErrorInvalidValue, "device attribute " + std::to_string(attr) + " not emulated");
   }
 }
 

@@ -48,7 +48,9 @@ __device__ void neighbour_body(float* out, int with_barrier) {
   out[t] = s[(t + 1) % n];
 }
 
-__global__ void neighbour(float* out, int with_barrier) { neighbour_body(out, with_barrier); }
+__global__ void neighbour(float* out, int with_barrier) {
+  neighbour_body(out, with_barrier);
+}
 
 // The same through a static __shared__ array (which keeps the previous block's values on the hardware).
 __global__ void static_neighbour(float* out, int with_barrier) {
@@ -59,7 +61,9 @@ __global__ void static_neighbour(float* out, int with_barrier) {
   out[t] = s[(t + 1) % n];
 }
 // the same, for the launch that raises its dynamic shared-memory limit first (the limit is per kernel)
-__global__ void neighbour_opt_in(float* out, int with_barrier) { neighbour_body(out, with_barrier); }
+__global__ void neighbour_opt_in(float* out, int with_barrier) {
+  neighbour_body(out, with_barrier);
+}
 
 }  // namespace
 

@@ -51,7 +51,7 @@ def channel_pool_reduce(x: torch.Tensor, stats: tuple[str, ...]):
 
 
 def channel_pool_grad_input(grad_out: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor,
-                          moments: torch.Tensor, stats: tuple[str, ...]) -> torch.Tensor:
+                            moments: torch.Tensor, stats: tuple[str, ...]) -> torch.Tensor:
     """grad_x [B, C, H, W] in x's dtype and layout."""
     acc = acc_dtype(x.dtype)
     xf = x.to(acc)

@@ -1,18 +1,18 @@
 """EMA (Efficient Multi-scale Attention) cross-spatial core, around the two convolutions it keeps as aten calls.
 
 x: [B, C, H, W] seen as G groups of cg = C / G channels (group_x = x.view(B*G, cg, H, W)); per (b, group),
-channel c (0..cg), pixel p = (i, j), N = H * W:
+channel c (0..cg), pixel p = (i, j), N = H * W. The block before the core (functional.ema): the strip means
+pooled = ema_strip_pool(x) [B, C, H + W] (fused_attn/backends/reference/ema_strip_pool.py), then hw =
+conv1x1(pooled) and x2 = conv3x3(group_x), both aten.
 
-ema_strip_pool:  pooled[b, c, :] = cat(mean_w x[b, c, i, :] for i, mean_h x[b, c, :, j] for j)   [B, C, H + W]
-  (then, outside: hw = conv1x1(pooled), x2 = conv3x3(group_x), both aten)
-ema_core(x, hw, x2, gn_weight, gn_bias):
+ema_core_combine(x, hw, x2, gn_weight, gn_bias, groups, eps) -> (out, mean, rstd):
   u[c, p]  = x[c, p] * sig(hw[c, i]) * sig(hw[c, H + j])
   x1[c, p] = (u[c, p] - mean_p u[c]) * rstd[c] * gn_weight[c] + gn_bias[c]     (GroupNorm(cg, cg), biased var)
   a1 = softmax_c(mean_p x1) = softmax_c(gn_bias)        (mean_p of the normalised term is exactly zero)
   a2 = softmax_c(mean_p x2)
   w[p] = sum_c a1[c] x2[c, p] + a2[c] x1[c, p];   out[c, p] = x[c, p] * sig(w[p])
 
-Backward, with g = grad_out, sg = sig(w), uhat = (u - mean) * rstd:
+ema_core_grads, with g = grad_out, sg = sig(w), uhat = (u - mean) * rstd (mean, rstd: the forward's):
   dw[p] = sg (1 - sg) sum_c g x;       grad_x = g sg + du * sig_h * sig_w
   grad_x2[c, p] = a1[c] dw[p] + (a2 (da2 - <a2, da2>))[c] / N,    da2[c] = sum_p dw x1[c, p]
   grad_gn_bias  = sum_{b,g} a2 sum_p dw + a1 (da1 - <a1, da1>),   da1[c] = sum_p dw x2[c, p]

@@ -1,10 +1,11 @@
 """Squeeze-excite passes over x (the MLP between them is fused_attn._mlp, shared by every backend).
 
-  channel_squeeze:  p[b, c] = mean_hw x[b, c, h, w]                 backward: grad_x = grad_p / HW
-  channel_scale:    y[b, c, h, w] = x[b, c, h, w] * s[b, c]
+  channel_squeeze_reduce:      p[b, c] = mean_hw x[b, c, h, w]
+  channel_squeeze_grad_input:  grad_x = grad_p[b, c] / HW
+  channel_scale:               y[b, c, h, w] = x[b, c, h, w] * s[b, c]
   squeeze_excite backward, given g = grad_y and grad_pooled from the MLP backward:
-    grad_gate:   grad_s[b, c] = sum_hw g * x                         (one pass over g, x)
-    grad_input:  grad_x = g * s[b, c] + grad_pooled[b, c] / HW       (one pass over g)
+    squeeze_excite_grad_gate:   grad_s[b, c] = sum_hw g * x                     (one pass over g, x)
+    squeeze_excite_grad_input:  grad_x = g * s[b, c] + grad_pooled[b, c] / HW   (one pass over g)
 """
 from __future__ import annotations
 

@@ -30,12 +30,13 @@ def apply_gates_combine(y: torch.Tensor, channel: Optional[torch.Tensor], spatia
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
 def _apply_gates_grads_kernel(g_ptr, y_ptr, ch_ptr, sp_ptr, gy_ptr, gch_ptr, gsp_ptr,
-                            C, P, c_per_chunk, n_chunk, n_pblk,
-                            sg_b, sg_c, sg_p, sy_b, sy_c, sy_p, so_b, so_c, so_p,
-                            HAS_CH: tl.constexpr, HAS_SP: tl.constexpr, HAS_GY: tl.constexpr, ACC: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                              C, P, c_per_chunk, n_chunk, n_pblk,
+                              sg_b, sg_c, sg_p, sy_b, sy_c, sy_p, so_b, so_c, so_p,
+                              HAS_CH: tl.constexpr, HAS_SP: tl.constexpr, HAS_GY: tl.constexpr, ACC: tl.constexpr,
+                              BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (b, channel chunk k, pixel tile t), looping over the chunk's channel blocks:
-    grad_y = g * ch * sp (stored when HAS_GY), gch[b, t, c] = sum_{p in t} g y sp, gsp[b, k, p] = sum_{c in k} g y ch."""
+    grad_y = g * ch * sp (stored when HAS_GY), gch[b, t, c] = sum_{p in t} g y sp,
+    gsp[b, k, p] = sum_{c in k} g y ch."""
     b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
@@ -88,13 +89,13 @@ def _finish(partial: torch.Tensor, dtype: torch.dtype, shape) -> torch.Tensor:
 
 
 def _grads(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tensor],
-              spatial: Optional[torch.Tensor], write_grad_y: bool):
+           spatial: Optional[torch.Tensor], write_grad_y: bool):
     b, c, h, w = y.shape
     p = h * w
     grad_y = empty_4d(y, y.shape) if write_grad_y else None
     if y.numel() == 0:
-        return (grad_y, torch.zeros_like(channel) if channel is not None else y.new_empty((0,)),
-                torch.zeros_like(spatial) if spatial is not None else y.new_empty((0,)))
+                      return (grad_y, torch.zeros_like(channel) if channel is not None else y.new_empty((0,)),
+                      torch.zeros_like(spatial) if spatial is not None else y.new_empty((0,)))
     y, sy = cm.pixel_view(y)
     g, sg = cm.pixel_view(grad_out)
     so = cm.pixel_view(grad_y)[1] if write_grad_y else sy
@@ -117,7 +118,7 @@ def _grads(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tens
 
 
 def apply_gates_grads(grad_out: torch.Tensor, y: torch.Tensor, channel: Optional[torch.Tensor],
-                         spatial: Optional[torch.Tensor]):
+                      spatial: Optional[torch.Tensor]):
     """-> (grad_y like y, grad_channel [B, C] or empty, grad_spatial [B, H, W] or empty)."""
     return _grads(grad_out, y, channel, spatial, True)
 

@@ -24,8 +24,8 @@ DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
-def _dual_attention_reduce_kernel(x_ptr, ws_ptr, psum_ptr, plogit_ptr, C, P, c_per_chunk, n_chunk, n_pblk, sx_b, sx_c, sx_p,
-                   ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _dual_attention_reduce_kernel(x_ptr, ws_ptr, psum_ptr, plogit_ptr, C, P, c_per_chunk, n_chunk, n_pblk,
+                                  sx_b, sx_c, sx_p, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (b, chunk k, tile t): psum[b, t, c] = sum_{p in t} x, plogit[b, k, p] = sum_{c in k} ws[c] x."""
     b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -68,9 +68,9 @@ def dual_attention_reduce(x: torch.Tensor, ws: torch.Tensor):
 
 @cm.kernel(key=["C", "P", "BLOCK_C", "BLOCK_P"])
 def _dual_attention_grad_input_kernel(g_ptr, x_ptr, ch_ptr, sp_ptr, ws_ptr, gl_ptr, gp_ptr, gx_ptr, pws_ptr,
-                       C, P, c_per_chunk, n_chunk, n_pblk,
-                       sg_b, sg_c, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
-                       ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                      C, P, c_per_chunk, n_chunk, n_pblk,
+                                      sg_b, sg_c, sg_p, sx_b, sx_c, sx_p, so_b, so_c, so_p,
+                                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Program (b, chunk k, tile t): grad_x = g ch sp + ws gl + gp / P, pws[b, t, c] = sum_{p in t} x gl."""
     b, k, t = cm.program_coords(n_pblk, n_chunk)
     p = t * BLOCK_P + tl.arange(0, BLOCK_P)

@@ -92,9 +92,9 @@ def _core_setup(hw_ptr, gw_ptr, gb_ptr, x2_ptr, CG, H, W, sh_c, sh_l, s2_c, s2_h
 
 @cm.kernel(key=["CG", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
 def _ema_core_combine_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mean_ptr, rstd_ptr,
-                         CG, G, H, W, eps_hi, eps_lo,
-                         sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w, so_b, so_c, so_h, so_w, sh_b, sh_c, sh_l,
-                         ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+                             CG, G, H, W, eps_hi, eps_lo,
+                             sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w, so_b, so_c, so_h, so_w, sh_b, sh_c, sh_l,
+                             ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Program (b, group): mean/rstd of u per channel (pass 1, Chan-merged per tile), then
     out = x * sigmoid(sum_c a1 x2 + a2 x1) (pass 2); stores out and mean, rstd [B, C]."""
     b, _, grp = cm.program_coords(G, 1)
@@ -149,10 +149,10 @@ def _ema_core_combine_kernel(x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, out_ptr, mea
 
 @cm.kernel(key=["CG", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
 def _ema_core_grads_kernel(g_ptr, x_ptr, hw_ptr, x2_ptr, gw_ptr, gb_ptr, mean_ptr, rstd_ptr,
-                         gx_ptr, ghw_ptr, gx2_ptr, ggw_ptr, ggb_ptr, CG, G, H, W,
-                         sg_b, sg_c, sg_h, sg_w, sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w,
-                         sgx_b, sgx_c, sgx_h, sgx_w, sgx2_b, sgx2_c, sgx2_h, sgx2_w, sh_b, sh_c, sh_l,
-                         ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+                           gx_ptr, ghw_ptr, gx2_ptr, ggw_ptr, ggb_ptr, CG, G, H, W,
+                           sg_b, sg_c, sg_h, sg_w, sx_b, sx_c, sx_h, sx_w, s2_b, s2_c, s2_h, s2_w,
+                           sgx_b, sgx_c, sgx_h, sgx_w, sgx2_b, sgx2_c, sgx2_h, sgx2_w, sh_b, sh_c, sh_l,
+                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Program (b, group), three passes over the slab:
     A (in _core_setup) a2 = softmax(mean_p x2);  B: dw = sig(w)(1 - sig(w)) sum_c g x and its sums
     S = sum_p dw, Sx2[c] = sum_p dw x2, Su[c] = sum_p dw uhat;  C: grad_x2 = a1 dw + a2 (da2 - <a2, da2>) / N,

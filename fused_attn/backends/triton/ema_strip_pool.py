@@ -18,7 +18,7 @@ DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 @cm.kernel(key=["C", "H", "W", "BLOCK_C", "BLOCK_H", "BLOCK_W"])
 def _ema_strip_pool_reduce_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chunk, n_chunk, n_cblk, col_div,
-                           sx_b, sx_c, sx_h, sx_w, sc_b, sc_s, sc_c,
+                                  sx_b, sx_c, sx_h, sx_w, sc_b, sc_s, sc_c,
                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Program (b, channel block, row chunk k): out[b, c, h] = mean_w x[b, c, h, :] for the chunk's rows,
     col[b, k, c, w] = sum_{h in chunk} x[b, c, h, w] / col_div (out[:, :, H:] itself when one chunk)."""
@@ -48,7 +48,7 @@ def _ema_strip_pool_reduce_kernel(x_ptr, out_ptr, col_ptr, C, H, W, rows_per_chu
 
 @cm.kernel(key=["C", "H", "W", "BLOCK_C", "BLOCK_P"])
 def _ema_strip_pool_grad_input_kernel(g_ptr, gx_ptr, C, H, W, n_cblk, n_pblk, so_b, so_c, so_p,
-                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """grad_x[b, c, i, j] = g[b, c, i] / W + g[b, c, H + j] / H   (g contiguous [B, C, H + W])."""
     b, cb, t = cm.program_coords(n_pblk, n_cblk)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)

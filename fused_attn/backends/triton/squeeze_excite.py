@@ -1,10 +1,10 @@
 """Triton squeeze-excite passes (the MLP between them stays in PyTorch, fused_attn._mlp):
 
-  channel_squeeze_reduce   p[b, c] = sum_hw x / HW           reduction over HW
-  channel_squeeze_grad_input  grad_x = grad_p[b, c] / HW         pointwise write
-  channel_scale     y = x * s[b, c]                    pointwise
-  squeeze_excite_grad_gate  grad_s[b, c] = sum_hw g * x        reduction over HW, one pass over (g, x)
-  squeeze_excite_grad_input grad_x = g * s[b, c] + grad_p[b, c] / HW   pointwise, one pass over g
+  channel_squeeze_reduce      p[b, c] = sum_hw x / HW                 reduction over HW
+  channel_squeeze_grad_input  grad_x = grad_p[b, c] / HW              pointwise write
+  channel_scale               y = x * s[b, c]                         pointwise
+  squeeze_excite_grad_gate    grad_s[b, c] = sum_hw g * x             reduction over HW, one pass over (g, x)
+  squeeze_excite_grad_input   grad_x = g * s[b, c] + grad_p[b, c] / HW   pointwise, one pass over g
 
 The reductions: program (b, channel block, pixel split) loops over its split's pixel blocks, accumulating a
 [BLOCK_C, BLOCK_P] tile in registers and reducing it once at the end; when B x channel blocks is too few to
