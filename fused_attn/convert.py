@@ -1,9 +1,13 @@
-"""fused_attn.convert: swap the seed-style attention modules of a model for their fused twins.
+"""fused_attn.convert: swap the attention modules of a model for their fused twins.
 
     model, report = fused_attn.convert(seed_model)            # a converted copy; seed_model is untouched
     print(report)                                             # path, old class, new class per replacement
 
-Recognised (class name, then structure: the twin's state_dict keys and shapes, and the type and settings of
+Recognised by exact class, around their own layers (fused_attn.nn.conv_se): torchvision's SqueezeExcitation,
+timm's SEModule (without norm or max pooling) and timm's EfficientNet-block SqueezeExcite, with ReLU / SiLU /
+Hardswish activations and Sigmoid / Hardsigmoid gates (torch's or timm's classes); a subclass with its own
+forward (torchvision's QuantizableSqueezeExcitation) or an unsupported setting is listed in `report.skipped`.
+Recognised by class name, then structure (the twin's state_dict keys and shapes, and the type and settings of
 every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
 LiteDualAttention, AttnResBlock, EMAX (-> fixed groups, the only mode in which the seed's forward is defined),
 and the official EMA, by structure alone (children exactly softmax, agp, pool_h, pool_w, gn, conv1x1, conv3x3,
@@ -19,7 +23,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from .nn import EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock
+from .nn import EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock, conv_se
 
 __all__ = ["convert", "ConversionReport", "Replacement"]
 
@@ -98,10 +102,59 @@ def _assign(module: nn.Module, name: str, value) -> None:
     setattr(module.get_submodule(parent), leaf, value)
 
 
+# the ecosystem's blocks, by exact class (module, name): their fused twin, built around their own layers
+_ECOSYSTEM = {
+    ("torchvision.ops.misc", "SqueezeExcitation"): conv_se.SqueezeExcitation,
+    ("timm.layers.squeeze_excite", "SEModule"): conv_se.SEModule,
+    ("timm.models._efficientnet_blocks", "SqueezeExcite"): conv_se.SqueezeExcite,
+}
+
+
+def _class_key(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__name__
+
+
+def _ecosystem_misfit(m: nn.Module, twin_cls: type) -> Optional[str]:
+    """Why m, of a recognised ecosystem class, cannot be swapped; None when it can."""
+    if getattr(m, "add_maxpool", False):
+        return "add_maxpool=True (mean + max squeeze) is not fused"
+    bn = getattr(m, "bn", None)
+    if bn is not None and not isinstance(bn, nn.Identity):
+        return f"a {type(bn).__name__} between fc1 and the activation is not fused"
+    fc1, act, fc2, gate = (getattr(m, name, None) for name in twin_cls.LAYERS)
+    for name, fc in ((twin_cls.LAYERS[0], fc1), (twin_cls.LAYERS[2], fc2)):
+        if not (isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1 and fc.stride == (1, 1)
+                and fc.padding == (0, 0)):
+            return f"{name} is {fc!r}, not a plain 1x1 convolution"
+    try:
+        conv_se.activation_name(act)
+        conv_se.gate_name(gate)
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
+    key = _class_key(type(m))
+    twin_cls = _ECOSYSTEM.get(key)
+    if twin_cls is None:
+        base = next((c for c in type(m).__mro__[1:] if _class_key(c) in _ECOSYSTEM), None)
+        if base is not None:   # e.g. torchvision's QuantizableSqueezeExcitation: its own forward
+            return None, f"a subclass of {base.__module__}.{base.__name__} with its own forward is not swapped"
+        return None, None
+    reason = _ecosystem_misfit(m, twin_cls)
+    if reason is not None:
+        return None, reason
+    return twin_cls.from_source(m, backend), None
+
+
 def _twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
     """(fused twin sharing m's parameters, None), (None, reason) for a recognised misfit, or (None, None)."""
     if type(m).__module__.startswith("fused_attn."):
         return None, None
+    twin, reason = _ecosystem_twin(m, backend)
+    if twin is not None or reason is not None:
+        return twin, reason
     build = _BY_NAME.get(type(m).__name__)
     if build is None:
         if not _is_official_ema(m):
