@@ -5,7 +5,8 @@
 
 Recognised by exact class, around their own layers (fused_attn.nn.conv_se): torchvision's SqueezeExcitation,
 timm's SEModule (without norm or max pooling) and timm's EfficientNet-block SqueezeExcite, with ReLU / SiLU /
-Hardswish activations and Sigmoid / Hardsigmoid gates (torch's or timm's classes); a subclass with its own
+Hardswish activations and Sigmoid / Hardsigmoid gates (torch's or timm's classes); timm's EffectiveSEModule,
+EcaModule, CecaModule and ultralytics' ChannelAttention (fused_attn.nn.pooled_gate); a subclass with its own
 forward (torchvision's QuantizableSqueezeExcitation) or an unsupported setting is listed in `report.skipped`.
 Recognised by class name, then structure (the twin's state_dict keys and shapes, and the type and settings of
 every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
@@ -23,7 +24,17 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from .nn import EMA, EMAX, AttnResBlock, DualAttention, LiteDualAttention, MultiScaleAttention, SEBlock, conv_se
+from .nn import (
+    EMA,
+    EMAX,
+    AttnResBlock,
+    DualAttention,
+    LiteDualAttention,
+    MultiScaleAttention,
+    SEBlock,
+    conv_se,
+    pooled_gate,
+)
 
 __all__ = ["convert", "ConversionReport", "Replacement"]
 
@@ -107,31 +118,15 @@ _ECOSYSTEM = {
     ("torchvision.ops.misc", "SqueezeExcitation"): conv_se.SqueezeExcitation,
     ("timm.layers.squeeze_excite", "SEModule"): conv_se.SEModule,
     ("timm.models._efficientnet_blocks", "SqueezeExcite"): conv_se.SqueezeExcite,
+    ("timm.layers.squeeze_excite", "EffectiveSEModule"): pooled_gate.EffectiveSEModule,
+    ("timm.layers.eca", "EcaModule"): pooled_gate.EcaModule,
+    ("timm.layers.eca", "CecaModule"): pooled_gate.CecaModule,
+    ("ultralytics.nn.modules.conv", "ChannelAttention"): pooled_gate.ChannelAttention,
 }
 
 
 def _class_key(cls: type) -> tuple[str, str]:
     return cls.__module__, cls.__name__
-
-
-def _ecosystem_misfit(m: nn.Module, twin_cls: type) -> Optional[str]:
-    """Why m, of a recognised ecosystem class, cannot be swapped; None when it can."""
-    if getattr(m, "add_maxpool", False):
-        return "add_maxpool=True (mean + max squeeze) is not fused"
-    bn = getattr(m, "bn", None)
-    if bn is not None and not isinstance(bn, nn.Identity):
-        return f"a {type(bn).__name__} between fc1 and the activation is not fused"
-    fc1, act, fc2, gate = (getattr(m, name, None) for name in twin_cls.LAYERS)
-    for name, fc in ((twin_cls.LAYERS[0], fc1), (twin_cls.LAYERS[2], fc2)):
-        if not (isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1 and fc.stride == (1, 1)
-                and fc.padding == (0, 0)):
-            return f"{name} is {fc!r}, not a plain 1x1 convolution"
-    try:
-        conv_se.activation_name(act)
-        conv_se.gate_name(gate)
-    except TypeError as exc:
-        return str(exc)
-    return None
 
 
 def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
@@ -142,7 +137,7 @@ def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.M
         if base is not None:   # e.g. torchvision's QuantizableSqueezeExcitation: its own forward
             return None, f"a subclass of {base.__module__}.{base.__name__} with its own forward is not swapped"
         return None, None
-    reason = _ecosystem_misfit(m, twin_cls)
+    reason = twin_cls.misfit(m)
     if reason is not None:
         return None, reason
     return twin_cls.from_source(m, backend), None

@@ -16,11 +16,12 @@ from fused_attn import nn as fnn
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
-from timm.layers.squeeze_excite import SEModule  # noqa: E402
+from timm.layers.eca import CecaModule, EcaModule  # noqa: E402
+from timm.layers.squeeze_excite import EffectiveSEModule, SEModule  # noqa: E402
 from timm.models._efficientnet_blocks import SqueezeExcite  # noqa: E402
 from torchvision.ops.misc import SqueezeExcitation  # noqa: E402
 
-SOURCES = (SqueezeExcitation, SEModule, SqueezeExcite)
+SOURCES = (SqueezeExcitation, SEModule, SqueezeExcite, EffectiveSEModule, EcaModule, CecaModule)
 # (builder, number of squeeze-excite blocks, input size)
 MODELS = {
     "tv_efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(weights=None), 16, 64),
@@ -29,6 +30,9 @@ MODELS = {
     "timm_seresnet18": (lambda: timm.create_model("seresnet18"), 8, 64),
     "timm_efficientnet_b0": (lambda: timm.create_model("efficientnet_b0"), 16, 64),
     "timm_mobilenetv3_large_100": (lambda: timm.create_model("mobilenetv3_large_100"), 8, 64),
+    "timm_ese_vovnet19b_dw": (lambda: timm.create_model("ese_vovnet19b_dw"), 4, 64),
+    "timm_ecaresnet26t": (lambda: timm.create_model("ecaresnet26t"), 8, 64),
+    "timm_resnet18_ceca": (lambda: timm.create_model("resnet18", block_args=dict(attn_layer="ceca")), 8, 64),
 }
 
 
@@ -101,7 +105,10 @@ def test_convert_leaves_the_original_model_alone_and_inplace_shares():
 def test_twins_load_the_sources_state_dicts_strictly_both_ways():
     pairs = [(SqueezeExcitation(24, 8, nn.SiLU, nn.Hardsigmoid), fnn.SqueezeExcitation(24, 8, nn.SiLU, nn.Hardsigmoid)),
              (SEModule(24, rd_channels=8), fnn.SEModule(24, 8)),
-             (SqueezeExcite(24, rd_channels=6, act_layer=nn.SiLU), fnn.SqueezeExcite(24, 6, nn.SiLU))]
+             (SqueezeExcite(24, rd_channels=6, act_layer=nn.SiLU), fnn.SqueezeExcite(24, 6, nn.SiLU)),
+             (EffectiveSEModule(24), fnn.EffectiveSEModule(24)),
+             (EcaModule(24), fnn.EcaModule(EcaModule(24).conv.kernel_size[0])),
+             (CecaModule(24), fnn.CecaModule(CecaModule(24).conv.kernel_size[0]))]
     for src, twin in pairs:
         twin.load_state_dict(src.state_dict(), strict=True)
         src.load_state_dict(twin.state_dict(), strict=True)
@@ -144,3 +151,19 @@ def test_converted_block_compiles_fullgraph():
     torch.testing.assert_close(out, src(x))
     assert out.is_contiguous(memory_format=torch.channels_last)
     out.sum().backward()
+
+
+def test_ultralytics_cbam_channel_attention_is_swapped():
+    """ultralytics' CBAM = ChannelAttention then SpatialAttention: its channel half becomes the fused twin."""
+    from ultralytics.nn.modules import CBAM
+    model = CBAM(32, kernel_size=7)
+    converted, report = fused_attn.convert(model)
+    assert [r.path for r in report] == ["channel_attention"]
+    assert isinstance(converted.channel_attention, fnn.ChannelAttention)
+    x = torch.randn(2, 32, 9, 7, dtype=torch.float64)
+    model, converted = model.double(), converted.double()
+    want, want_grads = _fwd_bwd(model, x)
+    got, got_grads = _fwd_bwd(converted, x)
+    _close(got, want, "CBAM output")
+    for a, b in zip(got_grads, want_grads):
+        _close(a, b, "CBAM grad")

@@ -70,12 +70,32 @@ class _ConvSqueezeExcite(AttentionModule):
         return FA.apply_gates(x, channel=s, backend=self.backend)
 
     @classmethod
+    def misfit(cls, source: nn.Module) -> Optional[str]:
+        """Why `source` (of the class this twin stands for) cannot be swapped; None when it can."""
+        if getattr(source, "add_maxpool", False):
+            return "add_maxpool=True (mean + max squeeze) is not fused"
+        bn = getattr(source, "bn", None)
+        if bn is not None and not isinstance(bn, nn.Identity):
+            return f"a {type(bn).__name__} between fc1 and the activation is not fused"
+        fc1, act, fc2, gate = (getattr(source, name, None) for name in cls.LAYERS)
+        for name, fc in ((cls.LAYERS[0], fc1), (cls.LAYERS[2], fc2)):
+            if not (isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1
+                    and fc.stride == (1, 1) and fc.padding == (0, 0)):
+                return f"{name} is {fc!r}, not a plain 1x1 convolution"
+        try:
+            activation_name(act)
+            gate_name(gate)
+        except TypeError as exc:
+            return str(exc)
+        return None
+
+    @classmethod
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_ConvSqueezeExcite":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
         twin = cls.__new__(cls)
         AttentionModule.__init__(twin, backend)
-        for name, child in source.named_children():
-            setattr(twin, name, child)
+        for name, child in source._modules.items():   # None entries too (e.g. ECA's absent conv2)
+            twin._modules[name] = child
         twin._layers()  # unsupported activations fail here, with their names
         return twin.train(source.training)
 

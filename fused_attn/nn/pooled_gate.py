@@ -1,0 +1,122 @@
+"""Fused twins of the channel-gate blocks whose gate is one small layer over the pooled channels:
+
+    s = gate_layers(mean_hw(x))  [B, C]        y = x * s[:, :, None, None]
+
+mean_hw(x) is one `functional.channel_squeeze` pass, the gate layers are the source's own (a few B x C values, in
+PyTorch), and the scaling is one `functional.apply_gates` pass; gradients flow through both fused passes. Each
+twin keeps its source's child names (state_dicts load strictly both ways):
+
+  EffectiveSEModule   timm.layers.EffectiveSEModule (ESE: ese_vovnet, hgnet), add_maxpool=False: fc, gate
+                      s = gate(fc(mean))               fc: 1x1 conv C -> C
+  EcaModule           timm.layers.EcaModule (ECA, ecaresnet): conv[, act, conv2], gate
+                      s = gate(conv1d_k(mean))         k-tap convolution across the channels
+  CecaModule          timm.layers.CecaModule: conv, gate, with circular padding across the channels
+  ChannelAttention    ultralytics.nn.modules.ChannelAttention (its CBAM's channel half): pool, fc, act
+                      s = act(fc(mean))
+
+`from_source(module)` builds the twin around the source's own layers (shared parameters).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import functional as FA
+from .base import AttentionModule
+
+__all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention"]
+
+
+class _PooledGate(AttentionModule):
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        """[B, C] gate from the [B, C] channel means, with the source's layers."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = FA.channel_squeeze(x, backend=self.backend).to(x.dtype)
+        s = self.gate_of(pooled)
+        if self.record_attention:
+            self._record(channel=s)
+        return FA.apply_gates(x, channel=s, backend=self.backend)
+
+    @classmethod
+    def misfit(cls, source: nn.Module) -> Optional[str]:
+        """Why `source` cannot be swapped for this twin; None when it can."""
+        if getattr(source, "add_maxpool", False):
+            return "add_maxpool=True (mean + max squeeze) is not fused"
+        return None
+
+    @classmethod
+    def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_PooledGate":
+        """The twin of `source` around source's own child layers (same objects: parameters shared)."""
+        twin = cls.__new__(cls)
+        AttentionModule.__init__(twin, backend)
+        for name, child in source._modules.items():   # None entries too (e.g. ECA's absent conv2)
+            twin._modules[name] = child
+        for name in ("padding", "add_maxpool", "act", "conv2"):   # plain attributes (ECA: act = conv2 = None)
+            if name in vars(source):
+                setattr(twin, name, vars(source)[name])
+        return twin.train(source.training)
+
+
+class EffectiveSEModule(_PooledGate):
+    """timm's EffectiveSEModule(channels, gate_layer): s = gate(fc(mean_hw x)), fc a C -> C 1x1 conv."""
+
+    def __init__(self, channels: int, gate_layer: type = nn.Hardsigmoid, *, backend: Optional[str] = None,
+                 record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.add_maxpool = False
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1)
+        self.gate = gate_layer()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        return self.gate(self.fc(pooled[:, :, None, None])).flatten(1)
+
+
+class EcaModule(_PooledGate):
+    """timm's EcaModule with an explicit kernel_size: s = gate(conv1d_k(mean_hw x)) across the channels
+    (use_mlp: conv2(act(conv(.))))."""
+
+    def __init__(self, kernel_size: int = 3, gate_layer: type = nn.Sigmoid, *, backend: Optional[str] = None,
+                 record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.act = None
+        self.conv2 = None
+        self.gate = gate_layer()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        y = self.conv(pooled[:, None, :])
+        if self.conv2 is not None:
+            y = self.conv2(self.act(y))
+        return self.gate(y).flatten(1)
+
+
+class CecaModule(_PooledGate):
+    """timm's CecaModule with an explicit kernel_size: ECA with circular padding across the channels."""
+
+    def __init__(self, kernel_size: int = 3, gate_layer: type = nn.Sigmoid, *, backend: Optional[str] = None,
+                 record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.padding = (kernel_size - 1) // 2
+        self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=0, bias=False)
+        self.gate = gate_layer()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        y = F.pad(pooled[:, None, :], (self.padding, self.padding), mode="circular")
+        return self.gate(self.conv(y)).flatten(1)
+
+
+class ChannelAttention(_PooledGate):
+    """ultralytics' ChannelAttention(channels): s = sigmoid(fc(mean_hw x)), fc a C -> C 1x1 conv with bias."""
+
+    def __init__(self, channels: int, *, backend: Optional[str] = None, record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
+        self.act = nn.Sigmoid()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        return self.act(self.fc(pooled[:, :, None, None])).flatten(1)
