@@ -65,6 +65,19 @@ class AttentionModule(nn.Module):
         return FA.apply_gates(x, channel=s, backend=self.backend), s
 
 
+def twin_around(cls: type, source: nn.Module, backend: Optional[str], attributes: tuple = ()) -> AttentionModule:
+    """An instance of the twin class `cls` holding `source`'s own child modules under their names (the same
+    objects: parameters shared, state_dict keys unchanged; None entries too) and its plain `attributes`."""
+    twin = cls.__new__(cls)
+    AttentionModule.__init__(twin, backend)
+    for name, child in source._modules.items():
+        twin._modules[name] = child
+    for name in attributes:
+        if name in vars(source):
+            setattr(twin, name, vars(source)[name])
+    return twin.train(source.training)
+
+
 class AttentionMaps(Mapping):
     """Live view {module path: that module's last attention maps} over the attention modules of a model."""
 

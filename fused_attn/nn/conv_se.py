@@ -22,7 +22,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from .. import functional as FA
-from .base import AttentionModule
+from .base import AttentionModule, twin_around
 
 __all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "activation_name", "gate_name"]
 
@@ -92,12 +92,9 @@ class _ConvSqueezeExcite(AttentionModule):
     @classmethod
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_ConvSqueezeExcite":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
-        twin = cls.__new__(cls)
-        AttentionModule.__init__(twin, backend)
-        for name, child in source._modules.items():   # None entries too (e.g. ECA's absent conv2)
-            twin._modules[name] = child
+        twin = twin_around(cls, source, backend)
         twin._layers()  # unsupported activations fail here, with their names
-        return twin.train(source.training)
+        return twin
 
 
 class SqueezeExcitation(_ConvSqueezeExcite):

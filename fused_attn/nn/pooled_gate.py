@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as FA
-from .base import AttentionModule
+from .base import AttentionModule, twin_around
 
 __all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention"]
 
@@ -51,14 +51,8 @@ class _PooledGate(AttentionModule):
     @classmethod
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_PooledGate":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
-        twin = cls.__new__(cls)
-        AttentionModule.__init__(twin, backend)
-        for name, child in source._modules.items():   # None entries too (e.g. ECA's absent conv2)
-            twin._modules[name] = child
-        for name in ("padding", "add_maxpool", "act", "conv2"):   # plain attributes (ECA: act = conv2 = None)
-            if name in vars(source):
-                setattr(twin, name, vars(source)[name])
-        return twin.train(source.training)
+        # plain attributes: CECA's padding, ESE's add_maxpool, ECA's act = conv2 = None without its MLP
+        return twin_around(cls, source, backend, ("padding", "add_maxpool", "act", "conv2"))
 
 
 class EffectiveSEModule(_PooledGate):
