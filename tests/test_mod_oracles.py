@@ -13,50 +13,23 @@ from common import serving_backends
 
 
 # ---------------------------------------------------------------------------------------------- the seeds
-def _load_seed_modules():
-    """The seed modules, plain PyTorch as the project's four design notes wrote them, shipped in the repository
-    (bench/baselines/seed_modules.py: the bench's eager baselines too)."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "seed_modules.py"
-    spec = importlib.util.spec_from_file_location("seed_modules", path)
+def _load_baseline(name: str):
+    """A module of bench/baselines/ (the bench's eager baselines, plain PyTorch), loaded by path: the seed
+    modules as the project's four design notes wrote them, and the blocks as their official code writes them."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "baselines" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-SEED = _load_seed_modules()
+SEED = _load_baseline("seed_modules")
 
 
 # -------------------------------------------------------------------------------------- the official EMA
-class OfficialEMA(nn.Module):
-    """EMA as published (github.com/YOLOonMe/EMA-attention-module), verbatim but for formatting."""
-
-    def __init__(self, channels, c2=None, factor=32):
-        super().__init__()
-        self.groups = factor
-        assert channels // self.groups > 0
-        self.softmax = nn.Softmax(-1)
-        self.agp = nn.AdaptiveAvgPool2d((1, 1))
-        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
-        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
-        self.gn = nn.GroupNorm(channels // self.groups, channels // self.groups)
-        self.conv1x1 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=1, stride=1, padding=0)
-        self.conv3x3 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=3, stride=1, padding=1)
-
-    def forward(self, x):
-        b, c, h, w = x.size()
-        group_x = x.reshape(b * self.groups, -1, h, w)  # b*g,c//g,h,w
-        x_h = self.pool_h(group_x)
-        x_w = self.pool_w(group_x).permute(0, 1, 3, 2)
-        hw = self.conv1x1(torch.cat([x_h, x_w], dim=2))
-        x_h, x_w = torch.split(hw, [h, w], dim=2)
-        x1 = self.gn(group_x * x_h.sigmoid() * x_w.permute(0, 1, 3, 2).sigmoid())
-        x2 = self.conv3x3(group_x)
-        x11 = self.softmax(self.agp(x1).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
-        x12 = x2.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
-        x21 = self.softmax(self.agp(x2).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
-        x22 = x1.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
-        weights = (torch.matmul(x11, x12) + torch.matmul(x21, x22)).reshape(b * self.groups, 1, h, w)
-        return (group_x * weights.sigmoid()).reshape(b, c, h, w)
+class OfficialEMA(_load_baseline("official").EMA):
+    """EMA as published (github.com/YOLOonMe/EMA-attention-module), bench/baselines/official.py's verbatim copy
+    under a name of its own (convert recognises it by structure, whatever the class is called)."""
 
 
 # ------------------------------------------------------------------------------------------- plain CBAM

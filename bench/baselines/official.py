@@ -1,7 +1,8 @@
 """Attention blocks as their authors' official repositories write them, in plain PyTorch: the benchmark's eager
 baselines where neither the seed documents (seed_modules.py) nor an installed torchvision / timm / ultralytics
-has the block. Written here after the structure, parameter names and forward of the official code (so that
-state_dicts and results match it); not copied.
+has the block, and the tests' independent oracles (tests/test_mod_oracles.py). EMA is the official code
+verbatim but for formatting; CBAM is written after the official code's structure, parameter names and forward
+(so that state_dicts and results match it).
 
   EMA   Ouyang et al., "Efficient Multi-Scale Attention Module with Cross-Spatial Learning", ICASSP 2023;
         official code: github.com/YOLOonMe/EMA-attention-module (`EMA(channels, c2=None, factor=32)`)
@@ -16,37 +17,36 @@ import torch.nn.functional as F
 
 # ------------------------------------------------------------------------------------------------------ EMA
 class EMA(nn.Module):
-    """EMA over `factor` groups of channels // factor channels: strip means -> shared 1x1 conv -> gates, GroupNorm;
-    a 3x3 conv branch; cross-spatial softmax attention between the two; out = group_x * sigmoid(weights)."""
+    """EMA as published (github.com/YOLOonMe/EMA-attention-module), verbatim but for formatting: over `factor`
+    groups of channels // factor channels, strip means -> shared 1x1 conv -> gates, GroupNorm; a 3x3 conv
+    branch; cross-spatial softmax attention between the two; out = group_x * sigmoid(weights)."""
 
     def __init__(self, channels, c2=None, factor=32):
         super().__init__()
         self.groups = factor
         assert channels // self.groups > 0
-        cg = channels // self.groups
         self.softmax = nn.Softmax(-1)
         self.agp = nn.AdaptiveAvgPool2d((1, 1))
         self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
         self.pool_w = nn.AdaptiveAvgPool2d((1, None))
-        self.gn = nn.GroupNorm(cg, cg)
-        self.conv1x1 = nn.Conv2d(cg, cg, kernel_size=1, stride=1, padding=0)
-        self.conv3x3 = nn.Conv2d(cg, cg, kernel_size=3, stride=1, padding=1)
+        self.gn = nn.GroupNorm(channels // self.groups, channels // self.groups)
+        self.conv1x1 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=1, stride=1, padding=0)
+        self.conv3x3 = nn.Conv2d(channels // self.groups, channels // self.groups, kernel_size=3, stride=1, padding=1)
 
     def forward(self, x):
         b, c, h, w = x.size()
-        g = self.groups
-        group_x = x.reshape(b * g, -1, h, w)
+        group_x = x.reshape(b * self.groups, -1, h, w)  # b*g,c//g,h,w
         x_h = self.pool_h(group_x)
         x_w = self.pool_w(group_x).permute(0, 1, 3, 2)
         hw = self.conv1x1(torch.cat([x_h, x_w], dim=2))
         x_h, x_w = torch.split(hw, [h, w], dim=2)
         x1 = self.gn(group_x * x_h.sigmoid() * x_w.permute(0, 1, 3, 2).sigmoid())
         x2 = self.conv3x3(group_x)
-        x11 = self.softmax(self.agp(x1).reshape(b * g, -1, 1).permute(0, 2, 1))
-        x12 = x2.reshape(b * g, c // g, -1)
-        x21 = self.softmax(self.agp(x2).reshape(b * g, -1, 1).permute(0, 2, 1))
-        x22 = x1.reshape(b * g, c // g, -1)
-        weights = (torch.matmul(x11, x12) + torch.matmul(x21, x22)).reshape(b * g, 1, h, w)
+        x11 = self.softmax(self.agp(x1).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x12 = x2.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
+        x21 = self.softmax(self.agp(x2).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x22 = x1.reshape(b * self.groups, c // self.groups, -1)  # b*g, c//g, hw
+        weights = (torch.matmul(x11, x12) + torch.matmul(x21, x22)).reshape(b * self.groups, 1, h, w)
         return (group_x * weights.sigmoid()).reshape(b, c, h, w)
 
 
