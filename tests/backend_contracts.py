@@ -95,11 +95,6 @@ def public_params(grid: str, ops=None, variants_per_op: int = 0) -> list:
     return params
 
 
-def run_public(sample, backend: str, grad_out=None, inputs=None):
-    """(output, input gradients, grad_out) of sample's public function on `backend` (fresh leaves)."""
-    return sample.run(backend, grad_out, inputs)
-
-
 def check_public(op: str, case, backend: str, device="cpu", tol=None, expanded_grad: bool = False) -> None:
     """The public function on `backend` vs the reference on float64 copies: output and every input gradient
     (of a random grad_out, or with expanded_grad of a stride-0 one, as `.sum()` gives); 4-D results keep their
@@ -109,8 +104,8 @@ def check_public(op: str, case, backend: str, device="cpu", tol=None, expanded_g
     if expanded_grad:
         shape = sample.call("reference").shape
         grad_out = torch.ones((), dtype=case.dtype, device=device).expand(shape)
-    out, grads, grad_out = run_public(sample, backend, grad_out)
-    ref, ref_grads, _ = run_public(sample, "reference", grad_out.double(), sample.float64_inputs())
+    out, grads, grad_out = sample.run(backend, grad_out)
+    ref, ref_grads, _ = sample.run("reference", grad_out.double(), sample.float64_inputs())
     tol = TOL[case.dtype] if tol is None else tol
     check(out, ref, case.dtype, f"{op} out", tol)
     if out.dim() == 4:

@@ -101,11 +101,12 @@ def ema_groups(c: int) -> int:
     return 4 if c % 4 == 0 else (c if c > 3 else 1)
 
 
-def _groups(m: Maker, variant: str) -> int:
+def _groups(c: int, variant: str) -> int:
+    """EMA groups for C channels: the variant's "groups=N", else ema_groups(C)."""
     for part in variant.split(";"):
         if part.startswith("groups="):
             return int(part[7:])
-    return ema_groups(m.c)
+    return ema_groups(c)
 
 
 def _side_dtype(m: Maker, variant: str) -> torch.dtype:
@@ -252,7 +253,7 @@ def _gates_args(m: Maker, v: str, grads: bool) -> tuple:
 def _core_inputs(m: Maker, v: str) -> tuple:
     """x, hw, x2, gn_weight, gn_bias (x2 drawn second: the "mixed" layout gives x channels_last, x2 NCHW)."""
     side = _side_dtype(m, v)
-    cg = m.c // _groups(m, v)
+    cg = m.c // _groups(m.c, v)
     x, x2 = m.x4(), m.x4(dtype=side)
     return x, m.t(m.b, m.c, m.h + m.w, dtype=side), x2, m.t(cg, kind="positive"), m.t(cg, scale=0.5)
 
@@ -260,7 +261,7 @@ def _core_inputs(m: Maker, v: str) -> tuple:
 def _core_grads_args(m: Maker, v: str) -> tuple:
     x, hw, x2, gw, gb = _core_inputs(m, v)
     g = m.x4()
-    groups = _groups(m, v)
+    groups = _groups(m.c, v)
     _, mean, rstd = ref_core.ema_core_combine(x, hw, x2, gw, gb, groups, EPS)
     return g, x, hw, x2, gw, gb, mean, rstd, groups, EPS
 
@@ -296,7 +297,7 @@ _PASSES = (
     PassInfo("ema_strip_pool_reduce", "ema_strip_pool", lambda m, v: (m.x4(),), (Out("pooled", contiguous=True),)),
     PassInfo("ema_strip_pool_grad_input", "ema_strip_pool",
              lambda m, v: (lambda x: (m.t(m.b, m.c, m.h + m.w), x))(m.x4()), (Out("grad_x", like=1),)),
-    PassInfo("ema_core_combine", "ema_core", lambda m, v: _core_inputs(m, v) + (_groups(m, v), EPS),
+    PassInfo("ema_core_combine", "ema_core", lambda m, v: _core_inputs(m, v) + (_groups(m.c, v), EPS),
              (Out("out", like=0), Out("mean", "acc"), Out("rstd", "acc", compare="ratio")),
              grids={**_EMA_GRIDS, "aot-huge": _AOT_HUGE_EMA_CORE}),
     PassInfo("ema_core_grads", "ema_core", _core_grads_args,
@@ -359,7 +360,7 @@ def _core_backward(ins, v, be):
 
 
 def _core_groups(ins, v) -> int:
-    return _groups(Maker(Case(tuple(ins[0].shape)), "meta"), v)
+    return _groups(ins[0].shape[1], v)
 
 
 _OPS = (
