@@ -7,7 +7,7 @@ its PassInfos) and its kernels.
   PASSES[name]   PassInfo: the family module holding the pass, its arguments for a Case (drawn by a Maker; the
                  auxiliary ones, e.g. a saved argmax, computed by the reference), how each output is checked,
                  its kernel variants and per-consumer grid overrides
-  OPS[name]      OpInfo: its passes (== fused_attn.dispatch.OP_PASSES), variants (first: the main one), the
+  OPS[name]      OpInfo: its passes (read from fused_attn.dispatch.OP_PASSES), variants (first: the main one), the
                  public function's inputs and call, which inputs take gradients, the custom ops' argument lists
   GRIDS[name]    the cases each consumer runs: "cpu", "cuda" (GPU and emulator), "interpreter" (Triton on CPU),
                  "sanitizer", "public", "opcheck", "gradcheck", "selfcheck", "aot" / "aot-quick" / "aot-huge"
@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .. import dispatch
 from .. import functional as FA
 from ..backends.reference import channel_pool as ref_pool
 from ..backends.reference import ema_core as ref_core
@@ -47,13 +48,17 @@ class PassInfo:
 @dataclass(frozen=True)
 class OpInfo:
     name: str
-    passes: tuple
     variants: tuple                                 # public-function variants, the main one first
     inputs: Callable[[Maker, str], list]            # public inputs (None: an absent optional input)
     call: Callable[[list, str, str], torch.Tensor]  # (inputs, variant, backend) -> output
     custom_op: Callable                             # (inputs, variant, backend) -> (overload, args): forward op
     backward_op: Callable                           # (inputs, variant, backend) -> (overload, args): backward op
     grids: dict = field(default_factory=dict)
+
+    @property
+    def passes(self) -> tuple:
+        """The kernel passes the op runs (fused_attn.dispatch.OP_PASSES)."""
+        return dispatch.OP_PASSES[self.name]
 
 
 @dataclass
@@ -364,36 +369,33 @@ def _core_groups(ins, v) -> int:
 
 
 _OPS = (
-    OpInfo("channel_pool", ("channel_pool_reduce", "channel_pool_grad_input"),
-           STAT_VARIANTS + ("std", "std,max", "mean,std"), lambda m, v: [m.x4()],
+    OpInfo("channel_pool", STAT_VARIANTS + ("std", "std,max", "mean,std"), lambda m, v: [m.x4()],
            lambda ins, v, be: FA.channel_pool(ins[0], _stats(v), backend=be),
            lambda ins, v, be: (OPS_NS.channel_pool, (ins[0], v, be)), _pool_backward),
-    OpInfo("channel_squeeze", ("channel_squeeze_reduce", "channel_squeeze_grad_input"), ("",),
+    OpInfo("channel_squeeze", ("",),
            lambda m, v: [m.x4()], lambda ins, v, be: FA.channel_squeeze(ins[0], backend=be),
            lambda ins, v, be: (OPS_NS.channel_squeeze, (ins[0], be)),
            lambda ins, v, be: (OPS_NS.channel_squeeze_backward,
                                (torch.randn(ins[0].shape[:2], dtype=ins[0].dtype, device=ins[0].device),
                                 ins[0].detach(), be))),
-    OpInfo("squeeze_excite", ("channel_squeeze_reduce", "channel_scale", "squeeze_excite_grad_gate",
-                              "squeeze_excite_grad_input"), ACT_VARIANTS, _se_inputs,
+    OpInfo("squeeze_excite", ACT_VARIANTS, _se_inputs,
            lambda ins, v, be: FA.squeeze_excite(*ins, *_act_gate(v), backend=be),
            lambda ins, v, be: (OPS_NS.squeeze_excite, (*ins, *_act_gate(v), be)), _se_backward),
-    OpInfo("apply_gates", ("apply_gates_combine", "apply_gates_grads"), PARTS,
+    OpInfo("apply_gates", PARTS,
            lambda m, v: list(_gates_args(m, v, grads=False)),
            lambda ins, v, be: FA.apply_gates(*ins, backend=be),
            lambda ins, v, be: (OPS_NS.apply_gates, (*ins, be)),
            lambda ins, v, be: (OPS_NS.apply_gates_backward, (_grad_like(ins[0]), ins[0].detach(), ins[1], ins[2], be))),
-    OpInfo("dual_attention", ("dual_attention_reduce", "apply_gates_combine", "apply_gates_grad_gates",
-                              "dual_attention_grad_input"), ACT_VARIANTS, _dual_inputs,
+    OpInfo("dual_attention", ACT_VARIANTS, _dual_inputs,
            lambda ins, v, be: FA.dual_attention(*ins, *_act_gate(v), backend=be),
            lambda ins, v, be: (OPS_NS.dual_attention, _dual_op_args(ins, v, be)), _dual_backward),
-    OpInfo("ema_strip_pool", ("ema_strip_pool_reduce", "ema_strip_pool_grad_input"), ("",),
+    OpInfo("ema_strip_pool", ("",),
            lambda m, v: [m.x4()], lambda ins, v, be: FA.ema_strip_pool(ins[0], backend=be),
            lambda ins, v, be: (OPS_NS.ema_strip_pool, (ins[0], be)),
            lambda ins, v, be: (OPS_NS.ema_strip_pool_backward,
                                (torch.randn(*ins[0].shape[:2], sum(ins[0].shape[2:]), dtype=ins[0].dtype,
                                             device=ins[0].device), ins[0].detach(), be))),
-    OpInfo("ema_core", ("ema_core_combine", "ema_core_grads"), ("",), _core_op_inputs,
+    OpInfo("ema_core", ("",), _core_op_inputs,
            lambda ins, v, be: FA.ema_core(*ins, _core_groups(ins, v), EPS, backend=be),
            lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward,
            grids=_AOT_EMA_CORE_GRIDS),
