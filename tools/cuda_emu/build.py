@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import fcntl
 import hashlib
 import os
 import shutil
@@ -117,7 +118,18 @@ def library(force: bool = False, verbose: bool = False) -> Path:
     if lib.is_file() and not force:
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (pytest-xdist workers all reach here on a fresh checkout): the others wait on the
+    # lock, then find the library built
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.is_file() and not force:
+            return lib
+        _build(cxx, jobs, link, out_dir, lib, verbose)
+    return lib
 
+
+def _build(cxx: str, jobs: list, link: list, out_dir: Path, lib: Path, verbose: bool) -> None:
+    """Compile every job into out_dir and link them into lib (written to a temporary name, then moved)."""
     def compile_one(job):
         src, cmd = job
         obj = out_dir / (src.name + ".o")
@@ -138,7 +150,6 @@ def library(force: bool = False, verbose: bool = False) -> Path:
     if r.returncode != 0:
         raise RuntimeError(f"cuda_emu: linking failed:\n{r.stderr[-6000:]}")
     os.replace(tmp, lib)
-    return lib
 
 
 def load(force: bool = False):
