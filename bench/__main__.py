@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import baselines, cases, env, report, runner
+from . import baselines, cases, env, models, report, runner
 from .timing import Timer
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -50,6 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "no op rows")
     ap.add_argument("--module", action="append", metavar="NAME",
                     help="module rows to run (e.g. SEBlock, vgg16_se; repeatable); with --op only, no module rows")
+    ap.add_argument("--model", action="append", metavar="NAME",
+                    help="real-model rows instead of op and module rows (bench/models.py): a torchvision or timm "
+                         f"name, tv:NAME / timm:NAME, or 'all' ({', '.join(models.MODELS)}); repeatable")
+    ap.add_argument("--batch", action="append", type=int, metavar="N",
+                    help="--model: inference batch sizes (default 1 and 16; repeatable)")
+    ap.add_argument("--train-batch", type=int, default=8, metavar="N", help="--model: training batch (default 8)")
+    ap.add_argument("--image-size", type=int, default=224, metavar="PX", help="--model: input size (default 224)")
     ap.add_argument("--dtype", action="append", metavar="DTYPE",
                     help=f"dtypes, repeatable or comma-separated ({', '.join(DTYPES)}; default float32)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
@@ -204,6 +211,8 @@ def main(argv=None) -> int:
         raise SystemExit("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model:
+        return run_models(args, device)
     rows_plan = plan(args, device)
     timer = make_timer(args, device)
     cfg = runner.Config(device, timer, args.backends, args.time_limit)
@@ -241,6 +250,33 @@ def main(argv=None) -> int:
     out.print(f"\ndone in {meta['wall_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
     if why_not:
         out.print(why_not)
+    return 0
+
+
+def run_models(args, device: torch.device) -> int:
+    """`--model`: the real-model rows (bench/models.py), written as bench_models_<device>_<tag>.{json,md}."""
+    names = [n for name in _split(args.model) for n in (models.MODELS if name == "all" else [name])]
+    repeat = args.repeat or (3 if args.quick else 5)
+    meta = env.metadata(device)
+    meta.update(suite="models", tag=args.tag, models=names, batches=args.batch or [1, 16],
+                train_batch=args.train_batch, image_size=args.image_size, repeat=repeat)
+    out = args.out or Path(os.environ.get("OUT") or env.ROOT / "bench" / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_models_{env.slug(meta['device_name'])}_{env.slug(args.tag or 'float32')}"
+    rows, started = [], time.perf_counter()
+    print(f"fused_attn bench --model: {', '.join(names)} on {meta['device_name']}, torch {meta['torch']}")
+    for name in names:
+        rows += models.model_rows(name, device, tuple(args.batch or (1, 16)), args.train_batch, args.image_size,
+                                  repeat)
+        models.write_json(out / f"{stem}.json", meta, rows)
+    meta["wall_s"] = time.perf_counter() - started
+    models.write_json(out / f"{stem}.json", meta, rows)
+    (out / f"{stem}.md").write_text(models.markdown(meta, rows))
+    written = [out / f"{stem}.json", out / f"{stem}.md"]
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        written += [Path(shutil.copy2(p, args.save / p.name)) for p in list(written)]
+    print(f"done in {meta['wall_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -8,6 +8,8 @@
 #   BUDGET_S=540       seconds for the whole procedure (the benchmarks share what build and tests leave)
 #   BENCH_ARGS=...     extra options for both benchmark runs (e.g. "--full", "--module SEBlock")
 #   SKIP_TESTS=1       no tests: all the time left after the build goes to the benchmarks
+#   MODELS=a,b         real-model rows (python -m bench --model; default tv:efficientnet_b0, at most 150 s;
+#                      MODELS= for none)
 #   PYTHON=python3     the interpreter that has torch
 #   BENCH_GIT_SHA=...  the revision, recorded in the results where the tree has no .git
 # Exit status: 0 when every step passed (benchmark rows skipped for time do not count as failures).
@@ -73,6 +75,14 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     else
         echo "(compute-sanitizer not found: memcheck skipped)" | tee -a "$LOG"
     fi
+fi
+
+# real models (bench/models.py): eager, torch.compile, convert, compile(convert); inference, a training step, the
+# attention blocks alone, peak memory
+MODELS=${MODELS-tv:efficientnet_b0}
+if [ -n "$MODELS" ] && [ "$(left)" -gt 300 ]; then
+    step "real models: python -m bench --model $MODELS"
+    run "bench models" 150 "$PY" -m bench --model "$MODELS" --device cuda --out "$OUT"
 fi
 
 # The benchmarks share what is left; each stops starting rows at its --time-limit (those rows are reported

@@ -3,18 +3,24 @@
     model, report = fused_attn.convert(seed_model)            # a converted copy; seed_model is untouched
     print(report)                                             # path, old class, new class per replacement
 
-Recognised by exact class, around their own layers (fused_attn.nn.conv_se): torchvision's SqueezeExcitation,
-timm's SEModule (without norm or max pooling) and timm's EfficientNet-block SqueezeExcite, with ReLU / SiLU /
-Hardswish activations and Sigmoid / Hardsigmoid gates (torch's or timm's classes); timm's EffectiveSEModule,
-EcaModule, CecaModule and ultralytics' ChannelAttention (fused_attn.nn.pooled_gate); a subclass with its own
-forward (torchvision's QuantizableSqueezeExcitation) or an unsupported setting is listed in `report.skipped`.
+Recognised by exact class, and built around the source's own layers (shared parameters):
+  torchvision   SqueezeExcitation (fused_attn.nn.conv_se); ultralytics ChannelAttention (nn.pooled_gate),
+                SpatialAttention and CBAM (nn.cbam_blocks)
+  timm          SEModule, the EfficientNet-block SqueezeExcite (conv_se: one squeeze_excite op where it can
+                express the MLP, else the pooled route: norm, add_maxpool, any activation or gate),
+                EffectiveSEModule, EcaModule, CecaModule, hgnet's EseModule (pooled_gate), ChannelAttn,
+                LightChannelAttn, SpatialAttn, LightSpatialAttn, CbamModule, LightCbamModule (cbam_blocks)
+A subclass of one of them with its own forward (torchvision's QuantizableSqueezeExcitation) or an unsupported
+setting is listed in `report.skipped` with the reason. The official code users paste, by class name and the
+names and types of its children (`_OFFICIAL`): eca_layer (ECANet), CBAM / ChannelGate / SpatialGate
+(Jongchan/attention-module); a class of that name with other children is walked into, not replaced.
 Recognised by class name, then structure (the twin's state_dict keys and shapes, and the type and settings of
 every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
 LiteDualAttention, AttnResBlock, EMAX (-> fixed groups, the only mode in which the seed's forward is defined),
 and the official EMA, by structure alone (children exactly softmax, agp, pool_h, pool_w, gn, conv1x1, conv3x3,
 and an int `groups`), whatever its class name. A module with a recognised name and another structure is left
-in place and listed in `report.skipped` with the reason. Hooks registered on a replaced module are not carried
-over.
+in place and listed in `report.skipped` with the reason. A twin carries its source's plain public attributes
+(e.g. ultralytics' layer indices `i`, `f`); hooks registered on a replaced module are not carried over.
 """
 from __future__ import annotations
 
@@ -32,9 +38,11 @@ from .nn import (
     LiteDualAttention,
     MultiScaleAttention,
     SEBlock,
+    cbam_blocks,
     conv_se,
     pooled_gate,
 )
+from .nn.base import carry_attributes
 
 __all__ = ["convert", "ConversionReport", "Replacement"]
 
@@ -122,11 +130,36 @@ _ECOSYSTEM = {
     ("timm.layers.eca", "EcaModule"): pooled_gate.EcaModule,
     ("timm.layers.eca", "CecaModule"): pooled_gate.CecaModule,
     ("ultralytics.nn.modules.conv", "ChannelAttention"): pooled_gate.ChannelAttention,
+    ("timm.models.hgnet", "EseModule"): pooled_gate.EseModule,
+    ("timm.layers.cbam", "ChannelAttn"): cbam_blocks.ChannelAttn,
+    ("timm.layers.cbam", "LightChannelAttn"): cbam_blocks.LightChannelAttn,
+    ("timm.layers.cbam", "SpatialAttn"): cbam_blocks.SpatialAttn,
+    ("timm.layers.cbam", "LightSpatialAttn"): cbam_blocks.LightSpatialAttn,
+    ("timm.layers.cbam", "CbamModule"): cbam_blocks.CbamModule,
+    ("timm.layers.cbam", "LightCbamModule"): cbam_blocks.LightCbamModule,
+    ("ultralytics.nn.modules.conv", "SpatialAttention"): cbam_blocks.SpatialAttention,
+    ("ultralytics.nn.modules.conv", "CBAM"): cbam_blocks.UltralyticsCBAM,
+}
+
+# the official code users paste into their projects, by class name and structure: (twin, child names -> the
+# type names they must have); a class of that name with other children is not this block and is walked into
+_OFFICIAL = {
+    "eca_layer": (pooled_gate.EcaLayer, {"avg_pool": "AdaptiveAvgPool2d", "conv": "Conv1d", "sigmoid": "Sigmoid"}),
+    "CBAM": (cbam_blocks.OfficialCBAM, {"ChannelGate": "ChannelGate", "SpatialGate": "SpatialGate"}),
+    "ChannelGate": (cbam_blocks.ChannelGate, {"mlp": "Sequential"}),
+    "SpatialGate": (cbam_blocks.SpatialGate, {"compress": "ChannelPool", "spatial": "BasicConv"}),
 }
 
 
 def _class_key(cls: type) -> tuple[str, str]:
     return cls.__module__, cls.__name__
+
+
+def _official_twin_class(m: nn.Module) -> Optional[type]:
+    twin_cls, children = _OFFICIAL.get(type(m).__name__, (None, None))
+    if twin_cls is None or {n: type(c).__name__ for n, c in m.named_children()} != children:
+        return None
+    return twin_cls
 
 
 def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
@@ -136,7 +169,9 @@ def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.M
         base = next((c for c in type(m).__mro__[1:] if _class_key(c) in _ECOSYSTEM), None)
         if base is not None:   # e.g. torchvision's QuantizableSqueezeExcitation: its own forward
             return None, f"a subclass of {base.__module__}.{base.__name__} with its own forward is not swapped"
-        return None, None
+        twin_cls = _official_twin_class(m)
+        if twin_cls is None:
+            return None, None
     reason = twin_cls.misfit(m)
     if reason is not None:
         return None, reason
@@ -166,7 +201,7 @@ def _twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Op
         _assign(twin, name, p)
     for name, buf in m.named_buffers():
         _assign(twin, name, buf)
-    return twin.train(m.training), None
+    return carry_attributes(m, twin).train(m.training), None
 
 
 def convert(model: nn.Module, backend: Optional[str] = None, inplace: bool = False

@@ -1,10 +1,12 @@
-"""fused_attn.convert on real torchvision and timm models (random weights, nothing downloaded): every
-squeeze-excite block replaced (none left), parameter names and state_dicts unchanged, outputs and every
-parameter gradient equal to the original model's (float64, to rounding), in train and eval mode, NCHW and
-channels_last."""
+"""fused_attn.convert on real torchvision, timm and ultralytics models and on the official blocks users paste
+(random weights, nothing downloaded): every attention block replaced (none left), parameter names and
+state_dicts unchanged, outputs and every parameter gradient equal to the original model's (float64, to
+rounding), in train and eval mode, NCHW and channels_last; whole converted models compile with fullgraph and
+export."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -16,23 +18,49 @@ from fused_attn import nn as fnn
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
+from timm.layers import cbam as timm_cbam  # noqa: E402
 from timm.layers.eca import CecaModule, EcaModule  # noqa: E402
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule  # noqa: E402
 from timm.models._efficientnet_blocks import SqueezeExcite  # noqa: E402
+from timm.models.hgnet import EseModule  # noqa: E402
 from torchvision.ops.misc import SqueezeExcitation  # noqa: E402
 
-SOURCES = (SqueezeExcitation, SEModule, SqueezeExcite, EffectiveSEModule, EcaModule, CecaModule)
-# (builder, number of squeeze-excite blocks, input size)
+from bench.baselines import official  # noqa: E402
+
+SOURCES = (SqueezeExcitation, SEModule, SqueezeExcite, EffectiveSEModule, EcaModule, CecaModule, EseModule,
+           timm_cbam.ChannelAttn, timm_cbam.SpatialAttn, timm_cbam.LightSpatialAttn, timm_cbam.CbamModule,
+           timm_cbam.LightCbamModule, official.CBAM, official.ChannelGate, official.SpatialGate)
+
+
+def _timm(name: str, **kwargs):
+    return lambda: timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _timm_attn(attn: str):
+    return _timm("resnet18", block_args=dict(attn_layer=attn))
+
+
+# name -> (builder, {source class name: number of blocks}, input size); docs/modules.md lists the same counts
 MODELS = {
-    "tv_efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(weights=None), 16, 64),
-    "tv_mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(weights=None), 9, 64),
-    "tv_regnet_y_400mf": (lambda: torchvision.models.regnet_y_400mf(weights=None), 16, 64),
-    "timm_seresnet18": (lambda: timm.create_model("seresnet18"), 8, 64),
-    "timm_efficientnet_b0": (lambda: timm.create_model("efficientnet_b0"), 16, 64),
-    "timm_mobilenetv3_large_100": (lambda: timm.create_model("mobilenetv3_large_100"), 8, 64),
-    "timm_ese_vovnet19b_dw": (lambda: timm.create_model("ese_vovnet19b_dw"), 4, 64),
-    "timm_ecaresnet26t": (lambda: timm.create_model("ecaresnet26t"), 8, 64),
-    "timm_resnet18_ceca": (lambda: timm.create_model("resnet18", block_args=dict(attn_layer="ceca")), 8, 64),
+    "tv_efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(weights=None), {"SqueezeExcitation": 16}, 64),
+    "tv_efficientnet_v2_s": (lambda: torchvision.models.efficientnet_v2_s(weights=None),
+                             {"SqueezeExcitation": 30}, 64),
+    "tv_mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(weights=None),
+                              {"SqueezeExcitation": 9}, 64),
+    "tv_mobilenet_v3_large": (lambda: torchvision.models.mobilenet_v3_large(weights=None),
+                              {"SqueezeExcitation": 8}, 64),
+    "tv_regnet_y_400mf": (lambda: torchvision.models.regnet_y_400mf(weights=None), {"SqueezeExcitation": 16}, 64),
+    "timm_seresnet18": (_timm("seresnet18"), {"SEModule": 8}, 64),
+    "timm_seresnext26d_32x4d": (_timm("seresnext26d_32x4d"), {"SEModule": 8}, 64),
+    "timm_rexnet_100": (_timm("rexnet_100"), {"SEModule": 13}, 64),          # SE with BatchNorm: pooled route
+    "timm_efficientnet_b0": (_timm("efficientnet_b0"), {"SqueezeExcite": 16}, 64),
+    "timm_mobilenetv3_large_100": (_timm("mobilenetv3_large_100"), {"SqueezeExcite": 8}, 64),
+    "timm_ese_vovnet19b_dw": (_timm("ese_vovnet19b_dw"), {"EffectiveSEModule": 4}, 64),
+    "timm_hgnet_tiny": (_timm("hgnet_tiny"), {"EseModule": 5}, 64),
+    "timm_ecaresnet26t": (_timm("ecaresnet26t"), {"EcaModule": 8}, 64),
+    "timm_resnet18_ceca": (_timm_attn("ceca"), {"CecaModule": 8}, 64),
+    "timm_resnet18_cbam": (_timm_attn("cbam"), {"CbamModule": 8}, 64),
+    "timm_resnet18_lcbam": (_timm_attn("lcbam"), {"LightCbamModule": 8}, 64),
 }
 
 
@@ -47,11 +75,20 @@ def _perturb_norms(model: nn.Module) -> None:
                 m.running_var.uniform_(0.5, 1.5)
 
 
+def _flat(out) -> torch.Tensor:
+    """A model's output (a tensor, or ultralytics' tuples / dicts of tensors) as one flat tensor."""
+    if isinstance(out, torch.Tensor):
+        return out.flatten()
+    values = out.values() if isinstance(out, dict) else out
+    return torch.cat([_flat(v) for v in values if isinstance(v, (torch.Tensor, dict, list, tuple))])
+
+
 def _fwd_bwd(model: nn.Module, x: torch.Tensor) -> tuple:
     torch.manual_seed(1)   # the same dropout / stochastic-depth masks in both models
-    out = model(x)
-    grads = torch.autograd.grad(out.square().mean(), [p for p in model.parameters()])
-    return out, grads
+    out = _flat(model(x))
+    params = [p for p in model.parameters() if p.requires_grad]   # ultralytics freezes its DFL conv
+    grads = torch.autograd.grad(out.square().mean(), params, allow_unused=True)
+    return out, tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, what: str, floor: float = 0.0) -> None:
@@ -62,33 +99,45 @@ def _close(got: torch.Tensor, want: torch.Tensor, what: str, floor: float = 0.0)
     assert err <= 1e-7 * scale + floor, f"{what}: max abs error {err:.3e} vs scale {scale:.3e}"
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def _check_converted(model: nn.Module, converted: nn.Module, x: torch.Tensor, name: str,
+                     layouts=("nchw", "channels_last")) -> None:
+    """Same parameter names and state_dicts; in float64, train and eval, each layout: the same outputs and
+    parameter gradients."""
+    assert [n for n, _ in converted.named_parameters()] == [n for n, _ in model.named_parameters()]
+    converted.load_state_dict(model.state_dict(), strict=True)
+    model.load_state_dict(converted.state_dict(), strict=True)
+    model, converted, x = model.double(), converted.double(), x.double()
+    for layout in layouts:
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
+            converted = converted.to(memory_format=torch.channels_last)
+        for train in (True, False):
+            model.train(train), converted.train(train)
+            want, want_grads = _fwd_bwd(model, x)
+            got, got_grads = _fwd_bwd(converted, x)
+            what = f"{name} {layout} train={train}"
+            _close(got, want, f"{what} output")
+            floor = 1e-7 * max(g.abs().max().item() for g in want_grads)   # ReLU-kink flips at rounding level
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            for pname, a, b in zip(names, got_grads, want_grads, strict=True):
+                _close(a, b, f"{what} grad {pname}", floor)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_convert_replaces_every_squeeze_excite_and_matches(name, layout):
+def test_convert_replaces_every_attention_block_and_matches(name):
     build, blocks, size = MODELS[name]
     torch.manual_seed(0)
     model = build()
     _perturb_norms(model)
     converted, report = fused_attn.convert(model)
-    assert len(report) == blocks and not report.skipped, str(report)
-    assert not any(isinstance(m, SOURCES) for m in converted.modules()), "a squeeze-excite block is left"
-    assert sum(isinstance(m, fnn.AttentionModule) for m in converted.modules()) == blocks
-    assert [n for n, _ in converted.named_parameters()] == [n for n, _ in model.named_parameters()]
-    converted.load_state_dict(model.state_dict(), strict=True)
-    model.load_state_dict(converted.state_dict(), strict=True)
-    model, converted = model.double(), converted.double()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-        model, converted = model.to(memory_format=torch.channels_last), converted.to(memory_format=torch.channels_last)
-    for train in (True, False):
-        model.train(train), converted.train(train)
-        want, want_grads = _fwd_bwd(model, x)
-        got, got_grads = _fwd_bwd(converted, x)
-        _close(got, want, f"{name} train={train} output")
-        floor = 1e-7 * max(g.abs().max().item() for g in want_grads)   # ReLU-kink flips at rounding level
-        for (pname, _), a, b in zip(model.named_parameters(), got_grads, want_grads):
-            _close(a, b, f"{name} train={train} grad {pname}", floor)
+    replaced = {}
+    for r in report:
+        replaced[r.old] = replaced.get(r.old, 0) + 1
+    assert replaced == blocks and not report.skipped, str(report)
+    assert not any(isinstance(m, SOURCES) and not type(m).__module__.startswith("fused_attn")
+                   for m in converted.modules()), "an attention block is left"
+    _check_converted(model, converted, torch.randn(2, 3, size, size), name)
 
 
 def test_convert_leaves_the_original_model_alone_and_inplace_shares():
@@ -108,7 +157,8 @@ def test_twins_load_the_sources_state_dicts_strictly_both_ways():
              (SqueezeExcite(24, rd_channels=6, act_layer=nn.SiLU), fnn.SqueezeExcite(24, 6, nn.SiLU)),
              (EffectiveSEModule(24), fnn.EffectiveSEModule(24)),
              (EcaModule(24), fnn.EcaModule(EcaModule(24).conv.kernel_size[0])),
-             (CecaModule(24), fnn.CecaModule(CecaModule(24).conv.kernel_size[0]))]
+             (CecaModule(24), fnn.CecaModule(CecaModule(24).conv.kernel_size[0])),
+             (EseModule(24), fnn.EseModule(24))]
     for src, twin in pairs:
         twin.load_state_dict(src.state_dict(), strict=True)
         src.load_state_dict(twin.state_dict(), strict=True)
@@ -118,15 +168,89 @@ def test_twins_load_the_sources_state_dicts_strictly_both_ways():
 
 def test_unsupported_blocks_are_reported_not_swapped():
     from torchvision.models.quantization.mobilenetv3 import QuantizableSqueezeExcitation
-    model = nn.Sequential(SEModule(16, rd_channels=8, norm_layer=nn.BatchNorm2d), SEModule(16, add_maxpool=True),
-                          SEModule(16, rd_channels=8, act_layer=nn.GELU), QuantizableSqueezeExcitation(16, 8))
+    model = nn.Sequential(QuantizableSqueezeExcitation(16, 8), official.ChannelGate(16, 4, pool_types=["avg", "lp"]))
     converted, report = fused_attn.convert(model)
     assert len(report) == 0
     reasons = [r for _, _, r in report.skipped]
-    assert len(reasons) == 4
-    assert "BatchNorm2d" in reasons[0] and "add_maxpool" in reasons[1] and "GELU" in reasons[2]
-    assert "subclass" in reasons[3]
+    assert len(reasons) == 2 and "subclass" in reasons[0] and "lp" in reasons[1], reasons
     assert [type(m) for m in converted] == [type(m) for m in model]
+
+
+def test_settings_the_op_cannot_express_take_the_pooled_route():
+    """timm's SEModule with a norm (rexnet), add_maxpool, GELU, a hard-sigmoid gate; the EfficientNet-block SE
+    with GELU; torchvision's with GELU: replaced, and equal to the source."""
+    model = nn.Sequential(SEModule(16, rd_channels=8, norm_layer=nn.BatchNorm2d), SEModule(16, add_maxpool=True),
+                          SEModule(16, rd_channels=8, act_layer=nn.GELU, gate_layer="hard_sigmoid"),
+                          SqueezeExcite(16, rd_channels=4, act_layer=nn.GELU),
+                          SqueezeExcitation(16, 4, activation=nn.GELU))
+    _perturb_norms(model)
+    converted, report = fused_attn.convert(model)
+    assert len(report) == 5 and not report.skipped, str(report)
+    assert [m.fused_mlp() is None for m in converted] == [True] * 5
+    _check_converted(model, converted, torch.randn(2, 16, 7, 5), "pooled route")
+
+
+def test_official_blocks_are_swapped_by_name_and_structure():
+    """The official ECA layer (ECANet) and CBAM (Jongchan/attention-module), written as users paste them."""
+    class eca_layer(nn.Module):   # noqa: N801  (the official class name)
+        def __init__(self, channel, k_size=3):
+            super().__init__()
+            self.avg_pool = nn.AdaptiveAvgPool2d(1)
+            self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+            self.sigmoid = nn.Sigmoid()
+
+        def forward(self, x):
+            y = self.avg_pool(x)
+            y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+            return x * self.sigmoid(y).expand_as(x)
+
+    model = nn.Sequential(eca_layer(32, 5), official.CBAM(32, 4), official.CBAM(32, 8, no_spatial=True),
+                          official.CBAM(32, 4, pool_types=["max"]))
+    _perturb_norms(model)
+    converted, report = fused_attn.convert(model)
+    assert [(r.path, r.new) for r in report] == [("0", "EcaLayer"), ("1", "OfficialCBAM"),
+                                                 ("2.ChannelGate", "ChannelGate"), ("3", "OfficialCBAM")], str(report)
+    assert not report.skipped
+    _check_converted(model, converted, torch.randn(2, 32, 9, 7), "official blocks")
+
+
+def test_a_class_named_like_an_official_block_with_other_children_is_walked_into():
+    class CBAM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.se = SEModule(16, rd_channels=4)
+
+        def forward(self, x):
+            return self.se(x)
+
+    converted, report = fused_attn.convert(nn.Sequential(CBAM()))
+    assert [r.path for r in report] == ["0.se"] and not report.skipped
+
+
+def _yolo_with_cbam():
+    """A small ultralytics detection model whose YAML uses CBAM (registered as users do in nn/tasks.py)."""
+    import ultralytics.nn.tasks as tasks
+    from ultralytics.nn.modules import CBAM
+    tasks.CBAM = CBAM
+    cfg = {"nc": 4, "scales": {"n": [0.33, 0.25, 1024]}, "scale": "n",
+           "backbone": [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "C2f", [128, True]],
+                        [-1, 1, "CBAM", [32, 7]], [-1, 1, "Conv", [256, 3, 2]], [-1, 1, "C2f", [256, True]],
+                        [-1, 1, "CBAM", [64, 3]], [-1, 1, "SPPF", [256, 5]]],
+           "head": [[-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 3], 1, "Concat", [1]],
+                    [-1, 1, "C2f", [128]], [-1, 1, "CBAM", [32, 7]], [[-1, 7], 1, "Detect", ["nc"]]]}
+    return tasks.DetectionModel(cfg, ch=3, verbose=False)
+
+
+def test_ultralytics_model_with_cbam():
+    pytest.importorskip("ultralytics")
+    assert os.environ.get("YOLO_OFFLINE") == "1"
+    torch.manual_seed(0)
+    model = _yolo_with_cbam()
+    converted, report = fused_attn.convert(model)
+    assert [(r.path, r.new) for r in report] == [(f"model.{i}", "UltralyticsCBAM") for i in (3, 6, 11)]
+    assert converted.model[3].i == 3 and converted.model[3].f == -1     # the layer indices its forward reads
+    assert isinstance(converted.model[6].channel_attention, fnn.ChannelAttention)
+    _check_converted(model, converted, torch.randn(2, 3, 64, 64), "yolo+cbam")
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
@@ -153,17 +277,50 @@ def test_converted_block_compiles_fullgraph():
     out.sum().backward()
 
 
-def test_ultralytics_cbam_channel_attention_is_swapped():
-    """ultralytics' CBAM = ChannelAttention then SpatialAttention: its channel half becomes the fused twin."""
-    from ultralytics.nn.modules import CBAM
-    model = CBAM(32, kernel_size=7)
+def test_ultralytics_cbam_halves_alone_are_swapped():
+    from ultralytics.nn.modules import ChannelAttention, SpatialAttention
+    model = nn.Sequential(ChannelAttention(32), SpatialAttention(3), SpatialAttention(7))
     converted, report = fused_attn.convert(model)
-    assert [r.path for r in report] == ["channel_attention"]
-    assert isinstance(converted.channel_attention, fnn.ChannelAttention)
-    x = torch.randn(2, 32, 9, 7, dtype=torch.float64)
-    model, converted = model.double(), converted.double()
-    want, want_grads = _fwd_bwd(model, x)
-    got, got_grads = _fwd_bwd(converted, x)
-    _close(got, want, "CBAM output")
-    for a, b in zip(got_grads, want_grads):
-        _close(a, b, "CBAM grad")
+    assert [r.new for r in report] == ["ChannelAttention", "SpatialAttention", "SpatialAttention"]
+    _check_converted(model, converted, torch.randn(2, 32, 9, 7), "ultralytics halves")
+
+
+def test_timm_cbam_halves_alone_are_swapped():
+    model = nn.Sequential(timm_cbam.ChannelAttn(32, rd_channels=8, mlp_bias=True),
+                          timm_cbam.LightChannelAttn(32, rd_channels=8), timm_cbam.SpatialAttn(3),
+                          timm_cbam.LightSpatialAttn(5, gate_layer="hard_sigmoid"))
+    _perturb_norms(model)
+    converted, report = fused_attn.convert(model)
+    assert [r.new for r in report] == ["ChannelAttn", "LightChannelAttn", "SpatialAttn", "LightSpatialAttn"]
+    _check_converted(model, converted, torch.randn(2, 32, 9, 7), "timm cbam halves")
+
+
+# whole converted models: torch.compile(fullgraph=True) (no graph break anywhere) and torch.export
+WHOLE = {"tv_mobilenet_v3_small": MODELS["tv_mobilenet_v3_small"][0], "timm_resnet18_cbam": _timm_attn("cbam")}
+
+
+@pytest.mark.parametrize("name", list(WHOLE))
+def test_converted_model_compiles_fullgraph(name):
+    torch.manual_seed(0)
+    model = WHOLE[name]().eval()
+    converted, _ = fused_attn.convert(model)
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(converted, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    converted.train()
+    compiled(x).square().mean().backward()
+    assert all(p.grad is not None for p in converted.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", list(WHOLE))
+def test_converted_model_exports(name):
+    torch.manual_seed(0)
+    model = WHOLE[name]().eval()
+    converted, _ = fused_attn.convert(model)
+    x = torch.randn(2, 3, 64, 64)
+    program = torch.export.export(converted, (x,))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any(op.startswith("fused_attn.") for op in ops), sorted(ops)[:10]
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)

@@ -7,8 +7,8 @@ verbatim but for formatting; CBAM is written after the official code's structure
   EMA   Ouyang et al., "Efficient Multi-Scale Attention Module with Cross-Spatial Learning", ICASSP 2023;
         official code: github.com/YOLOonMe/EMA-attention-module (`EMA(channels, c2=None, factor=32)`)
   CBAM  Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018; official code:
-        github.com/Jongchan/attention-module, MODELS/cbam.py (`CBAM(gate_channels, reduction_ratio=16)`, the
-        default pool_types ['avg', 'max']); used where timm is not installed
+        github.com/Jongchan/attention-module, MODELS/cbam.py (`CBAM(gate_channels, reduction_ratio=16,
+        pool_types=['avg', 'max'], no_spatial=False)`); used where timm is not installed
 """
 import torch
 import torch.nn as nn
@@ -52,16 +52,18 @@ class EMA(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------- CBAM
 class BasicConv(nn.Module):
-    """Conv (no bias) + BatchNorm (eps 1e-5, momentum 0.01) [+ ReLU], as the official code's BasicConv."""
+    """Conv (no bias) [+ BatchNorm (eps 1e-5, momentum 0.01)] [+ ReLU], as the official code's BasicConv."""
 
-    def __init__(self, in_planes, out_planes, kernel_size, stride=1, padding=0, relu=True):
+    def __init__(self, in_planes, out_planes, kernel_size, stride=1, padding=0, relu=True, bn=True):
         super().__init__()
+        self.out_channels = out_planes
         self.conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_planes, eps=1e-5, momentum=0.01, affine=True)
+        self.bn = nn.BatchNorm2d(out_planes, eps=1e-5, momentum=0.01, affine=True) if bn else None
         self.relu = nn.ReLU() if relu else None
 
     def forward(self, x):
-        x = self.bn(self.conv(x))
+        x = self.conv(x)
+        x = x if self.bn is None else self.bn(x)
         return x if self.relu is None else self.relu(x)
 
 
@@ -70,17 +72,35 @@ class Flatten(nn.Module):
         return x.view(x.size(0), -1)
 
 
-class ChannelGate(nn.Module):
-    """x * sigmoid(mlp(avg_pool x) + mlp(max_pool x)); mlp = Flatten, Linear (bias), ReLU, Linear (bias)."""
+def _global_pool(x, pool_type):
+    size = (x.size(2), x.size(3))
+    if pool_type == "avg":
+        return F.avg_pool2d(x, size, stride=size)
+    if pool_type == "max":
+        return F.max_pool2d(x, size, stride=size)
+    if pool_type == "lp":
+        return F.lp_pool2d(x, 2, size, stride=size)
+    flat = x.view(x.size(0), x.size(1), -1)   # "lse"
+    top = flat.max(dim=2, keepdim=True)[0]
+    return top + (flat - top).exp().sum(dim=2, keepdim=True).log()
 
-    def __init__(self, gate_channels, reduction_ratio=16):
+
+class ChannelGate(nn.Module):
+    """x * sigmoid(sum over pool_types of mlp(pool x)); mlp = Flatten, Linear (bias), ReLU, Linear (bias);
+    pool_types from 'avg', 'max', 'lp', 'lse'."""
+
+    def __init__(self, gate_channels, reduction_ratio=16, pool_types=("avg", "max")):
         super().__init__()
+        self.gate_channels = gate_channels
         self.mlp = nn.Sequential(Flatten(), nn.Linear(gate_channels, gate_channels // reduction_ratio), nn.ReLU(),
                                  nn.Linear(gate_channels // reduction_ratio, gate_channels))
+        self.pool_types = list(pool_types)
 
     def forward(self, x):
-        size = (x.size(2), x.size(3))
-        att = self.mlp(F.avg_pool2d(x, size, stride=size)) + self.mlp(F.max_pool2d(x, size, stride=size))
+        att = None
+        for pool_type in self.pool_types:
+            raw = self.mlp(_global_pool(x, pool_type))
+            att = raw if att is None else att + raw
         return x * torch.sigmoid(att).unsqueeze(2).unsqueeze(3).expand_as(x)
 
 
@@ -102,10 +122,13 @@ class SpatialGate(nn.Module):
 
 
 class CBAM(nn.Module):
-    def __init__(self, gate_channels, reduction_ratio=16):
+    def __init__(self, gate_channels, reduction_ratio=16, pool_types=("avg", "max"), no_spatial=False):
         super().__init__()
-        self.ChannelGate = ChannelGate(gate_channels, reduction_ratio)
-        self.SpatialGate = SpatialGate()
+        self.ChannelGate = ChannelGate(gate_channels, reduction_ratio, pool_types)
+        self.no_spatial = no_spatial
+        if not no_spatial:
+            self.SpatialGate = SpatialGate()
 
     def forward(self, x):
-        return self.SpatialGate(self.ChannelGate(x))
+        x = self.ChannelGate(x)
+        return x if self.no_spatial else self.SpatialGate(x)

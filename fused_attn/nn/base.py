@@ -65,16 +65,24 @@ class AttentionModule(nn.Module):
         return FA.apply_gates(x, channel=s, backend=self.backend), s
 
 
-def twin_around(cls: type, source: nn.Module, backend: Optional[str], attributes: tuple = ()) -> AttentionModule:
+def carry_attributes(source: nn.Module, twin: nn.Module) -> nn.Module:
+    """Give `twin` the plain public attributes of `source` it does not have itself: the source's settings
+    (timm's add_maxpool, CECA's padding) and what frameworks attach to their layers (ultralytics' `i`, `f`,
+    `type`, `np`, which its model's forward reads)."""
+    for name, value in vars(source).items():
+        if not name.startswith("_") and name != "training":
+            twin.__dict__.setdefault(name, value)
+    return twin
+
+
+def twin_around(cls: type, source: nn.Module, backend: Optional[str]) -> AttentionModule:
     """An instance of the twin class `cls` holding `source`'s own child modules under their names (the same
-    objects: parameters shared, state_dict keys unchanged; None entries too) and its plain `attributes`."""
+    objects: parameters shared, state_dict keys unchanged; None entries too) and its plain attributes."""
     twin = cls.__new__(cls)
     AttentionModule.__init__(twin, backend)
     for name, child in source._modules.items():
         twin._modules[name] = child
-    for name in attributes:
-        if name in vars(source):
-            setattr(twin, name, vars(source)[name])
+    carry_attributes(source, twin)
     return twin.train(source.training)
 
 

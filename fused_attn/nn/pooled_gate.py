@@ -13,6 +13,9 @@ twin keeps its source's child names (state_dicts load strictly both ways):
   CecaModule          timm.layers.CecaModule: conv, gate, with circular padding across the channels
   ChannelAttention    ultralytics.nn.modules.ChannelAttention (its CBAM's channel half): pool, fc, act
                       s = act(fc(mean))
+  EseModule           timm.models.hgnet.EseModule (PP-HGNet): conv, sigmoid     s = sigmoid(conv(mean))
+  EcaLayer            the official ECA (BangguWu/ECANet models/eca_module.py `eca_layer(channel, k_size)`):
+                      avg_pool, conv, sigmoid                    s = sigmoid(conv1d_k(mean))
 
 `from_source(module)` builds the twin around the source's own layers (shared parameters).
 """
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 from .. import functional as FA
 from .base import AttentionModule, twin_around
 
-__all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention"]
+__all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention", "EseModule", "EcaLayer"]
 
 
 class _PooledGate(AttentionModule):
@@ -51,8 +54,7 @@ class _PooledGate(AttentionModule):
     @classmethod
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_PooledGate":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
-        # plain attributes: CECA's padding, ESE's add_maxpool, ECA's act = conv2 = None without its MLP
-        return twin_around(cls, source, backend, ("padding", "add_maxpool", "act", "conv2"))
+        return twin_around(cls, source, backend)
 
 
 class EffectiveSEModule(_PooledGate):
@@ -114,3 +116,30 @@ class ChannelAttention(_PooledGate):
 
     def gate_of(self, pooled: Tensor) -> Tensor:
         return self.act(self.fc(pooled[:, :, None, None])).flatten(1)
+
+
+class EseModule(_PooledGate):
+    """timm's hgnet EseModule(chs): s = sigmoid(conv(mean_hw x)), conv a C -> C 1x1 conv with bias."""
+
+    def __init__(self, chs: int, *, backend: Optional[str] = None, record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.conv = nn.Conv2d(chs, chs, kernel_size=1)
+        self.sigmoid = nn.Sigmoid()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        return self.sigmoid(self.conv(pooled[:, :, None, None])).flatten(1)
+
+
+class EcaLayer(_PooledGate):
+    """The official ECA layer, eca_layer(channel, k_size=3): s = sigmoid(conv1d_k(mean_hw x)) across the channels,
+    zero padding (k - 1) // 2, no bias."""
+
+    def __init__(self, channel: int, k_size: int = 3, *, backend: Optional[str] = None,
+                 record_attention: bool = False):
+        super().__init__(backend, record_attention)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def gate_of(self, pooled: Tensor) -> Tensor:
+        return self.sigmoid(self.conv(pooled[:, None, :])).flatten(1)
