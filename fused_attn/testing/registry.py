@@ -328,10 +328,14 @@ def _simam_grad_args(m: Maker, v: str) -> tuple:
     return m.x4(), x, mean, k
 
 
+# CUDA: + planes over the kernels' 40 KB shared-memory cache (NCHW fp32 forward and backward: the L2 re-read path)
+_SIMAM_GRIDS = {"cuda": (GRIDS["cuda"], Grid(((1, 2, 110, 100),), (F32,), variants=_main_variant))}
+
 _PASSES += (
     PassInfo("simam_gate", "simam", lambda m, v: (m.x4(), _e_lambda(v)),
-             (Out("out", like=0), Out("mean", "acc"), Out("k", "acc")), SIMAM_VARIANTS),
-    PassInfo("simam_grad_input", "simam", _simam_grad_args, (Out("grad_x", like=1),), SIMAM_VARIANTS),
+             (Out("out", like=0), Out("mean", "acc"), Out("k", "acc")), SIMAM_VARIANTS, _SIMAM_GRIDS),
+    PassInfo("simam_grad_input", "simam", _simam_grad_args, (Out("grad_x", like=1),), SIMAM_VARIANTS,
+             _SIMAM_GRIDS),
 )
 PASSES: dict[str, PassInfo] = {p.name: p for p in _PASSES}
 
