@@ -9,6 +9,9 @@ verbatim but for formatting; CBAM is written after the official code's structure
   CBAM  Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018; official code:
         github.com/Jongchan/attention-module, MODELS/cbam.py (`CBAM(gate_channels, reduction_ratio=16)`, the
         default pool_types ['avg', 'max']); used where timm is not installed
+  SimAM Yang et al., "SimAM: A Simple, Parameter-Free Attention Module for CNNs", ICML 2021; official code:
+        github.com/ZjjConan/SimAM, networks/attentions/simam_module.py (`simam_module(channels=None,
+        e_lambda=1e-4)`), verbatim; `SimAM` is External-Attention-pytorch's copy of it under another name
 """
 import torch
 import torch.nn as nn
@@ -109,3 +112,44 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         return self.SpatialGate(self.ChannelGate(x))
+
+
+# ---------------------------------------------------------------------------------------------------- SimAM
+# Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural Networks",
+# ICML 2021. Official code: github.com/ZjjConan/SimAM, networks/attentions/simam_module.py (commit ae98f43; the
+# repository carries no license file), verbatim but for blank lines. External-Attention-pytorch
+# (github.com/xmu-xiaoma666/External-Attention-pytorch, MIT license), model/attention/SimAM.py, has the same code
+# under the class name SimAM (`SimAM` below). fused_attn.nn.SimAM is the fused twin of both.
+class simam_module(torch.nn.Module):
+    def __init__(self, channels = None, e_lambda = 1e-4):  # noqa: E251
+        super(simam_module, self).__init__()
+
+        self.activaton = nn.Sigmoid()
+        self.e_lambda = e_lambda
+
+    def __repr__(self):
+        s = self.__class__.__name__ + '('
+        s += ('lambda=%f)' % self.e_lambda)
+        return s
+
+    @staticmethod
+    def get_module_name():
+        return "simam"
+
+    def forward(self, x):
+
+        b, c, h, w = x.size()
+
+        n = w * h - 1
+
+        x_minus_mu_square = (x - x.mean(dim=[2,3], keepdim=True)).pow(2)  # noqa: E231
+        y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(dim=[2,3], keepdim=True) / n + self.e_lambda)) + 0.5  # noqa: E231,E501
+
+        return x * self.activaton(y)
+
+
+class SimAM(simam_module):
+    """External-Attention-pytorch's SimAM: the official code under another class name (no other difference)."""
+
+    def __init__(self, channels=None, e_lambda=1e-4):
+        super().__init__(channels, e_lambda)
