@@ -57,6 +57,11 @@ inline void define_kernel_ops(torch::Library& m) {
   m.def(
       "ema_core_grads(Tensor grad_out, Tensor x, Tensor hw, Tensor x2, Tensor gn_weight, Tensor gn_bias, "
       "Tensor mean, Tensor rstd, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // simam (csrc/cpu/simam.cpp): per (b, c) plane, out = x sigmoid((x - mu)^2 k + 0.5).
+  //   -> (out like x, mean [B, C] acc, k = 1 / (4 (sum (x - mu)^2 / (H W - 1) + e_lambda)) [B, C] acc)
+  m.def("simam_gate(Tensor x, float e_lambda) -> (Tensor, Tensor, Tensor)");
+  m.def("simam_grad_input(Tensor grad_out, Tensor x, Tensor mean, Tensor k) -> Tensor");  // grad_x like x
 }
 
 }  // namespace fa

@@ -19,8 +19,10 @@ every parameterised layer, must equal the original's): SEBlock, MultiScaleAttent
 LiteDualAttention, AttnResBlock, EMAX (-> fixed groups, the only mode in which the seed's forward is defined),
 and the official EMA, by structure alone (children exactly softmax, agp, pool_h, pool_w, gn, conv1x1, conv3x3,
 and an int `groups`), whatever its class name. A module with a recognised name and another structure is left
-in place and listed in `report.skipped` with the reason. A twin carries its source's plain public attributes
-(e.g. ultralytics' layer indices `i`, `f`); hooks registered on a replaced module are not carried over.
+in place and listed in `report.skipped` with the reason. SimAM: the official `simam_module` and
+External-Attention-pytorch's `SimAM`, by class name, then structure (only the child `activaton`, an nn.Sigmoid,
+a float `e_lambda`, no parameters; fused_attn.nn.SimAM.misfit). A twin carries its source's plain public
+attributes (e.g. ultralytics' layer indices `i`, `f`); hooks registered on a replaced module are not carried over.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from .nn import (
     LiteDualAttention,
     MultiScaleAttention,
     SEBlock,
+    SimAM,
     cbam_blocks,
     conv_se,
     pooled_gate,
@@ -178,10 +181,21 @@ def _ecosystem_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.M
     return twin_cls.from_source(m, backend), None
 
 
+# parameter-free SimAM (official simam_module, External-Attention-pytorch's SimAM): by class name, then structure
+_SIMAM_NAMES = {"simam_module", "SimAM"}
+
+
+def _simam_twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
+    reason = SimAM.misfit(m)
+    return (None, reason) if reason is not None else (SimAM.from_source(m, backend), None)
+
+
 def _twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Optional[str]]:
     """(fused twin sharing m's parameters, None), (None, reason) for a recognised misfit, or (None, None)."""
     if type(m).__module__.startswith("fused_attn."):
         return None, None
+    if type(m).__name__ in _SIMAM_NAMES:
+        return _simam_twin(m, backend)
     twin, reason = _ecosystem_twin(m, backend)
     if twin is not None or reason is not None:
         return twin, reason

@@ -8,6 +8,7 @@ one device (apply_gates promotes mixed dtypes like eager PyTorch). Outputs keep 
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -21,12 +22,13 @@ from .backends.reference import channel_pool as _ref_pool
 from .backends.reference import dual_attention as _ref_dual
 from .backends.reference import ema_core as _ref_ema_core
 from .backends.reference import ema_strip_pool as _ref_strip
+from .backends.reference import simam as _ref_simam
 from .backends.reference import squeeze_excite as _ref_se
 from .ops import _eager
 from .ops.channel_pool import STATS
 
 __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-           "ema_strip_pool", "ema_core", "ema"]
+           "ema_strip_pool", "ema_core", "ema", "simam"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch.amp.is_autocast_available per device type, read once here: dynamo in torch 2.11 cannot trace it (a
@@ -318,3 +320,28 @@ def ema(x: Tensor, conv1x1_weight: Tensor, conv1x1_bias: Optional[Tensor], conv3
     else:
         x2 = F.conv2d(x.reshape(b * groups, cg, h, w), conv3x3_weight, conv3x3_bias, padding=1).reshape(b, c, h, w)
     return ema_core(x, hw, x2, gn_weight, gn_bias, groups, eps, backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------------- SimAM
+def _check_e_lambda(e_lambda) -> float:
+    if isinstance(e_lambda, bool) or not isinstance(e_lambda, (int, float)) or not math.isfinite(e_lambda) \
+            or e_lambda < 0:
+        raise ValueError(f"e_lambda must be a finite float >= 0, got {e_lambda!r}")
+    return float(e_lambda)
+
+
+def simam(x: Tensor, e_lambda: float = 1e-4, *, backend: Optional[str] = None) -> Tensor:
+    """SimAM (parameter-free 3-D attention), per (b, c) plane of N = H W pixels, as the official code:
+
+        n = N - 1,  d = (x - mean_hw x)^2,  y = d / (4 (sum_hw d / n + e_lambda)) + 0.5,  out = x * sigmoid(y)
+
+    x [B, C, H, W] -> like x. One fused op: the forward reads x once and writes out once where a plane fits in
+    cache; the backward reads (grad_out, x) and writes grad_x. H W = 1 gives n = 0 and NaN (0 / 0), as the
+    official code does.
+    """
+    _check_x(x)
+    e_lambda = _check_e_lambda(e_lambda)
+    request = dispatch.requested(backend)
+    if _exporting():
+        return _ref_simam.simam_gate(x, e_lambda)[0]
+    return _eager.call(ops.simam.simam, x, e_lambda, request)[0]

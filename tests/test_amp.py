@@ -79,11 +79,19 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     if op == "ema":
         return ([x, r(cg, cg, 1, 1) * 0.5, r(cg), r(cg, cg, 3, 3) * 0.3, r(cg), r(cg, positive=True), r(cg)],
                 lambda be, *a: FA.ema(*a, groups=g, backend=be), lambda *a: seed_style.ema(*a, groups=g))
+    if op == "simam":            # the official simam_module's forward (bench/baselines/official.py)
+        return [x], lambda be, x: FA.simam(x, backend=be), _official_simam
     raise ValueError(op)
 
 
+def _official_simam(x):
+    n = x.shape[2] * x.shape[3] - 1
+    d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+    return x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + 1e-4)) + 0.5)
+
+
 PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-          "ema_strip_pool", "ema_core", "ema"]
+          "ema_strip_pool", "ema_core", "ema", "simam"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -124,6 +132,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "ema_strip_pool": lambda x, be: (x, be),
     "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
                                2, 1e-5, be),
+    "simam": lambda x, be: (x, 1e-4, be),
 }
 
 

@@ -93,6 +93,7 @@ def _public_calls():
         "ema_strip_pool": (lambda be: FA.ema_strip_pool(x, backend=be)),
         "ema_core": (lambda be: FA.ema_core(x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5,
                                             torch.randn(4), 2, backend=be)),
+        "simam": (lambda be: FA.simam(x, backend=be)),
     }
 
 

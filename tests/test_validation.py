@@ -44,6 +44,13 @@ X = torch.randn(2, 4, 3, 5)
      ValueError, "pooled must be 2-D"),
     (lambda: FA.ema(X, torch.randn(2, 2, 1, 1), None, torch.randn(2, 2, 3, 3), None, torch.randn(2), torch.randn(2),
                     2, strips=torch.randn(2, 4, 7)), ValueError, r"strips must have shape \(2, 4, 8\)"),
+    (lambda: FA.simam(torch.randn(3, 3)), ValueError, "x must be 4-D"),
+    (lambda: FA.simam(X.int()), TypeError, "x must be a floating tensor"),
+    (lambda: FA.simam(X, -1e-4), ValueError, "e_lambda must be a finite float >= 0"),
+    (lambda: FA.simam(X, float("nan")), ValueError, "e_lambda must be a finite float >= 0"),
+    (lambda: FA.simam(X, float("inf")), ValueError, "e_lambda must be a finite float >= 0"),
+    (lambda: FA.simam(X, True), ValueError, "e_lambda must be a finite float >= 0"),
+    (lambda: FA.simam(X, torch.tensor(1e-4)), ValueError, "e_lambda must be a finite float >= 0"),
 ])
 def test_bad_input_raises_a_named_error(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -101,6 +108,7 @@ def test_empty_inputs_give_empty_results_and_gradients(shape):
         "ema_strip_pool": (lambda x, be: FA.ema_strip_pool(x, backend=be), (*shape[:2], shape[2] + shape[3])),
         "ema_core": (lambda x, be: FA.ema(x, torch.randn(2, 2, 1, 1), None, torch.randn(2, 2, 3, 3), None,
                                           torch.ones(2), torch.zeros(2), g, backend=be), shape),
+        "simam": (lambda x, be: FA.simam(x, backend=be), shape),
     }
     for op, (call, expected) in calls.items():
         if op == "ema_core" and shape[0]:

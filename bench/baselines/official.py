@@ -9,6 +9,10 @@ verbatim but for formatting; CBAM is written after the official code's structure
   CBAM  Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018; official code:
         github.com/Jongchan/attention-module, MODELS/cbam.py (`CBAM(gate_channels, reduction_ratio=16,
         pool_types=['avg', 'max'], no_spatial=False)`); used where timm is not installed
+  SimAM Yang et al., "SimAM: A Simple, Parameter-Free Attention Module for CNNs", ICML 2021; official code:
+        github.com/ZjjConan/SimAM, networks/attentions/simam_module.py (`simam_module(channels=None,
+        e_lambda=1e-4)`), written after its structure, names, repr and forward; `SimAM` is
+        External-Attention-pytorch's copy of it under another name
 """
 import torch
 import torch.nn as nn
@@ -132,3 +136,32 @@ class CBAM(nn.Module):
     def forward(self, x):
         x = self.ChannelGate(x)
         return x if self.no_spatial else self.SpatialGate(x)
+
+
+# ---------------------------------------------------------------------------------------------------- SimAM
+class simam_module(nn.Module):  # noqa: N801  (the official class name)
+    """SimAM (Yang et al., ICML 2021) as the official code defines it: no parameters, the child `activaton`
+    (sic) and `e_lambda`; per (b, c): n = H W - 1, d = (x - mean_hw x)^2,
+    y = d / (4 (sum_hw d / n + e_lambda)) + 0.5, out = x * sigmoid(y)."""
+
+    def __init__(self, channels=None, e_lambda=1e-4):
+        super().__init__()
+        self.activaton = nn.Sigmoid()
+        self.e_lambda = e_lambda
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lambda={self.e_lambda:f})"
+
+    @staticmethod
+    def get_module_name():
+        return "simam"
+
+    def forward(self, x):
+        n = x.size(2) * x.size(3) - 1
+        d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+        y = d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5
+        return x * self.activaton(y)
+
+
+class SimAM(simam_module):
+    """External-Attention-pytorch's SimAM: the official code under another class name (no other difference)."""

@@ -128,6 +128,15 @@ cudaError_t fa_ema_core_grads(int dtype, int channels_last, const void* grad, co
                               const void* rstd, void* grad_x, void* grad_x2, void* grad_hw, void* gn_part, void* pix,
                               int64_t B, int64_t C, int64_t G, int64_t H, int64_t W, cudaStream_t stream);
 
+// ------------------------------------------------------------------------------------- simam (simam_kernels.cu)
+// SimAM per (b, c) plane of N = H W pixels: fa_simam_gate -> out (T, the layout) = x sigmoid((x - mu)^2 k + 0.5),
+// mean, k = 1 / (4 (sum (x - mu)^2 / (N - 1) + e_lambda)) [B, C] acc. fa_simam_grad_input -> grad_x (T, the layout)
+// from grad (T, the layout), x and the saved mean, k.
+cudaError_t fa_simam_gate(int dtype, int channels_last, const void* x, void* out, void* mean, void* k, int64_t B,
+                          int64_t C, int64_t N, double e_lambda, cudaStream_t stream);
+cudaError_t fa_simam_grad_input(int dtype, int channels_last, const void* grad, const void* x, const void* mean,
+                                const void* k, void* grad_x, int64_t B, int64_t C, int64_t N, cudaStream_t stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -10,7 +10,8 @@ official EMA block (Ouyang et al. 2023; bench/baselines/official.py holds it); C
 SqueezeExcitation, SEModule and SqueezeExcite are the twins of torchvision's and timm's squeeze-excite blocks
 (conv_se.py); EffectiveSEModule, EcaModule, CecaModule, EseModule, ChannelAttention and EcaLayer those of
 timm's ESE / ECA, hgnet's ESE, ultralytics' channel attention and the official ECA (pooled_gate.py); the
-cbam_blocks.py twins those of timm's, ultralytics' and the official CBAM and their halves.
+cbam_blocks.py twins those of timm's, ultralytics' and the official CBAM and their halves. SimAM is the official
+parameter-free SimAM (simam.py).
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM
@@ -32,6 +33,7 @@ from .dual import AttnResBlock, DualAttention, LiteDualAttention
 from .ema import EMA, EMAX, ema_attention_map
 from .multi_scale import MultiScaleAttention
 from .pooled_gate import CecaModule, ChannelAttention, EcaLayer, EcaModule, EffectiveSEModule, EseModule
+from .simam import SimAM, simam_attention_map
 from .squeeze_excite import SEBlock
 
 __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "CBAM", "MultiScaleAttention",
@@ -39,4 +41,5 @@ __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "C
            "SqueezeExcitation", "SEModule", "SqueezeExcite", "EffectiveSEModule", "EcaModule", "CecaModule",
            "ChannelAttention", "EseModule", "EcaLayer", "ChannelAttn", "LightChannelAttn", "SpatialAttn",
            "LightSpatialAttn", "CbamModule", "LightCbamModule", "SpatialAttention", "UltralyticsCBAM", "ChannelGate",
-           "SpatialGate", "OfficialCBAM"]
+           "SpatialGate", "OfficialCBAM", "SimAM",
+           "simam_attention_map"]

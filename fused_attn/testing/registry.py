@@ -28,6 +28,7 @@ from .. import dispatch
 from .. import functional as FA
 from ..backends.reference import channel_pool as ref_pool
 from ..backends.reference import ema_core as ref_core
+from ..backends.reference import simam as ref_simam
 from .cases import DTYPES, LAYOUTS, Case, Grid, GridSpec, Maker, Out, expand
 
 F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
@@ -311,6 +312,31 @@ _PASSES = (
               Out("grad_gn_bias", 5)),
              grids={**_EMA_GRIDS, "aot-huge": _AOT_HUGE_EMA_CORE}),
 )
+
+
+# SimAM: the official default e_lambda and a larger one (variant "e_lambda=<float>")
+SIMAM_VARIANTS = ("e_lambda=0.0001", "e_lambda=0.5")
+
+
+def _e_lambda(variant: str) -> float:
+    return float(variant.partition("=")[2]) if variant.startswith("e_lambda=") else 1e-4
+
+
+def _simam_grad_args(m: Maker, v: str) -> tuple:
+    x = m.x4()
+    _, mean, k = ref_simam.simam_gate(x, _e_lambda(v))
+    return m.x4(), x, mean, k
+
+
+# CUDA: + planes over the kernels' 40 KB shared-memory cache (NCHW fp32 forward and backward: the L2 re-read path)
+_SIMAM_GRIDS = {"cuda": (GRIDS["cuda"], Grid(((1, 2, 110, 100),), (F32,), variants=_main_variant))}
+
+_PASSES += (
+    PassInfo("simam_gate", "simam", lambda m, v: (m.x4(), _e_lambda(v)),
+             (Out("out", like=0), Out("mean", "acc"), Out("k", "acc")), SIMAM_VARIANTS, _SIMAM_GRIDS),
+    PassInfo("simam_grad_input", "simam", _simam_grad_args, (Out("grad_x", like=1),), SIMAM_VARIANTS,
+             _SIMAM_GRIDS),
+)
 PASSES: dict[str, PassInfo] = {p.name: p for p in _PASSES}
 
 
@@ -399,6 +425,18 @@ _OPS = (
            lambda ins, v, be: FA.ema_core(*ins, _core_groups(ins, v), EPS, backend=be),
            lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward,
            grids=_AOT_EMA_CORE_GRIDS),
+)
+
+
+def _simam_backward(ins, v, be):
+    out, mean, k = OPS_NS.simam(ins[0], _e_lambda(v), be)
+    return OPS_NS.simam_backward, (_grad_like(out), ins[0].detach(), mean, k, be)
+
+
+_OPS += (
+    OpInfo("simam", SIMAM_VARIANTS, lambda m, v: [m.x4()],
+           lambda ins, v, be: FA.simam(ins[0], _e_lambda(v), backend=be),
+           lambda ins, v, be: (OPS_NS.simam, (ins[0], _e_lambda(v), be)), _simam_backward),
 )
 OPS: dict[str, OpInfo] = {o.name: o for o in _OPS}
 
