@@ -79,11 +79,16 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     if op == "ema":
         return ([x, r(cg, cg, 1, 1) * 0.5, r(cg), r(cg, cg, 3, 3) * 0.3, r(cg), r(cg, positive=True), r(cg)],
                 lambda be, *a: FA.ema(*a, groups=g, backend=be), lambda *a: seed_style.ema(*a, groups=g))
+    if op == "coord_gate":       # the gates in fp32 beside x (an fp32 gate next to a bf16 x promotes, as eager)
+        return ([x, r(b, c, h, positive=True), r(b, c, w, positive=True)],
+                lambda be, *a: FA.coord_gate(*a, backend=be),
+                lambda x, a_h, a_w: x * a_w[:, :, None, :] * a_h[:, :, :, None])
     raise ValueError(op)
 
 
 PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
           "ema_strip_pool", "ema_core", "ema"]
+PUBLIC += ["coord_gate"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -124,6 +129,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "ema_strip_pool": lambda x, be: (x, be),
     "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
                                2, 1e-5, be),
+    "coord_gate": lambda x, be: (x, torch.rand(2, 8, 5), torch.rand(2, 8, 6), "none", True, be),
 }
 
 

@@ -9,11 +9,13 @@ as plain PyTorch, is bench/baselines/seed_modules.py (an oracle of tests/test_mo
 official EMA block (Ouyang et al. 2023; tests/test_mod_oracles.py holds it verbatim); CBAM has no seed.
 SqueezeExcitation, SEModule and SqueezeExcite are the twins of torchvision's and timm's squeeze-excite blocks
 (conv_se.py); EffectiveSEModule, EcaModule, CecaModule and ChannelAttention those of timm's ESE / ECA and
-ultralytics' channel attention (pooled_gate.py).
+ultralytics' channel attention (pooled_gate.py). CoordAtt (the official coordinate attention), CoordAttn and
+SimpleCoordAttn (timm's) are in coord.py.
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM
 from .conv_se import SEModule, SqueezeExcitation, SqueezeExcite
+from .coord import CoordAtt, CoordAttn, SimpleCoordAttn
 from .dual import AttnResBlock, DualAttention, LiteDualAttention
 from .ema import EMA, EMAX, ema_attention_map
 from .multi_scale import MultiScaleAttention
@@ -24,3 +26,4 @@ __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "C
            "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX", "ema_attention_map",
            "SqueezeExcitation", "SEModule", "SqueezeExcite", "EffectiveSEModule", "EcaModule", "CecaModule",
            "ChannelAttention"]
+__all__ += ["CoordAtt", "CoordAttn", "SimpleCoordAttn"]
