@@ -62,6 +62,13 @@ inline void define_kernel_ops(torch::Library& m) {
   //   -> (out like x, mean [B, C] acc, k = 1 / (4 (sum (x - mu)^2 / (H W - 1) + e_lambda)) [B, C] acc)
   m.def("simam_gate(Tensor x, float e_lambda) -> (Tensor, Tensor, Tensor)");
   m.def("simam_grad_input(Tensor grad_out, Tensor x, Tensor mean, Tensor k) -> Tensor");  // grad_x like x
+  // coord_gate (csrc/cpu/coord_gate.cpp): gate "none": (x * a_w[b, c, j]) * a_h[b, c, i]; "sigmoid" /
+  // "hardsigmoid": x * gate(a_h + a_w); + x when skip. a_h [B, C, H], a_w [B, C, W] in any floating dtype.
+  m.def("coord_gate_combine(Tensor x, Tensor a_h, Tensor a_w, str gate, bool skip) -> Tensor");  // like x
+  //   -> (grad_x like x, grad_a_h [B, C, H] in a_h's dtype, grad_a_w [B, C, W] in a_w's dtype), one pass
+  m.def(
+      "coord_gate_grads(Tensor grad_out, Tensor x, Tensor a_h, Tensor a_w, str gate, bool skip) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fa

@@ -18,7 +18,10 @@ Recognised by class name, then structure (the twin's state_dict keys and shapes,
 every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
 LiteDualAttention, AttnResBlock, EMAX (-> fixed groups, the only mode in which the seed's forward is defined),
 and the official EMA, by structure alone (children exactly softmax, agp, pool_h, pool_w, gn, conv1x1, conv3x3,
-and an int `groups`), whatever its class name. A module with a recognised name and another structure is left
+and an int `groups`), whatever its class name. Coordinate attention: timm's CoordAttn and SimpleCoordAttn by
+exact class, the official CoordAtt by class name, then structure (its children, plain 1x1 convolutions, oup == inp,
+an `h_swish` act that computes x relu6(x + 3) / 6), all around their own layers (fused_attn.nn.coord).
+A module with a recognised name and another structure is left
 in place and listed in `report.skipped` with the reason. SimAM: the official `simam_module` and
 External-Attention-pytorch's `SimAM`, by class name, then structure (only the child `activaton`, an nn.Sigmoid,
 a float `e_lambda`, no parameters; fused_attn.nn.SimAM.misfit). A twin carries its source's plain public
@@ -43,6 +46,7 @@ from .nn import (
     SimAM,
     cbam_blocks,
     conv_se,
+    coord,
     pooled_gate,
 )
 from .nn.base import carry_attributes
@@ -142,6 +146,8 @@ _ECOSYSTEM = {
     ("timm.layers.cbam", "LightCbamModule"): cbam_blocks.LightCbamModule,
     ("ultralytics.nn.modules.conv", "SpatialAttention"): cbam_blocks.SpatialAttention,
     ("ultralytics.nn.modules.conv", "CBAM"): cbam_blocks.UltralyticsCBAM,
+    ("timm.layers.coord_attn", "CoordAttn"): coord.CoordAttn,
+    ("timm.layers.coord_attn", "SimpleCoordAttn"): coord.SimpleCoordAttn,
 }
 
 # the official code users paste into their projects, by class name and structure: (twin, child names -> the
@@ -152,6 +158,8 @@ _OFFICIAL = {
     "ChannelGate": (cbam_blocks.ChannelGate, {"mlp": "Sequential"}),
     "SpatialGate": (cbam_blocks.SpatialGate, {"compress": "ChannelPool", "spatial": "BasicConv"}),
 }
+# by class name, then structure (coord.CoordAtt.misfit), around their own layers: the official CoordAtt
+_BY_NAME_AROUND = {"CoordAtt": coord.CoordAtt}
 
 
 def _class_key(cls: type) -> tuple[str, str]:
@@ -199,6 +207,10 @@ def _twin(m: nn.Module, backend: Optional[str]) -> tuple[Optional[nn.Module], Op
     twin, reason = _ecosystem_twin(m, backend)
     if twin is not None or reason is not None:
         return twin, reason
+    around = _BY_NAME_AROUND.get(type(m).__name__)
+    if around is not None:
+        reason = around.misfit(m)
+        return (None, reason) if reason is not None else (around.from_source(m, backend), None)
     build = _BY_NAME.get(type(m).__name__)
     if build is None:
         if not _is_official_ema(m):

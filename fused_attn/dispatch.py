@@ -46,6 +46,7 @@ OP_FAMILY = {
     "ema_strip_pool": "ema_strip_pool",
     "ema_core": "ema_core",
     "simam": "simam",
+    "coord_gate": "coord_gate",
 }
 OP_PASSES = {
     "channel_pool": ("channel_pool_reduce", "channel_pool_grad_input"),
@@ -58,6 +59,7 @@ OP_PASSES = {
     "ema_strip_pool": ("ema_strip_pool_reduce", "ema_strip_pool_grad_input"),
     "ema_core": ("ema_core_combine", "ema_core_grads"),
     "simam": ("simam_gate", "simam_grad_input"),
+    "coord_gate": ("coord_gate_combine", "coord_gate_grads"),
 }
 OPS = tuple(OP_FAMILY)
 

@@ -19,6 +19,7 @@ from . import _mlp, dispatch, ops
 from ._layout import acc_dtype, memory_format
 from .backends.reference import apply_gates as _ref_gates
 from .backends.reference import channel_pool as _ref_pool
+from .backends.reference import coord_gate as _ref_coord
 from .backends.reference import dual_attention as _ref_dual
 from .backends.reference import ema_core as _ref_ema_core
 from .backends.reference import ema_strip_pool as _ref_strip
@@ -28,7 +29,7 @@ from .ops import _eager
 from .ops.channel_pool import STATS
 
 __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-           "ema_strip_pool", "ema_core", "ema", "simam"]
+           "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch.amp.is_autocast_available per device type, read once here: dynamo in torch 2.11 cannot trace it (a
@@ -345,3 +346,46 @@ def simam(x: Tensor, e_lambda: float = 1e-4, *, backend: Optional[str] = None) -
     if _exporting():
         return _ref_simam.simam_gate(x, e_lambda)[0]
     return _eager.call(ops.simam.simam, x, e_lambda, request)[0]
+
+
+# ------------------------------------------------------------------------------------- coordinate attention
+COORD_GATES = _ref_coord.GATES
+
+
+def coord_gate(x: Tensor, a_h: Tensor, a_w: Tensor, gate: str = "none", skip: bool = False, *,
+               backend: Optional[str] = None) -> Tensor:
+    """The end of coordinate attention, one pass over x (forward) and one over (grad_out, x) (backward):
+
+        gate="none":                      out = (x * a_w[:, :, None, :]) * a_h[:, :, :, None]   (CoordAtt)
+        gate="sigmoid" / "hardsigmoid":   out = x * gate(a_h[:, :, :, None] + a_w[:, :, None, :])
+                                                                                (timm's SimpleCoordAttn)
+        skip=True adds x (timm's has_skip).
+
+    x [B, C, H, W]; a_h [B, C, H] (or [B, C, H, 1]); a_w [B, C, W] (or [B, C, 1, W]). The strip means that feed
+    the gates are `ema_strip_pool(x)` = cat(mean over W, mean over H) [B, C, H + W]. The gates may have another
+    floating dtype than x (autocast's bf16 / fp16 convolutions beside an fp32 x): they are read as they are and
+    the result has x's dtype, as eager's `x * a_w * a_h` promotes; a gate wider than x (an fp32 gate beside a
+    bf16 x) promotes x first, as eager would.
+    """
+    _check_x(x)
+    b, c, h, w = x.shape
+    if gate not in COORD_GATES:
+        raise ValueError(f"gate must be one of {COORD_GATES}, got {gate!r}")
+    if not isinstance(skip, bool):
+        raise TypeError(f"skip must be a bool, got {type(skip).__name__}")
+    _check_tensor("a_h", a_h)
+    if a_h.dim() == 4 and a_h.shape[3] == 1:
+        a_h = a_h.squeeze(3)
+    _check_shape("a_h", a_h, (b, c, h))
+    _check_tensor("a_w", a_w)
+    if a_w.dim() == 4 and a_w.shape[2] == 1:
+        a_w = a_w.squeeze(2)
+    _check_shape("a_w", a_w, (b, c, w))
+    _check_devices(x=x, a_h=a_h, a_w=a_w)
+    common = torch.promote_types(torch.promote_types(x.dtype, a_h.dtype), a_w.dtype)
+    if common != x.dtype:
+        x = x.to(common)
+    request = dispatch.requested(backend)
+    if _exporting():
+        return _ref_coord.coord_gate_combine(x, a_h, a_w, gate, skip)
+    return _eager.call(ops.coord_gate.coord_gate, x, a_h, a_w, gate, skip, request)

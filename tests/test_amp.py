@@ -81,6 +81,10 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
                 lambda be, *a: FA.ema(*a, groups=g, backend=be), lambda *a: seed_style.ema(*a, groups=g))
     if op == "simam":            # the official simam_module's forward (bench/baselines/official.py)
         return [x], lambda be, x: FA.simam(x, backend=be), _official_simam
+    if op == "coord_gate":       # the gates in fp32 beside x (an fp32 gate next to a bf16 x promotes, as eager)
+        return ([x, r(b, c, h, positive=True), r(b, c, w, positive=True)],
+                lambda be, *a: FA.coord_gate(*a, backend=be),
+                lambda x, a_h, a_w: x * a_w[:, :, None, :] * a_h[:, :, :, None])
     raise ValueError(op)
 
 
@@ -91,7 +95,7 @@ def _official_simam(x):
 
 
 PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-          "ema_strip_pool", "ema_core", "ema", "simam"]
+          "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -133,6 +137,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
                                2, 1e-5, be),
     "simam": lambda x, be: (x, 1e-4, be),
+    "coord_gate": lambda x, be: (x, torch.rand(2, 8, 5), torch.rand(2, 8, 6), "none", True, be),
 }
 
 

@@ -91,6 +91,8 @@ def _public_calls():
         "apply_gates": (lambda be: FA.apply_gates(x, torch.rand(2, 8), torch.rand(2, 5, 6), x, backend=be)),
         "dual_attention": (lambda be: FA.dual_attention(x, *cw, torch.randn(8), torch.randn(1), backend=be)),
         "ema_strip_pool": (lambda be: FA.ema_strip_pool(x, backend=be)),
+        "coord_gate": (lambda be: FA.coord_gate(x, torch.rand(2, 8, 5), torch.rand(2, 8, 6), "sigmoid", True,
+                                                backend=be)),
         "ema_core": (lambda be: FA.ema_core(x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5,
                                             torch.randn(4), 2, backend=be)),
         "simam": (lambda be: FA.simam(x, backend=be)),

@@ -37,6 +37,7 @@ MODULES = {
     "EMAX-dynamic": (lambda: fnn.EMAX(32, factor=4, reduction=8, dynamic_groups=True), EMAX_OPS),
     "CBAM": (lambda: fnn.CBAM(32, reduction=8), {"channel_squeeze", "channel_pool", "apply_gates"}),
     "SimAM": (lambda: fnn.SimAM(32), {"simam"}),
+    "CoordAtt": (lambda: fnn.CoordAtt(32, 32, reduction=4), {"ema_strip_pool", "coord_gate"}),
 }
 ONNX_MODULES = [n for n in MODULES if n != "EMAX-dynamic"] + ["vgg16_se"]
 EXPORTERS = ("dynamo", "torchscript")

@@ -13,6 +13,9 @@ verbatim but for formatting; CBAM is written after the official code's structure
         github.com/ZjjConan/SimAM, networks/attentions/simam_module.py (`simam_module(channels=None,
         e_lambda=1e-4)`), written after its structure, names, repr and forward; `SimAM` is
         External-Attention-pytorch's copy of it under another name
+  CoordAtt Hou et al., "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021; official code:
+        github.com/houqb/CoordAttention, coordatt.py (`CoordAtt(inp, oup, reduction=32)` with its h_sigmoid /
+        h_swish), written after its structure, names and forward
 """
 import torch
 import torch.nn as nn
@@ -165,3 +168,52 @@ class simam_module(nn.Module):  # noqa: N801  (the official class name)
 
 class SimAM(simam_module):
     """External-Attention-pytorch's SimAM: the official code under another class name (no other difference)."""
+
+
+# ------------------------------------------------------------------------------------- coordinate attention
+class h_sigmoid(nn.Module):  # noqa: N801  (the official class names)
+    """relu6(x + 3) / 6."""
+
+    def __init__(self, inplace=True):
+        super().__init__()
+        self.relu = nn.ReLU6(inplace=inplace)
+
+    def forward(self, x):
+        return self.relu(x + 3) / 6
+
+
+class h_swish(nn.Module):  # noqa: N801
+    """x * h_sigmoid(x)."""
+
+    def __init__(self, inplace=True):
+        super().__init__()
+        self.sigmoid = h_sigmoid(inplace=inplace)
+
+    def forward(self, x):
+        return x * self.sigmoid(x)
+
+
+class CoordAtt(nn.Module):
+    """Coordinate attention as the official code defines it: strip means x_h [n, c, h, 1] (over W) and x_w
+    (over H, transposed to [n, c, w, 1]) concatenated along dim 2; conv1 (1x1, bias) -> bn1 -> h_swish; split;
+    a_h = sigmoid(conv_h(.)), a_w = sigmoid(conv_w(.)^T); out = x * a_w * a_h. mip = max(8, inp // reduction)."""
+
+    def __init__(self, inp, oup, reduction=32):
+        super().__init__()
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        mip = max(8, inp // reduction)
+        self.conv1 = nn.Conv2d(inp, mip, kernel_size=1, stride=1, padding=0)
+        self.bn1 = nn.BatchNorm2d(mip)
+        self.act = h_swish()
+        self.conv_h = nn.Conv2d(mip, oup, kernel_size=1, stride=1, padding=0)
+        self.conv_w = nn.Conv2d(mip, oup, kernel_size=1, stride=1, padding=0)
+
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        y = torch.cat([self.pool_h(x), self.pool_w(x).permute(0, 1, 3, 2)], dim=2)
+        y = self.act(self.bn1(self.conv1(y)))
+        x_h, x_w = torch.split(y, [h, w], dim=2)
+        a_h = self.conv_h(x_h).sigmoid()
+        a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
+        return x * a_w * a_h

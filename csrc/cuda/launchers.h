@@ -136,6 +136,18 @@ cudaError_t fa_simam_gate(int dtype, int channels_last, const void* x, void* out
                           int64_t C, int64_t N, double e_lambda, cudaStream_t stream);
 cudaError_t fa_simam_grad_input(int dtype, int channels_last, const void* grad, const void* x, const void* mean,
                                 const void* k, void* grad_x, int64_t B, int64_t C, int64_t N, cudaStream_t stream);
+// --------------------------------------------------------------------------- coord_gate (coord_gate_kernels.cu)
+// mode 0: out = (x * a_w) * a_h; 1 / 2: out = x * sigmoid / hardsigmoid(a_h + a_w); skip != 0 adds x. ah / aw acc:
+// NCHW [B, C, H] / [B, C, W]; channels_last transposed, [B, H, C] / [B, W, C].
+cudaError_t fa_coord_gate_combine(int dtype, int channels_last, int mode, int skip, const void* x, const void* ah,
+                                  const void* aw, void* out, int64_t B, int64_t C, int64_t H, int64_t W,
+                                  cudaStream_t stream);
+// One pass over (grad, x): grad_x (T, the layout); gh acc, complete (NCHW [B, C, H], channels_last [B, H, C]);
+// part: acc partials of grad_a_w over fa_coord_geometry(...).chunks row chunks (NCHW [B C][chunks][W], channels_last
+// [B][chunks][W][C]), to be added in chunk order (fa_merge_partials).
+cudaError_t fa_coord_gate_grads(int dtype, int channels_last, int mode, int skip, const void* grad, const void* x,
+                                const void* ah, const void* aw, void* grad_x, void* gh, void* part, int64_t B,
+                                int64_t C, int64_t H, int64_t W, cudaStream_t stream);
 
 #ifdef __cplusplus
 }  // extern "C"
@@ -203,4 +215,21 @@ static inline int64_t fa_hw_sum_scratch(int dtype, int channels_last, int64_t B,
   const fa_tile_geom g = channels_last ? fa_tile_geometry(dtype, N, C) : fa_tile_geometry(dtype, C, N);
   const int64_t parts = channels_last ? g.row_chunks : g.col_tiles;
   return B * C * (parts > 0 ? parts : 1);  // N = 0 uses B C elements of zeros
+}
+
+// fa_coord_gate_grads's geometry: tx lanes per thread row (NCHW: along W; channels_last: along C), row chunks
+// (NCHW: 4 * (256 / tx) rows; channels_last: 4 rows) and channel tiles (channels_last).
+typedef struct {
+  int64_t tx, chunks, ctiles;
+} fa_coord_geom;
+
+static inline fa_coord_geom fa_coord_geometry(int channels_last, int64_t C, int64_t H, int64_t W) {
+  fa_coord_geom g;
+  const int64_t along = channels_last ? C : W;
+  g.tx = 1;
+  while (g.tx < 32 && g.tx < along) g.tx *= 2;
+  const int64_t rows = channels_last ? 4 : 4 * (256 / g.tx);
+  g.chunks = H > 0 ? (H + rows - 1) / rows : 0;
+  g.ctiles = channels_last ? (C + g.tx - 1) / g.tx : 1;
+  return g;
 }

@@ -11,7 +11,8 @@ SqueezeExcitation, SEModule and SqueezeExcite are the twins of torchvision's and
 (conv_se.py); EffectiveSEModule, EcaModule, CecaModule, EseModule, ChannelAttention and EcaLayer those of
 timm's ESE / ECA, hgnet's ESE, ultralytics' channel attention and the official ECA (pooled_gate.py); the
 cbam_blocks.py twins those of timm's, ultralytics' and the official CBAM and their halves. SimAM is the official
-parameter-free SimAM (simam.py).
+parameter-free SimAM (simam.py). CoordAtt (the official
+coordinate attention), CoordAttn and SimpleCoordAttn (timm's) are in coord.py.
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM
@@ -29,6 +30,7 @@ from .cbam_blocks import (
     UltralyticsCBAM,
 )
 from .conv_se import SEModule, SqueezeExcitation, SqueezeExcite
+from .coord import CoordAtt, CoordAttn, SimpleCoordAttn
 from .dual import AttnResBlock, DualAttention, LiteDualAttention
 from .ema import EMA, EMAX, ema_attention_map
 from .multi_scale import MultiScaleAttention
@@ -42,4 +44,4 @@ __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "C
            "ChannelAttention", "EseModule", "EcaLayer", "ChannelAttn", "LightChannelAttn", "SpatialAttn",
            "LightSpatialAttn", "CbamModule", "LightCbamModule", "SpatialAttention", "UltralyticsCBAM", "ChannelGate",
            "SpatialGate", "OfficialCBAM", "SimAM",
-           "simam_attention_map"]
+           "simam_attention_map", "CoordAtt", "CoordAttn", "SimpleCoordAttn"]

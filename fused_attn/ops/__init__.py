@@ -4,4 +4,13 @@ Each op takes a `backend` string (a request: "auto" or a backend name) and resol
 through fused_attn.dispatch, so fake kernels, autograd and torch.compile see one op whatever backend
 serves it. Importing this package registers every op, fake kernel and autograd formula.
 """
-from . import apply_gates, channel_pool, dual_attention, ema_core, ema_strip_pool, simam, squeeze_excite  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    apply_gates,
+    channel_pool,
+    coord_gate,
+    dual_attention,
+    ema_core,
+    ema_strip_pool,
+    simam,
+    squeeze_excite,
+)

@@ -272,6 +272,38 @@ def _core_grads_args(m: Maker, v: str) -> tuple:
     return g, x, hw, x2, gw, gb, mean, rstd, groups, EPS
 
 
+# coord_gate: variants "<gate>[,skip][;side=<dtype>]" (gate none / sigmoid / hardsigmoid; the gates in another
+# dtype than x, as autocast's convolutions give them beside an fp32 x)
+COORD_VARIANTS = ("none", "sigmoid,skip", "none,skip", "hardsigmoid")
+_COORD_SIDE = Grid((((2, 16, 5, 7), "none;side=bfloat16"), ((1, 8, 40, 40), "sigmoid,skip;side=bfloat16"),
+                    ((2, 3, 1, 9), "none,skip;side=float16")), (F32,), ("nchw", "channels_last", "mixed"))
+_COORD_GRIDS = {"cpu": (GRIDS["cpu"], _COORD_SIDE), "cuda": (GRIDS["cuda"], _COORD_SIDE),
+                "interpreter": (GRIDS["interpreter"], Grid((((2, 8, 3, 5), "none;side=bfloat16"),), (F32,),
+                                                           ("mixed",)))}
+
+
+def _coord_mode(v: str) -> tuple:
+    """(gate, skip) of a coord_gate variant."""
+    head = v.split(";")[0].split(",")
+    return head[0], "skip" in head[1:]
+
+
+def _coord_gates(m: Maker, v: str) -> tuple:
+    """a_h [B, C, H], a_w [B, C, W]: gates in (0, 1) for gate "none", logits (scale 2) for the additive gates."""
+    gate, _ = _coord_mode(v)
+    side = _side_dtype(m, v)
+    if gate == "none":
+        return m.t(m.b, m.c, m.h, dtype=side, kind="gate"), m.t(m.b, m.c, m.w, dtype=side, kind="gate")
+    return m.t(m.b, m.c, m.h, dtype=side, scale=2.0), m.t(m.b, m.c, m.w, dtype=side, scale=2.0)
+
+
+def _coord_args(m: Maker, v: str, grads: bool) -> tuple:
+    x = m.x4()
+    g = m.x4() if grads else None
+    a_h, a_w = _coord_gates(m, v)
+    return ((g,) if grads else ()) + (x, a_h, a_w, *_coord_mode(v))
+
+
 _PASSES = (
     PassInfo("channel_pool_reduce", "channel_pool", lambda m, v: (m.x4(), _stats(v)),
              (Out("out", like=0), Out("argmax", torch.int32, compare="equal"), Out("moments", "acc")), STAT_VARIANTS),
@@ -311,6 +343,11 @@ _PASSES = (
               Out("grad_x2", 3, like=3, tol_of=3), Out("grad_gn_weight", 4),
               Out("grad_gn_bias", 5)),
              grids={**_EMA_GRIDS, "aot-huge": _AOT_HUGE_EMA_CORE}),
+    PassInfo("coord_gate_combine", "coord_gate", lambda m, v: _coord_args(m, v, grads=False),
+             (Out("out", like=0),), COORD_VARIANTS, _COORD_GRIDS),
+    PassInfo("coord_gate_grads", "coord_gate", lambda m, v: _coord_args(m, v, grads=True),
+             (Out("grad_x", like=1), Out("grad_a_h", 2, tol_of=2, contiguous=True),
+              Out("grad_a_w", 3, tol_of=3, contiguous=True)), COORD_VARIANTS, _COORD_GRIDS),
 )
 
 
@@ -425,6 +462,11 @@ _OPS = (
            lambda ins, v, be: FA.ema_core(*ins, _core_groups(ins, v), EPS, backend=be),
            lambda ins, v, be: (OPS_NS.ema_core, (*ins, _core_groups(ins, v), EPS, be)), _core_backward,
            grids=_AOT_EMA_CORE_GRIDS),
+    OpInfo("coord_gate", COORD_VARIANTS, lambda m, v: list(_coord_args(m, v, grads=False)[:3]),
+           lambda ins, v, be: FA.coord_gate(*ins, *_coord_mode(v), backend=be),
+           lambda ins, v, be: (OPS_NS.coord_gate, (*ins, *_coord_mode(v), be)),
+           lambda ins, v, be: (OPS_NS.coord_gate_backward, (_grad_like(ins[0]), ins[0].detach(), ins[1].detach(),
+                                                            ins[2].detach(), *_coord_mode(v), be))),
 )
 
 
