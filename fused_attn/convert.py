@@ -6,7 +6,8 @@
 Recognised by exact class, around their own layers (fused_attn.nn.conv_se): torchvision's SqueezeExcitation,
 timm's SEModule (without norm or max pooling) and timm's EfficientNet-block SqueezeExcite, with ReLU / SiLU /
 Hardswish activations and Sigmoid / Hardsigmoid gates (torch's or timm's classes); timm's EffectiveSEModule,
-EcaModule, CecaModule and ultralytics' ChannelAttention (fused_attn.nn.pooled_gate); a subclass with its own
+EcaModule, CecaModule and ultralytics' ChannelAttention (fused_attn.nn.pooled_gate); timm's GlobalContext (GCNet,
+fused_attn.nn.global_context); a subclass with its own
 forward (torchvision's QuantizableSqueezeExcitation) or an unsupported setting is listed in `report.skipped`.
 Recognised by class name, then structure (the twin's state_dict keys and shapes, and the type and settings of
 every parameterised layer, must equal the original's): SEBlock, MultiScaleAttention, DualAttention,
@@ -33,6 +34,7 @@ from .nn import (
     MultiScaleAttention,
     SEBlock,
     conv_se,
+    global_context,
     pooled_gate,
 )
 
@@ -122,6 +124,7 @@ _ECOSYSTEM = {
     ("timm.layers.eca", "EcaModule"): pooled_gate.EcaModule,
     ("timm.layers.eca", "CecaModule"): pooled_gate.CecaModule,
     ("ultralytics.nn.modules.conv", "ChannelAttention"): pooled_gate.ChannelAttention,
+    ("timm.layers.global_context", "GlobalContext"): global_context.GlobalContext,
 }
 
 

@@ -45,6 +45,7 @@ OP_FAMILY = {
     "dual_attention": "dual_attention",
     "ema_strip_pool": "ema_strip_pool",
     "ema_core": "ema_core",
+    "global_context_pool": "global_context",
 }
 OP_PASSES = {
     "channel_pool": ("channel_pool_reduce", "channel_pool_grad_input"),
@@ -56,6 +57,7 @@ OP_PASSES = {
                        "dual_attention_grad_input"),
     "ema_strip_pool": ("ema_strip_pool_reduce", "ema_strip_pool_grad_input"),
     "ema_core": ("ema_core_combine", "ema_core_grads"),
+    "global_context_pool": ("global_context_pool_reduce", "global_context_pool_grads"),
 }
 OPS = tuple(OP_FAMILY)
 

@@ -9,13 +9,14 @@ as plain PyTorch, is bench/baselines/seed_modules.py (an oracle of tests/test_mo
 official EMA block (Ouyang et al. 2023; tests/test_mod_oracles.py holds it verbatim); CBAM has no seed.
 SqueezeExcitation, SEModule and SqueezeExcite are the twins of torchvision's and timm's squeeze-excite blocks
 (conv_se.py); EffectiveSEModule, EcaModule, CecaModule and ChannelAttention those of timm's ESE / ECA and
-ultralytics' channel attention (pooled_gate.py).
+ultralytics' channel attention (pooled_gate.py); GlobalContext that of timm's GCNet block (global_context.py).
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM
 from .conv_se import SEModule, SqueezeExcitation, SqueezeExcite
 from .dual import AttnResBlock, DualAttention, LiteDualAttention
 from .ema import EMA, EMAX, ema_attention_map
+from .global_context import GlobalContext
 from .multi_scale import MultiScaleAttention
 from .pooled_gate import CecaModule, ChannelAttention, EcaModule, EffectiveSEModule
 from .squeeze_excite import SEBlock
@@ -23,4 +24,4 @@ from .squeeze_excite import SEBlock
 __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "CBAM", "MultiScaleAttention",
            "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX", "ema_attention_map",
            "SqueezeExcitation", "SEModule", "SqueezeExcite", "EffectiveSEModule", "EcaModule", "CecaModule",
-           "ChannelAttention"]
+           "ChannelAttention", "GlobalContext"]

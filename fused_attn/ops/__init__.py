@@ -4,4 +4,4 @@ Each op takes a `backend` string (a request: "auto" or a backend name) and resol
 through fused_attn.dispatch, so fake kernels, autograd and torch.compile see one op whatever backend
 serves it. Importing this package registers every op, fake kernel and autograd formula.
 """
-from . import apply_gates, channel_pool, dual_attention, ema_core, ema_strip_pool, squeeze_excite  # noqa: F401  (registration side effects)
+from . import apply_gates, channel_pool, dual_attention, ema_core, ema_strip_pool, global_context, squeeze_excite  # noqa: F401  (registration side effects)
