@@ -79,11 +79,20 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     if op == "ema":
         return ([x, r(cg, cg, 1, 1) * 0.5, r(cg), r(cg, cg, 3, 3) * 0.3, r(cg), r(cg, positive=True), r(cg)],
                 lambda be, *a: FA.ema(*a, groups=g, backend=be), lambda *a: seed_style.ema(*a, groups=g))
+    if op == "global_context_pool":   # timm's GlobalContext pooling: conv_attn, softmax over H W, matmul
+        return ([x, r(1, c, 1, 1) * 0.5, r(1)], lambda be, *a: FA.global_context_pool(*a, backend=be),
+                _eager_global_context_pool)
     raise ValueError(op)
 
 
+def _eager_global_context_pool(x, w, b):
+    bsz, c, h, wd = x.shape
+    attn = torch.softmax(torch.nn.functional.conv2d(x, w, b).reshape(bsz, 1, h * wd), dim=-1).unsqueeze(3)
+    return (x.reshape(bsz, c, h * wd).unsqueeze(1) @ attn).reshape(bsz, c)
+
+
 PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-          "ema_strip_pool", "ema_core", "ema"]
+          "ema_strip_pool", "ema_core", "ema", "global_context_pool"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -124,6 +133,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "ema_strip_pool": lambda x, be: (x, be),
     "ema_core": lambda x, be: (x, torch.randn(2, 8, 11), torch.randn_like(x), torch.rand(4) + 0.5, torch.randn(4),
                                2, 1e-5, be),
+    "global_context_pool": lambda x, be: (x, torch.randn(8), torch.randn(1), be),
 }
 
 

@@ -36,6 +36,7 @@ MODULES = {
     "EMAX": (lambda: fnn.EMAX(32, factor=4, reduction=8), EMAX_OPS),
     "EMAX-dynamic": (lambda: fnn.EMAX(32, factor=4, reduction=8, dynamic_groups=True), EMAX_OPS),
     "CBAM": (lambda: fnn.CBAM(32, reduction=8), {"channel_squeeze", "channel_pool", "apply_gates"}),
+    "GlobalContext": (lambda: fnn.GlobalContext(32, fuse_add=True), {"global_context_pool", "apply_gates"}),
 }
 ONNX_MODULES = [n for n in MODULES if n != "EMAX-dynamic"] + ["vgg16_se"]
 EXPORTERS = ("dynamo", "torchscript")
