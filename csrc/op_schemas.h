@@ -69,6 +69,13 @@ inline void define_kernel_ops(torch::Library& m) {
   m.def(
       "coord_gate_grads(Tensor grad_out, Tensor x, Tensor a_h, Tensor a_w, str gate, bool skip) "
       "-> (Tensor, Tensor, Tensor)");
+  // global_context (csrc/cpu/global_context.cpp): GCNet's softmax attention pooling over the pixels.
+  //   -> (ctx = sum_p softmax_p(weight . x) x [B, C] acc, lse = logsumexp_p(weight . x) [B] acc), one pass over x
+  m.def("global_context_pool_reduce(Tensor x, Tensor weight) -> (Tensor, Tensor)");
+  //   -> (grad_x = g a + dz weight like x, grad_weight = sum dz x [C] acc), dz = a (g . x - g . ctx)
+  m.def(
+      "global_context_pool_grads(Tensor grad_ctx, Tensor x, Tensor weight, Tensor ctx, Tensor lse) "
+      "-> (Tensor, Tensor)");
 }
 
 }  // namespace fa

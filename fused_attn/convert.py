@@ -9,7 +9,8 @@ Recognised by exact class, and built around the source's own layers (shared para
   timm          SEModule, the EfficientNet-block SqueezeExcite (conv_se: one squeeze_excite op where it can
                 express the MLP, else the pooled route: norm, add_maxpool, any activation or gate),
                 EffectiveSEModule, EcaModule, CecaModule, hgnet's EseModule (pooled_gate), ChannelAttn,
-                LightChannelAttn, SpatialAttn, LightSpatialAttn, CbamModule, LightCbamModule (cbam_blocks)
+                LightChannelAttn, SpatialAttn, LightSpatialAttn, CbamModule, LightCbamModule (cbam_blocks),
+                GlobalContext (nn.global_context)
 A subclass of one of them with its own forward (torchvision's QuantizableSqueezeExcitation) or an unsupported
 setting is listed in `report.skipped` with the reason. The official code users paste, by class name and the
 names and types of its children (`_OFFICIAL`): eca_layer (ECANet), CBAM / ChannelGate / SpatialGate
@@ -47,6 +48,7 @@ from .nn import (
     cbam_blocks,
     conv_se,
     coord,
+    global_context,
     pooled_gate,
 )
 from .nn.base import carry_attributes
@@ -148,6 +150,7 @@ _ECOSYSTEM = {
     ("ultralytics.nn.modules.conv", "CBAM"): cbam_blocks.UltralyticsCBAM,
     ("timm.layers.coord_attn", "CoordAttn"): coord.CoordAttn,
     ("timm.layers.coord_attn", "SimpleCoordAttn"): coord.SimpleCoordAttn,
+    ("timm.layers.global_context", "GlobalContext"): global_context.GlobalContext,
 }
 
 # the official code users paste into their projects, by class name and structure: (twin, child names -> the

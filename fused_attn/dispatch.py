@@ -47,6 +47,7 @@ OP_FAMILY = {
     "ema_core": "ema_core",
     "simam": "simam",
     "coord_gate": "coord_gate",
+    "global_context_pool": "global_context",
 }
 OP_PASSES = {
     "channel_pool": ("channel_pool_reduce", "channel_pool_grad_input"),
@@ -60,6 +61,7 @@ OP_PASSES = {
     "ema_core": ("ema_core_combine", "ema_core_grads"),
     "simam": ("simam_gate", "simam_grad_input"),
     "coord_gate": ("coord_gate_combine", "coord_gate_grads"),
+    "global_context_pool": ("global_context_pool_reduce", "global_context_pool_grads"),
 }
 OPS = tuple(OP_FAMILY)
 

@@ -23,13 +23,15 @@ from .backends.reference import coord_gate as _ref_coord
 from .backends.reference import dual_attention as _ref_dual
 from .backends.reference import ema_core as _ref_ema_core
 from .backends.reference import ema_strip_pool as _ref_strip
+from .backends.reference import global_context as _ref_gc
 from .backends.reference import simam as _ref_simam
 from .backends.reference import squeeze_excite as _ref_se
 from .ops import _eager
 from .ops.channel_pool import STATS
 
 __all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-           "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate"]
+           "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
+           "global_context_pool"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch.amp.is_autocast_available per device type, read once here: dynamo in torch 2.11 cannot trace it (a
@@ -389,3 +391,38 @@ def coord_gate(x: Tensor, a_h: Tensor, a_w: Tensor, gate: str = "none", skip: bo
     if _exporting():
         return _ref_coord.coord_gate_combine(x, a_h, a_w, gate, skip)
     return _eager.call(ops.coord_gate.coord_gate, x, a_h, a_w, gate, skip, request)
+
+
+# ------------------------------------------------------------------------------------------- global context
+def global_context_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
+                        backend: Optional[str] = None) -> Tensor:
+    """GCNet's attention pooling (timm's GlobalContext, use_attn=True) -> ctx [B, C]:
+
+        a[b, p]   = softmax over the H * W pixels of (weight . x[b, :, p] + bias)     (a 1x1 conv C -> 1)
+        ctx[b, c] = sum_p a[b, p] x[b, c, p]
+
+    weight: the conv's weight [1, C, 1, 1] (or [C]); bias: its bias [1] or None. One fused op that reads x once
+    (an online softmax over pixel tiles, merged in a fixed order; accumulated in float32, float64 for float64);
+    the backward reads x once more and writes grad_x. The bias cancels in the softmax: it does not change ctx and
+    its gradient is exactly zero. ctx has x's dtype, or the autocast dtype under autocast (as eager's matmul).
+    """
+    _check_x(x)
+    c = x.shape[1]
+    _check_tensor("weight", weight)
+    if weight.numel() != c or weight.dim() not in (1, 4) or (weight.dim() == 4 and weight.shape[0] != 1):
+        raise ValueError(f"weight must be a 1x1 conv weight [1, {c}, 1, 1] or a vector [{c}] (x has {c} channels), "
+                         f"got shape {tuple(weight.shape)}")
+    weight = weight.reshape(c)
+    if bias is not None:
+        _check_tensor("bias", bias)
+        if bias.numel() != 1 or bias.dim() > 1:
+            raise ValueError(f"bias must be a conv bias of shape [1], got shape {tuple(bias.shape)}")
+        bias = bias.reshape(1)
+    _check_devices(x=x, weight=weight, bias=bias)
+    request = dispatch.requested(backend)
+    out_dtype = x.dtype
+    if x.dtype != torch.float64 and _autocast_enabled(x.device.type):
+        out_dtype = torch.get_autocast_dtype(x.device.type)
+    if _exporting():
+        return _ref_gc.global_context_pool_reduce(x, weight)[0].to(out_dtype)
+    return _eager.call(ops.global_context.global_context_pool, x, weight, bias, request)[0].to(out_dtype)

@@ -85,6 +85,9 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
         return ([x, r(b, c, h, positive=True), r(b, c, w, positive=True)],
                 lambda be, *a: FA.coord_gate(*a, backend=be),
                 lambda x, a_h, a_w: x * a_w[:, :, None, :] * a_h[:, :, :, None])
+    if op == "global_context_pool":   # timm's GlobalContext pooling: conv_attn, softmax over H W, matmul
+        return ([x, r(1, c, 1, 1) * 0.5, r(1)], lambda be, *a: FA.global_context_pool(*a, backend=be),
+                _eager_global_context_pool)
     raise ValueError(op)
 
 
@@ -94,8 +97,15 @@ def _official_simam(x):
     return x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + 1e-4)) + 0.5)
 
 
+def _eager_global_context_pool(x, w, b):
+    bsz, c, h, wd = x.shape
+    attn = torch.softmax(torch.nn.functional.conv2d(x, w, b).reshape(bsz, 1, h * wd), dim=-1).unsqueeze(3)
+    return (x.reshape(bsz, c, h * wd).unsqueeze(1) @ attn).reshape(bsz, c)
+
+
 PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
-          "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate"]
+          "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
+          "global_context_pool"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
 
 
@@ -138,6 +148,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
                                2, 1e-5, be),
     "simam": lambda x, be: (x, 1e-4, be),
     "coord_gate": lambda x, be: (x, torch.rand(2, 8, 5), torch.rand(2, 8, 6), "none", True, be),
+    "global_context_pool": lambda x, be: (x, torch.randn(8), torch.randn(1), be),
 }
 
 

@@ -38,6 +38,7 @@ MODULES = {
     "CBAM": (lambda: fnn.CBAM(32, reduction=8), {"channel_squeeze", "channel_pool", "apply_gates"}),
     "SimAM": (lambda: fnn.SimAM(32), {"simam"}),
     "CoordAtt": (lambda: fnn.CoordAtt(32, 32, reduction=4), {"ema_strip_pool", "coord_gate"}),
+    "GlobalContext": (lambda: fnn.GlobalContext(32, fuse_add=True), {"global_context_pool", "apply_gates"}),
 }
 ONNX_MODULES = [n for n in MODULES if n != "EMAX-dynamic"] + ["vgg16_se"]
 EXPORTERS = ("dynamo", "torchscript")

@@ -116,3 +116,13 @@ def test_ema_core(x, groups):
     gw, gb = torch.linspace(0.5, 1.5, cg, dtype=x.dtype), torch.linspace(-0.2, 0.2, cg, dtype=x.dtype)
     _compare("ema_core", lambda *a: FA.ema_core(*a[:-1], groups, backend=a[-1]), [xs, hw, x2, gw, gb],
              tol=1e-3 if x.dtype == torch.float32 else 1e-8)
+
+
+@SETTINGS
+@given(x=tensors4d(max_hw=9), scale=st.sampled_from([1.0, 8.0]))
+def test_global_context_pool(x, scale):
+    """Softmax pooling with flat to peaked logits (scale 8: logits spread over ~+-30, the online max rescaling);
+    values kept O(1) (the backward's g . x - g . ctx cancels at the inputs' magnitude)."""
+    xs = x / (x.abs().amax() + 1)
+    ws = torch.linspace(-scale, scale, x.shape[1], dtype=x.dtype)
+    _compare("global_context_pool", lambda x, ws, be: FA.global_context_pool(x, ws, None, backend=be), [xs, ws])

@@ -56,6 +56,11 @@ X = torch.randn(2, 4, 3, 5)
     (lambda: FA.simam(X, float("inf")), ValueError, "e_lambda must be a finite float >= 0"),
     (lambda: FA.simam(X, True), ValueError, "e_lambda must be a finite float >= 0"),
     (lambda: FA.simam(X, torch.tensor(1e-4)), ValueError, "e_lambda must be a finite float >= 0"),
+    (lambda: FA.global_context_pool(X, torch.randn(1, 5, 1, 1)), ValueError, r"weight must be a 1x1 conv weight \[1, 4, 1, 1\]"),
+    (lambda: FA.global_context_pool(X, torch.randn(2, 4, 1, 1)), ValueError, "weight must be"),
+    (lambda: FA.global_context_pool(X, torch.randn(4), torch.randn(2)), ValueError, "bias must be a conv bias"),
+    (lambda: FA.global_context_pool(X, torch.randn(4).int()), TypeError, "weight must be a floating"),
+    (lambda: FA.global_context_pool(torch.randn(4, 3, 5), torch.randn(4)), ValueError, "x must be 4-D"),
 ])
 def test_bad_input_raises_a_named_error(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -116,6 +121,8 @@ def test_empty_inputs_give_empty_results_and_gradients(shape):
         "ema_core": (lambda x, be: FA.ema(x, torch.randn(2, 2, 1, 1), None, torch.randn(2, 2, 3, 3), None,
                                           torch.ones(2), torch.zeros(2), g, backend=be), shape),
         "simam": (lambda x, be: FA.simam(x, backend=be), shape),
+        "global_context_pool": (lambda x, be: FA.global_context_pool(x, torch.randn(c), torch.randn(1), backend=be),
+                                shape[:2]),
     }
     for op, (call, expected) in calls.items():
         if op == "ema_core" and shape[0]:

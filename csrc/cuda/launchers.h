@@ -148,6 +148,18 @@ cudaError_t fa_coord_gate_combine(int dtype, int channels_last, int mode, int sk
 cudaError_t fa_coord_gate_grads(int dtype, int channels_last, int mode, int skip, const void* grad, const void* x,
                                 const void* ah, const void* aw, void* grad_x, void* gh, void* part, int64_t B,
                                 int64_t C, int64_t H, int64_t W, cudaStream_t stream);
+// ------------------------------------------------------------------- global_context (global_context_kernels.cu)
+// fa_global_context_pool_reduce -> ctx [B, C] acc, lse [B] acc (N = H W > 0); weight [C] acc contiguous; scratch:
+// fa_global_context_scratch(...) acc elements (per-tile channel sums, maxima and exp sums).
+cudaError_t fa_global_context_pool_reduce(int dtype, int channels_last, const void* x, const void* weight, void* ctx,
+                                          void* lse, void* scratch, int64_t B, int64_t C, int64_t N,
+                                          cudaStream_t stream);
+// fa_global_context_pool_grads -> grad_x (T, the layout), grad_weight [C] acc; grad_ctx, ctx [B, C], lse [B],
+// weight [C] acc contiguous; scratch: fa_global_context_grads_scratch(...) acc elements (per-tile grad_weight rows).
+cudaError_t fa_global_context_pool_grads(int dtype, int channels_last, const void* x, const void* weight,
+                                         const void* grad_ctx, const void* ctx, const void* lse, void* grad_x,
+                                         void* grad_weight, void* scratch, int64_t B, int64_t C, int64_t N,
+                                         cudaStream_t stream);
 
 #ifdef __cplusplus
 }  // extern "C"
@@ -232,4 +244,18 @@ static inline fa_coord_geom fa_coord_geometry(int channels_last, int64_t C, int6
   g.chunks = H > 0 ? (H + rows - 1) / rows : 0;
   g.ctiles = channels_last ? (C + g.tx - 1) / g.tx : 1;
   return g;
+// global_context: pixel tiles of one block (NCHW 64: 4 thread rows x 64 pixels; channels_last 32: 8 warps x 4
+// pixels), and the scratch of its two launchers (acc elements).
+#define FA_GC_TILE_NCHW 64
+#define FA_GC_TILE_CL 32
+static inline int64_t fa_global_context_tiles(int channels_last, int64_t N) {
+  const int64_t tile = channels_last ? FA_GC_TILE_CL : FA_GC_TILE_NCHW;
+  return (N + tile - 1) / tile;
+}
+static inline int64_t fa_global_context_scratch(int channels_last, int64_t B, int64_t C, int64_t N) {
+  return B * fa_global_context_tiles(channels_last, N) * (C + 2);
+}
+static inline int64_t fa_global_context_grads_scratch(int channels_last, int64_t B, int64_t C, int64_t N) {
+  const int64_t n = B * fa_global_context_tiles(channels_last, N) * C;
+  return n > 0 ? n : 1;
 }

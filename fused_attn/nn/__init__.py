@@ -12,7 +12,8 @@ SqueezeExcitation, SEModule and SqueezeExcite are the twins of torchvision's and
 timm's ESE / ECA, hgnet's ESE, ultralytics' channel attention and the official ECA (pooled_gate.py); the
 cbam_blocks.py twins those of timm's, ultralytics' and the official CBAM and their halves. SimAM is the official
 parameter-free SimAM (simam.py). CoordAtt (the official
-coordinate attention), CoordAttn and SimpleCoordAttn (timm's) are in coord.py.
+coordinate attention), CoordAttn and SimpleCoordAttn (timm's) are in coord.py. GlobalContext is that of
+timm's GCNet block (global_context.py).
 """
 from .base import AttentionMaps, AttentionModule, record_attention
 from .cbam import CBAM
@@ -33,6 +34,7 @@ from .conv_se import SEModule, SqueezeExcitation, SqueezeExcite
 from .coord import CoordAtt, CoordAttn, SimpleCoordAttn
 from .dual import AttnResBlock, DualAttention, LiteDualAttention
 from .ema import EMA, EMAX, ema_attention_map
+from .global_context import GlobalContext
 from .multi_scale import MultiScaleAttention
 from .pooled_gate import CecaModule, ChannelAttention, EcaLayer, EcaModule, EffectiveSEModule, EseModule
 from .simam import SimAM, simam_attention_map
@@ -44,4 +46,5 @@ __all__ = ["AttentionModule", "AttentionMaps", "record_attention", "SEBlock", "C
            "ChannelAttention", "EseModule", "EcaLayer", "ChannelAttn", "LightChannelAttn", "SpatialAttn",
            "LightSpatialAttn", "CbamModule", "LightCbamModule", "SpatialAttention", "UltralyticsCBAM", "ChannelGate",
            "SpatialGate", "OfficialCBAM", "SimAM",
-           "simam_attention_map", "CoordAtt", "CoordAttn", "SimpleCoordAttn"]
+           "simam_attention_map", "CoordAtt", "CoordAttn", "SimpleCoordAttn",
+           "GlobalContext"]

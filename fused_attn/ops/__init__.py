@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (registration side effects)
     dual_attention,
     ema_core,
     ema_strip_pool,
+    global_context,
     simam,
     squeeze_excite,
 )

@@ -28,6 +28,7 @@ from .. import dispatch
 from .. import functional as FA
 from ..backends.reference import channel_pool as ref_pool
 from ..backends.reference import ema_core as ref_core
+from ..backends.reference import global_context as ref_gc
 from ..backends.reference import simam as ref_simam
 from .cases import DTYPES, LAYOUTS, Case, Grid, GridSpec, Maker, Out, expand
 
@@ -233,6 +234,13 @@ _EMA_GRIDS = {"cpu": (GRIDS["cpu"], _EMA_SIDE),
               "interpreter": (GRIDS["interpreter"], Grid((((2, 8, 3, 5), "side=bfloat16"),), (F32,), ("mixed",)))}
 
 
+# global_context: the CPU grid plus maps spanning several work units / online-softmax tiles (CPU units of 512
+# pixels, tiles of 64 / 16; CUDA tiles of 32 / 64 pixels, channel loops over 256 threads)
+_GC_SHAPES = ((2, 3, 33, 40), (1, 300, 9, 15))
+_GC_GRIDS = {"cpu": (GRIDS["cpu"], Grid(_GC_SHAPES, (F32, F64))),
+             "cuda": (GRIDS["cuda"], Grid(_GC_SHAPES, (F32, BF16)))}
+
+
 # ---------------------------------------------------------------------------------------------- the passes
 def _grad_and_x(m: Maker) -> tuple:
     """(grad, x), x drawn first (in the "mixed" layout: x channels_last, grad NCHW)."""
@@ -302,6 +310,16 @@ def _coord_args(m: Maker, v: str, grads: bool) -> tuple:
     g = m.x4() if grads else None
     a_h, a_w = _coord_gates(m, v)
     return ((g,) if grads else ()) + (x, a_h, a_w, *_coord_mode(v))
+def _gc_weight(m: Maker) -> torch.Tensor:
+    """The 1x1 conv's weight [C], scaled so the logits spread over a few units (a peaked, not a flat softmax)."""
+    return m.t(m.c, scale=2.0 * m.c ** -0.5)
+
+
+def _gc_grads_args(m: Maker, v: str) -> tuple:
+    x = m.x4()
+    w = _gc_weight(m)
+    ctx, lse = ref_gc.global_context_pool_reduce(x, w)
+    return m.t(m.b, m.c, dtype="acc"), x, w, ctx, lse
 
 
 _PASSES = (
@@ -373,6 +391,10 @@ _PASSES += (
              (Out("out", like=0), Out("mean", "acc"), Out("k", "acc")), SIMAM_VARIANTS, _SIMAM_GRIDS),
     PassInfo("simam_grad_input", "simam", _simam_grad_args, (Out("grad_x", like=1),), SIMAM_VARIANTS,
              _SIMAM_GRIDS),
+    PassInfo("global_context_pool_reduce", "global_context", lambda m, v: (m.x4(), _gc_weight(m)),
+             (Out("ctx", "acc"), Out("lse", "acc")), grids=_GC_GRIDS),
+    PassInfo("global_context_pool_grads", "global_context", _gc_grads_args,
+             (Out("grad_x", like=1), Out("grad_weight", "acc")), grids=_GC_GRIDS),
 )
 PASSES: dict[str, PassInfo] = {p.name: p for p in _PASSES}
 
@@ -427,6 +449,22 @@ def _core_backward(ins, v, be):
                                       groups, EPS, be)
 
 
+def _gc_inputs(m: Maker, v: str) -> list:
+    """x, the conv_attn weight [1, C, 1, 1] and bias [1] (None: "nobias")."""
+    return [m.x4(), _gc_weight(m).reshape(1, m.c, 1, 1), None if v == "nobias" else m.t(1)]
+
+
+def _gc_op_args(ins, be) -> tuple:
+    x, w, b = ins
+    return x, w.reshape(-1), b, be
+
+
+def _gc_backward(ins, v, be):
+    args = _gc_op_args(ins, be)
+    ctx, lse = OPS_NS.global_context_pool(*args)
+    return OPS_NS.global_context_pool_backward, (_grad_like(ctx), ins[0].detach(), *args[1:3], ctx, lse, be)
+
+
 def _core_groups(ins, v) -> int:
     return _groups(ins[0].shape[1], v)
 
@@ -479,6 +517,9 @@ _OPS += (
     OpInfo("simam", SIMAM_VARIANTS, lambda m, v: [m.x4()],
            lambda ins, v, be: FA.simam(ins[0], _e_lambda(v), backend=be),
            lambda ins, v, be: (OPS_NS.simam, (ins[0], _e_lambda(v), be)), _simam_backward),
+    OpInfo("global_context_pool", ("", "nobias"), _gc_inputs,
+           lambda ins, v, be: FA.global_context_pool(*ins, backend=be),
+           lambda ins, v, be: (OPS_NS.global_context_pool, _gc_op_args(ins, be)), _gc_backward),
 )
 OPS: dict[str, OpInfo] = {o.name: o for o in _OPS}
 
