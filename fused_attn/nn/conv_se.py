@@ -28,10 +28,18 @@ from torch import Tensor, nn
 from .. import functional as FA
 from .base import AttentionModule, twin_around
 
-__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite"]
+__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "gate_name"]
 
 _ACTS = {"ReLU": "relu", "SiLU": "silu", "Swish": "silu", "Hardswish": "hardswish", "HardSwish": "hardswish"}
 _GATES = {"Sigmoid": "sigmoid", "Hardsigmoid": "hardsigmoid", "HardSigmoid": "hardsigmoid"}
+
+
+def gate_name(module: nn.Module) -> str:
+    """fused_attn's gate name of a gate layer (torch's or timm's Sigmoid / Hardsigmoid class), else TypeError."""
+    name = _GATES.get(type(module).__name__)
+    if name is None:
+        raise TypeError(f"unsupported gate {type(module).__name__}; supported: {sorted(_GATES)}")
+    return name
 
 
 def _conv1x1(cin: int, cout: int, bias: bool) -> nn.Conv2d:
@@ -58,10 +66,10 @@ class _ConvSqueezeExcite(AttentionModule):
             return None
         if not (_plain_1x1(fc1) and _plain_1x1(fc2)):
             return None
-        act_name, gate_name = _ACTS.get(type(act).__name__), _GATES.get(type(gate).__name__)
-        if act_name is None or gate_name is None:
+        act_name, gate = _ACTS.get(type(act).__name__), _GATES.get(type(gate).__name__)
+        if act_name is None or gate is None:
             return None
-        return fc1.weight, fc1.bias, fc2.weight, fc2.bias, act_name, gate_name
+        return fc1.weight, fc1.bias, fc2.weight, fc2.bias, act_name, gate
 
     def _pooled_gate(self, x: Tensor) -> Tensor:
         """[B, C] gate by the source's own layers on the pooled [B, C, 1, 1] squeeze."""

@@ -87,7 +87,7 @@ class _CoordBase(AttentionModule):
     @classmethod
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_CoordBase":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
-        return twin_around(cls, source, backend, ("has_skip",))
+        return twin_around(cls, source, backend)
 
 
 class CoordAtt(_CoordBase):

@@ -123,4 +123,4 @@ class GlobalContext(AttentionModule):
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "GlobalContext":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
         # conv_attn / mlp_add / mlp_scale = None are plain attributes of the source (not child modules)
-        return twin_around(cls, source, backend, ("init_last_zero", "conv_attn", "mlp_add", "mlp_scale"))
+        return twin_around(cls, source, backend)
