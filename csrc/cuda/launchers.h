@@ -244,6 +244,8 @@ static inline fa_coord_geom fa_coord_geometry(int channels_last, int64_t C, int6
   g.chunks = H > 0 ? (H + rows - 1) / rows : 0;
   g.ctiles = channels_last ? (C + g.tx - 1) / g.tx : 1;
   return g;
+}
+
 // global_context: pixel tiles of one block (NCHW 64: 4 thread rows x 64 pixels; channels_last 32: 8 warps x 4
 // pixels), and the scratch of its two launchers (acc elements).
 #define FA_GC_TILE_NCHW 64
