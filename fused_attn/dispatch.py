@@ -8,8 +8,8 @@ Backends:
 cpu and cuda share one Python package, fused_attn/backends/native (shims over the kernel ops fused_attn_C::*).
 
 A request is `auto` or one backend name. It comes from, in order: the call's `backend=` argument, the
-innermost `use_backend(...)` scope / `set_backend(...)`, the environment variable FUSED_ATTN_BACKEND
-(read at import), else `auto`. `auto` takes the first backend of the op's priority list for the
+innermost `use_backend(...)` scope of the calling thread, the process-wide `set_backend(...)`, the environment
+variable FUSED_ATTN_BACKEND (read at import), else `auto`. `auto` takes the first backend of the op's priority list for the
 tensor's device that can serve the call; an explicit backend that cannot serve it raises
 BackendUnavailable naming the reason. It never falls back silently.
 
@@ -24,6 +24,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import threading
 from types import ModuleType
 from typing import Iterator, Optional
 
@@ -89,28 +90,43 @@ def _check_choice(name: str, where: str) -> str:
 
 
 _default_backend = _check_choice(os.environ.get(ENV_VAR, "auto").strip() or "auto", f"environment variable {ENV_VAR}")
-_scoped: list[str] = []
+
+
+class _Scopes(threading.local):
+    """The `use_backend` scopes of one thread, innermost last. Per thread, as autocast's state is: two threads in
+    different scopes never see each other's request. (threading.local rather than a ContextVar: torch.compile
+    traces reads of a thread-local on torch 2.11 to 2.15, but not ContextVar.get before 2.14.)"""
+
+    def __init__(self):
+        self.stack: list[str] = []
+
+
+_scopes = _Scopes()
 
 
 def current_backend() -> str:
-    """The backend request in force when a call passes backend=None."""
-    return _scoped[-1] if _scoped else _default_backend
+    """The backend request in force on this thread when a call passes backend=None."""
+    stack = _scopes.stack
+    return stack[-1] if stack else _default_backend
 
 
 def set_backend(name: str) -> None:
-    """Set the process-wide default request (overrides FUSED_ATTN_BACKEND; `use_backend` scopes win)."""
+    """Set the process-wide default request, seen by every thread (overrides FUSED_ATTN_BACKEND; `use_backend`
+    scopes, which are per thread, win)."""
     global _default_backend
     _default_backend = _check_choice(name, "set_backend")
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Scope a backend request: `with fused_attn.use_backend("triton"): model(x)`."""
-    _scoped.append(_check_choice(name, "use_backend"))
+    """Scope a backend request on this thread: `with fused_attn.use_backend("triton"): model(x)`. Other threads
+    keep their own scopes (a new thread starts with none: the process default)."""
+    stack = _scopes.stack
+    stack.append(_check_choice(name, "use_backend"))
     try:
         yield
     finally:
-        _scoped.pop()
+        stack.pop()
 
 
 def requested(backend: Optional[str]) -> str:

@@ -49,6 +49,42 @@ def test_set_backend_is_the_process_default_and_scopes_win():
         fused_attn.set_backend("auto")
 
 
+def test_use_backend_scopes_are_per_thread():
+    """Two threads inside different scopes at the same time each see their own request, and their op calls
+    resolve by it; a thread started inside a scope starts with none (the process default)."""
+    import threading
+    barrier = threading.Barrier(2, timeout=30)
+    seen, errors = {}, []
+    x = torch.randn(1, 2, 3, 3)
+
+    def worker(name):
+        try:
+            with fused_attn.use_backend(name):
+                barrier.wait()  # both scopes are open now
+                seen[name] = [fused_attn.current_backend()]
+                if name == "cuda":  # no CUDA device here: the explicit request must fail, not see "reference"
+                    with pytest.raises(fused_attn.BackendUnavailable):
+                        FA.apply_gates(x, torch.rand(1, 2))
+                else:
+                    FA.apply_gates(x, torch.rand(1, 2))
+                barrier.wait()  # the other thread has run inside its scope too
+                seen[name].append(fused_attn.current_backend())
+            seen[name].append(fused_attn.current_backend())
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    with fused_attn.use_backend("triton"):  # the main thread's scope is not inherited
+        threads = [threading.Thread(target=worker, args=(n,)) for n in ("reference", "cuda")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert fused_attn.current_backend() == "triton"
+    assert not errors, errors
+    assert seen == {"reference": ["reference", "reference", "auto"], "cuda": ["cuda", "cuda", "auto"]}
+
+
 @pytest.mark.parametrize("bad", ["gpu", "", "Reference", None])
 def test_unknown_backend_names_are_rejected(bad):
     with pytest.raises(ValueError, match="unknown fused_attn backend"):
@@ -160,3 +196,16 @@ def test_selfcheck_passes():
     res = subprocess.run([sys.executable, "-m", "fused_attn.selfcheck"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "all backends agree" in res.stdout
+
+
+def test_compiled_calls_follow_the_scope_they_run_in():
+    """torch.compile guards on the thread's scope: a graph traced outside a scope is not reused inside one."""
+    x, g = torch.randn(1, 2, 3, 3), torch.rand(1, 2)
+    fn = torch.compile(lambda x, g: FA.apply_gates(x, g), fullgraph=True)
+    expected = FA.apply_gates(x, g, backend="reference")
+    torch.testing.assert_close(fn(x, g), expected)
+    with fused_attn.use_backend("cuda"):
+        with pytest.raises(Exception, match="cuda"):
+            fn(x, g)
+    with fused_attn.use_backend("reference"):
+        torch.testing.assert_close(fn(x, g), expected)
