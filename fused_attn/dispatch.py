@@ -9,8 +9,8 @@ cpu and cuda share one Python package, fused_attn/backends/native (shims over th
 
 A request is `auto` or one backend name. It comes from, in order: the call's `backend=` argument, the
 innermost `use_backend(...)` scope of the calling thread, the process-wide `set_backend(...)`, the environment
-variable FUSED_ATTN_BACKEND (read at import), else `auto`. `auto` takes the first backend of the op's priority list for the
-tensor's device that can serve the call; an explicit backend that cannot serve it raises
+variable FUSED_ATTN_BACKEND (read at import), else `auto`. `auto` takes the first backend of the op's priority
+list for the tensor's device that can serve the call; an explicit backend that cannot serve it raises
 BackendUnavailable naming the reason. It never falls back silently.
 
 Each backend implements an op family in one module, `fused_attn.backends.<package>.<family>`, exposing the

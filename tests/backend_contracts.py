@@ -134,6 +134,20 @@ def check_gradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool =
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=fast_mode), op
 
 
+def check_gradgradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool = False) -> None:
+    """fp64 gradgradcheck of the public function: the backward op's own derivative (fused_attn/ops/
+    _double_backward.py) against finite differences of the backend's first backward."""
+    sample = registry.sample(op, case, device)
+    leaves = [sample.inputs[i].detach().requires_grad_() for i in sample.grads]
+
+    def fn(*ts):
+        inputs = list(sample.inputs)
+        for i, t in zip(sample.grads, ts):
+            inputs[i] = t
+        return sample.call(backend, inputs)
+    assert torch.autograd.gradgradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=fast_mode), op
+
+
 def _requiring_grad(sample) -> list:
     return [t.detach().requires_grad_() if i in sample.grads else t for i, t in enumerate(sample.inputs)]
 

@@ -123,6 +123,11 @@ def test_gradcheck_fp64(op, case):
     bc.check_gradcheck(op, case, "cpu")
 
 
+@pytest.mark.parametrize("op,case", bc.public_params("gradcheck", variants_per_op=1))
+def test_gradgradcheck_fp64(op, case):
+    bc.check_gradgradcheck(op, case, "cpu")
+
+
 @pytest.mark.parametrize("op,case", bc.public_params("public", variants_per_op=2))
 def test_public_function_matches_reference(op, case):
     """Forward and every input gradient through the custom ops vs the reference backend on float64 copies."""

@@ -36,6 +36,13 @@ def test_gradcheck_fp64(op, case, backend):
     bc.check_gradcheck(op, case, backend, fast_mode=backend == "triton" and dispatch._interpreting_triton())
 
 
+# Second order: the backward ops' autograd (reference math) against finite differences of each backend's first
+# backward. Triton's interpreter: along random directions (fast mode), as above.
+@pytest.mark.parametrize("op,case,backend", _params("gradcheck", 1))
+def test_gradgradcheck_fp64(op, case, backend):
+    bc.check_gradgradcheck(op, case, backend, fast_mode=backend == "triton" and dispatch._interpreting_triton())
+
+
 def _module_like(backend):
     """A small block using every op: what a fused attention module does."""
     def block(x, w1, w2, conv_w, hw, x2, gw, gb):

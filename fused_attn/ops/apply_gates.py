@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 
 def _impl(y: Tensor, backend: str):
@@ -67,4 +67,5 @@ def _backward(ctx, grad_out):
 
 
 apply_gates.register_autograd(_backward, setup_context=_setup_context)
+_double_backward.register(apply_gates_backward, apply_gates, absent=("residual",))
 _autocast.pass_through("fused_attn::apply_gates", "fused_attn::apply_gates_backward")

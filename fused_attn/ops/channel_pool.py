@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 STATS = ("max", "mean", "std")
 
@@ -68,4 +68,5 @@ def _backward(ctx, grad_out, _grad_argmax, _grad_moments):
 
 
 channel_pool.register_autograd(_backward, setup_context=_setup_context)
+_double_backward.register(channel_pool_backward, channel_pool)
 _autocast.pass_through("fused_attn::channel_pool", "fused_attn::channel_pool_backward")

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 OP = "coord_gate"
 
@@ -67,4 +67,5 @@ def _backward(ctx, grad_out):
 coord_gate.register_autograd(_backward, setup_context=_setup)
 
 
+_double_backward.register(coord_gate_backward, coord_gate)
 _autocast.pass_through("fused_attn::coord_gate", "fused_attn::coord_gate_backward")

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .. import _mlp, dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 
 def _impl(x: Tensor, backend: str):
@@ -100,4 +100,5 @@ def _backward(ctx, grad_out, _gp, _gz1, _gz2, _gzs):
 
 
 dual_attention.register_autograd(_backward, setup_context=_setup)
+_double_backward.register(dual_attention_backward, dual_attention)
 _autocast.pass_through("fused_attn::dual_attention", "fused_attn::dual_attention_backward")

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 OP = "ema_core"
 
@@ -71,4 +71,5 @@ def _core_backward(ctx, grad_out, _gm, _gr):
 ema_core.register_autograd(_core_backward, setup_context=_core_setup)
 
 
+_double_backward.register(ema_core_backward, ema_core)
 _autocast.pass_through("fused_attn::ema_core", "fused_attn::ema_core_backward")

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 OP = "ema_strip_pool"
 
@@ -60,4 +60,5 @@ def _pool_backward(ctx, grad):
 ema_strip_pool.register_autograd(_pool_backward, setup_context=_pool_setup)
 
 
+_double_backward.register(ema_strip_pool_backward, ema_strip_pool)
 _autocast.pass_through("fused_attn::ema_strip_pool", "fused_attn::ema_strip_pool_backward")

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 OP = "global_context_pool"
 
@@ -81,4 +81,5 @@ def _backward(ctx, grad_ctx, _grad_lse):
 
 
 global_context_pool.register_autograd(_backward, setup_context=_setup)
+_double_backward.register(global_context_pool_backward, global_context_pool)
 _autocast.pass_through("fused_attn::global_context_pool", "fused_attn::global_context_pool_backward")

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 OP = "simam"
 
@@ -38,12 +38,13 @@ def _(x, e_lambda, backend):
 
 
 @torch.library.custom_op("fused_attn::simam_backward", mutates_args=())
-def simam_backward(grad_out: Tensor, x: Tensor, mean: Tensor, k: Tensor, backend: str) -> Tensor:
+def simam_backward(grad_out: Tensor, x: Tensor, mean: Tensor, k: Tensor, e_lambda: float, backend: str) -> Tensor:
+    """-> grad_x like x (the kernels read e_lambda through k; the double backward needs it)."""
     return _impl(x, backend).simam_grad_input(grad_out, x, mean, k)
 
 
 @simam_backward.register_fake
-def _(grad_out, x, mean, k, backend):
+def _(grad_out, x, mean, k, e_lambda, backend):
     return empty_4d(x, x.shape)
 
 
@@ -52,15 +53,16 @@ def _simam_setup(ctx, inputs, output):
     _, mean, k = output
     ctx.mark_non_differentiable(mean, k)
     ctx.save_for_backward(x, mean, k)
-    ctx.backend = backend
+    ctx.e_lambda, ctx.backend = e_lambda, backend
 
 
 def _simam_backward(ctx, grad_out, _gm, _gk):
     x, mean, k = ctx.saved_tensors
-    return simam_backward(grad_out, x, mean, k, ctx.backend), None, None
+    return simam_backward(grad_out, x, mean, k, ctx.e_lambda, ctx.backend), None, None
 
 
 simam.register_autograd(_simam_backward, setup_context=_simam_setup)
 
 
+_double_backward.register(simam_backward, simam)
 _autocast.pass_through("fused_attn::simam", "fused_attn::simam_backward")

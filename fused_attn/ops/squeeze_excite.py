@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .. import _mlp, dispatch
 from .._layout import acc_dtype, empty_4d
-from . import _autocast, _eager
+from . import _autocast, _double_backward, _eager
 
 
 def _impl(op: str, x: Tensor, backend: str):
@@ -124,5 +124,7 @@ def _se_backward(ctx, grad_y, _gp, _gz1, _gz2):
 
 
 squeeze_excite.register_autograd(_se_backward, setup_context=_se_setup)
+_double_backward.register(channel_squeeze_backward, channel_squeeze)
+_double_backward.register(squeeze_excite_backward, squeeze_excite)
 _autocast.pass_through("fused_attn::channel_squeeze", "fused_attn::channel_squeeze_backward",
                        "fused_attn::squeeze_excite", "fused_attn::squeeze_excite_backward")

@@ -510,7 +510,7 @@ _OPS = (
 
 def _simam_backward(ins, v, be):
     out, mean, k = OPS_NS.simam(ins[0], _e_lambda(v), be)
-    return OPS_NS.simam_backward, (_grad_like(out), ins[0].detach(), mean, k, be)
+    return OPS_NS.simam_backward, (_grad_like(out), ins[0].detach(), mean, k, _e_lambda(v), be)
 
 
 _OPS += (
