@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backends", action="append", metavar="LIST",
                     help=f"providers to run, comma-separated ({', '.join(runner.PROVIDERS)}; default all here; "
                          "triton on CPU, i.e. its interpreter, only when named)")
-    ap.add_argument("--mode", action="append", choices=cases.MODES, help="fwd, fwd+bwd (default both)")
+    ap.add_argument("--mode", action="append", choices=cases.ALL_MODES,
+                    help="fwd, fwd+bwd (default both), or fwd+bwd(sum): the backward of out.sum(), a stride-0 "
+                         "gradient")
     ap.add_argument("--shape", action="append", type=parse_shape, metavar="BxCxHxW",
                     help="sizes for op and module rows instead of the suite's (repeatable)")
     ap.add_argument("--repeat", type=int, default=None,
@@ -119,7 +121,7 @@ def report_order(rows: list, rows_plan: list) -> list:
     case_order = {id(c): n for n, c in enumerate(cases.OP_CASES + cases.MODULE_CASES)}
     for n, (_kind, case, dims, dtype, mode) in enumerate(rows_plan[:len(rows)]):
         first_size = next(i for i, p in enumerate(rows_plan) if p[1] is case and p[2] == dims)
-        keys.append((str(dtype), case_order[id(case)], first_size, cases.MODES.index(mode), n))
+        keys.append((str(dtype), case_order[id(case)], first_size, cases.ALL_MODES.index(mode), n))
     return [rows[k[-1]] for k in sorted(keys)]
 
 

@@ -37,6 +37,9 @@ from .baselines import torch_ops
 
 Dims = tuple  # (B, C, H, W)
 MODES = ("fwd", "fwd+bwd")
+# on request only (--mode): forward, then `out.sum().backward()`, whose gradient is a stride-0 broadcast scalar
+SUM_MODE = "fwd+bwd(sum)"
+ALL_MODES = MODES + (SUM_MODE,)
 VGG_CLASSES = baselines.VGG_CLASSES
 SE_VARIANT = "relu,sigmoid,nobias"   # SEBlock's gate: ReLU, sigmoid, no biases
 

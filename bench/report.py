@@ -27,7 +27,7 @@ def shape_str(shape) -> str:
 
 
 def row_title(row: dict) -> str:
-    return f"{row['kind']:<7}{row['name']:<28}{shape_str(row['shape']):<15}{row['dtype']:<9}{row['mode']:<8}"
+    return f"{row['kind']:<7}{row['name']:<28}{shape_str(row['shape']):<15}{row['dtype']:<9}{row['mode']:<13}"
 
 
 def row_header(row: dict, index: int, total: int, elapsed_s: float) -> str:
@@ -95,7 +95,7 @@ def provider_names(rows: list) -> list:
 def summary(rows: list) -> str:
     """One line per row: eager median and every other provider's speedup over eager (compile's in brackets)."""
     names = [n for n in provider_names(rows) if n != "eager"]
-    head = f"{'':<7}{'row':<28}{'shape':<15}{'dtype':<9}{'mode':<8}{'eager ms':>10}" + \
+    head = f"{'':<7}{'row':<28}{'shape':<15}{'dtype':<9}{'mode':<13}{'eager ms':>10}" + \
         "".join(f"{n:>18}" for n in names) + "  baseline (eager)"
     lines = ["speedup vs eager [vs torch.compile] (n/a: not available here; err: failed; !: max err > 1e-2)",
              head, "-" * len(head)]
@@ -218,7 +218,7 @@ def write_png(path: Path, meta: dict, rows: list) -> Optional[str]:
     except ImportError as exc:
         return f"no PNG: matplotlib is not available ({exc})"
     names = [n for n in provider_names(rows) if n != "eager"]
-    modes = [m for m in cases.MODES if any(r["mode"] == m for r in rows)]
+    modes = [m for m in cases.ALL_MODES if any(r["mode"] == m for r in rows)]
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         return "no PNG: no row was timed"

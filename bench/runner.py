@@ -224,6 +224,12 @@ class Workload:
         return [out, *torch.autograd.grad(root, targets, grad, allow_unused=True)]
 
 
+def _sum_loss(mode: str) -> Optional[Callable]:
+    """The loss of the fwd+bwd(sum) mode, out.sum() (its gradient reaches the op as a stride-0 scalar); None
+    otherwise (the backward of a random dense grad_out)."""
+    return (lambda out: out.sum()) if mode == cases.SUM_MODE else None
+
+
 def run_row(row: dict, providers: list, workload: Workload, first_args: list, ref_fn: Callable,
             ref_params: list, cfg: Config, progress) -> None:
     """Fill row["providers"]: the reference, the rotating sets, then each provider checked and timed.
@@ -328,8 +334,8 @@ def op_row(case: cases.OpCase, dims, dtype, mode: str, cfg: Config, progress) ->
     args = case.make(dims, dtype, cfg.device)
     eager, fused = case.bind(dims)
     ref = functools.partial(fused, backend=REFERENCE)
-    run_row(row, op_providers(case, eager, fused, cfg, dtype), Workload(mode, case.grads), args, ref, [], cfg,
-            progress)
+    run_row(row, op_providers(case, eager, fused, cfg, dtype), Workload(mode, case.grads, loss=_sum_loss(mode)),
+            args, ref, [], cfg, progress)
     return row
 
 
@@ -354,7 +360,7 @@ def module_row(case: cases.ModuleCase, dims, dtype, mode: str, cfg: Config, prog
         workload = Workload(mode, (), loss=lambda out: F.cross_entropy(
             out if out.dtype == torch.float64 else out.float(), target))
     else:
-        workload = Workload(mode, (0,))
+        workload = Workload(mode, (0,), loss=_sum_loss(mode))
     ref_params = _aligned_params(mods.reference, mods.names[:mods.n_compared])
     run_row(row, mods.providers(), workload, [x], mods.call(mods.reference, mods.kwargs), ref_params, cfg,
             progress)

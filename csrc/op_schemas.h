@@ -22,6 +22,11 @@ inline void define_kernel_ops(torch::Library& m) {
   m.def("channel_squeeze_reduce(Tensor x) -> Tensor");                   // mean_hw x, [B, C] acc
   m.def("channel_squeeze_grad_input(Tensor grad, Tensor x) -> Tensor");  // grad / HW, like x
   m.def("channel_scale(Tensor x, Tensor s) -> Tensor");                  // x * s[b, c], like x
+  // the whole forward, MLP included: -> (y = x * gate(z2) like x, pooled [B, C], z1 [B, Cr], z2 [B, C] acc);
+  // act: relu | hardswish | silu, gate: sigmoid | hardsigmoid; w1 [Cr, C], w2 [C, Cr] (or 1x1 conv weights)
+  m.def(
+      "squeeze_excite_combine(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, str act, str gate) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");  // sum_hw grad_y * x, [B, C] acc
   // the last pass of the SE backward (after the MLP backward): grad_y * s + grad_pooled / HW, like x
   m.def("squeeze_excite_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");

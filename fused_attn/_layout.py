@@ -34,3 +34,12 @@ def as_layout_of(value: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | N
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: float64 for float64 inputs, float32 for everything else."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def broadcast_scalar(t: torch.Tensor) -> torch.Tensor | None:
+    """The one value of a tensor broadcast from a scalar (every stride 0, as the gradient of `y.sum()` or
+    `y.mean()` arrives), as a 0-d view of it; None for any other tensor. Backward passes use it to skip reading
+    a gradient that is the same at every element instead of materialising it."""
+    if t.numel() == 0 or any(s != 0 for s in t.stride()):
+        return None
+    return t.as_strided((), (), t.storage_offset())

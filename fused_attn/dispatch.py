@@ -53,8 +53,8 @@ OP_FAMILY = {
 OP_PASSES = {
     "channel_pool": ("channel_pool_reduce", "channel_pool_grad_input"),
     "channel_squeeze": ("channel_squeeze_reduce", "channel_squeeze_grad_input"),
-    "squeeze_excite": ("channel_squeeze_reduce", "channel_scale", "squeeze_excite_grad_gate",
-                       "squeeze_excite_grad_input"),
+    "squeeze_excite": ("squeeze_excite_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input",
+                       "channel_squeeze_grad_input"),  # the last: the backward of a broadcast-scalar gradient
     "apply_gates": ("apply_gates_combine", "apply_gates_grads"),
     "dual_attention": ("dual_attention_reduce", "apply_gates_combine", "apply_gates_grad_gates",
                        "dual_attention_grad_input"),

@@ -45,6 +45,16 @@ def test_public_function_matches_reference(op, case):
     bc.check_public(op, case, "cpu")
 
 
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
+@pytest.mark.parametrize("op", list(registry.OPS))
+def test_expanded_gradients(op, layout):
+    """A stride-0 grad_out (from `.sum()`) gives the reference's gradients; squeeze_excite does not read it
+    (its broadcast-scalar path), the others read it once."""
+    bc.check_public(op, Case((3, 8, 5, 7), torch.float32, layout, registry.OPS[op].variants[0]), "cpu",
+                    expanded_grad=True)
+
+
 # ------------------------------------------------------------------------------------------------ determinism
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -69,6 +79,29 @@ def test_bitwise_identical_across_thread_counts(layout):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_squeeze_excite_waves_change_no_bit(monkeypatch, layout, dtype):
+    """squeeze_excite_combine's cache-sized waves only schedule: one sample per wave (FUSED_ATTN_CPU_WAVE_BYTES=1),
+    a few, or the whole batch in one give the same bits as each other and as channel_squeeze_reduce's pooling,
+    and match the reference."""
+    sample_bytes = 24 * 9 * 11 * torch.empty((), dtype=dtype).element_size()
+    case = Case((5, 24, 9, 11), dtype, layout, "silu,sigmoid")
+    args = registry.pass_args("squeeze_excite_combine", case)
+    runs = []
+    for wave in ("1", str(2 * sample_bytes), str(1 << 40)):
+        monkeypatch.setenv("FUSED_ATTN_CPU_WAVE_BYTES", wave)
+        runs.append(native("squeeze_excite").squeeze_excite_combine(*args))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    assert torch.equal(runs[0][1], native("squeeze_excite").channel_squeeze_reduce(args[0]))
+    ref = bc.reference_module("squeeze_excite").squeeze_excite_combine(*args)
+    for got, want in zip(runs[0], ref):
+        bc.check(got, want, dtype, "squeeze_excite_combine")
 
 
 # ----------------------------------------------------------------------------------------- instruction sets

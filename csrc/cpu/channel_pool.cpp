@@ -10,11 +10,12 @@
 // channel_pool_grad_input -> grad_x[c] = [c == argmax] g_max + g_mean / C + g_std (x_c - mean) / ((C - 1) std)
 //     (the std term is zero where std == 0).
 //
-// channel_pool_reduce reads x once. NCHW: a unit is a block of contiguous pixels of one image and the channels
-// are the outer loop, so every load is a contiguous, vectorised row; per pixel a running max/argmax, a sum (the
-// mean) and a Welford mean/M2 of x minus the first channel for std (never E[x^2] - E[x]^2). channels_last: a
-// unit is a block of pixels, each pixel's C channels are contiguous and stay in L1: sum and max in one
-// lane-parallel pass, the squared deviations from the exact mean in a second pass over the same cached row,
+// channel_pool_reduce reads x once from memory. NCHW: a unit is a block of contiguous pixels of one image (with
+// std: sized so its C rows stay in L2) and the channels are the outer loop, so every load is a contiguous,
+// vectorised row; per pixel a running max/argmax and a sum (the mean), then for std the squared deviations from
+// that exact mean in a second pass over the unit's rows from L2 (never E[x^2] - E[x]^2). channels_last: a unit
+// is a block of pixels, each pixel's C channels are contiguous and stay in L1: sum and max in one lane-parallel
+// pass, the squared deviations from the exact mean in a second pass over the same cached row,
 // argmax as the first index equal to the max.
 #include "../channel_pool_stats.h"
 #include "common.h"
@@ -53,14 +54,11 @@ inline void store_stats(const Stats& s, T* out, int32_t* argmax, A* moments, int
   }
 }
 
-// One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax, the plain sum
-// (MOM >= 1), and for MOM 2 the Welford mean/M2 of x - sh, sh = the pixel's first channel (inv = 1 / (c + 1)):
-// shifted, the deviations are computed exactly even far from 0 (data near 1000: 2e-7 instead of 4e-5 relative
-// error in std). Out of line on purpose (FA_ROW).
-template <typename T, bool MAX, int MOM>
-FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T> inv,
-                     acc_t<T>* __restrict__ mx, index_t<acc_t<T>>* __restrict__ am, acc_t<T>* __restrict__ sm,
-                     const acc_t<T>* __restrict__ sh, acc_t<T>* __restrict__ mu, acc_t<T>* __restrict__ m2) {
+// One channel row folded into the running per-pixel statistics of an NCHW block: max/argmax and the plain sum
+// (SUM). Out of line on purpose (FA_ROW).
+template <typename T, bool MAX, bool SUM>
+FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci, acc_t<T>* __restrict__ mx,
+                     index_t<acc_t<T>>* __restrict__ am, acc_t<T>* __restrict__ sm) {
   using A = acc_t<T>;
   for (int64_t i = 0; i < n; ++i) {
     const A v = A(row[i]);
@@ -69,46 +67,61 @@ FA_ROW void pool_row(const T* __restrict__ row, int64_t n, index_t<acc_t<T>> ci,
       mx[i] = gt ? v : mx[i];
       am[i] = gt ? ci : am[i];
     }
-    if (MOM >= 1) sm[i] += v;
-    if (MOM == 2) {
-      const A vs = v - sh[i];
-      const A d = vs - mu[i];
-      mu[i] += d * inv;
-      m2[i] += d * (vs - mu[i]);
-    }
+    if (SUM) sm[i] += v;
   }
 }
 
-// MOM: 0 no moments, 1 mean only (plain sum), 2 mean and std (shifted Welford; the plain sum for +-inf/NaN).
+// One channel row's squared deviations from the block's exact means, added to ss (the std's second pass).
+template <typename T>
+FA_ROW void squared_deviation_row(const T* __restrict__ row, int64_t n, const acc_t<T>* __restrict__ mean,
+                                  acc_t<T>* __restrict__ ss) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A d = A(row[i]) - mean[i];
+    ss[i] += d * d;
+  }
+}
+
+// Pixels per NCHW unit: 1024 (4 KB fp32 rows, long enough for the prefetchers), fewer with std so that the
+// unit's C rows stay in half of a core's L2 (512 KB) for the second pass; a multiple of 64, fixed by the stats,
+// C and the dtype alone (so results are deterministic).
+inline int64_t nchw_block_pixels(bool second_pass, int64_t C, int64_t elem) {
+  if (!second_pass) return 1024;
+  constexpr int64_t kL2Share = 512 * 1024;
+  const int64_t fit = kL2Share / std::max<int64_t>(1, C * elem);
+  return std::min<int64_t>(1024, std::max<int64_t>(64, fit / 64 * 64));
+}
+
+// MOM: 0 no moments, 1 mean only, 2 mean and std. Two passes over each unit's rows: max/argmax and the sum,
+// then (MOM 2) the squared deviations from the exact mean over the same rows, re-read from L2 (never
+// E[x^2] - E[x]^2: accurate far from 0). The per-pixel state is 3 arrays (4 with std), no division per element.
 template <typename T, bool MAX, int MOM>
 void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>* moments, const Stats& s, int64_t B,
                       int64_t C, int64_t N) {
   using A = acc_t<T>;
   using I = index_t<A>;
-  constexpr int64_t kBlock = 1024;  // pixels per unit: each channel row read is 4 KB (fp32) of contiguous memory
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  constexpr int64_t kMaxBlock = 1024;
+  const int64_t block = nchw_block_pixels(MOM == 2, C, static_cast<int64_t>(sizeof(T)));
+  const int64_t blocks = (N + block - 1) / block;
   parallel_units(B * blocks, [&](int64_t u) {
-    const int64_t b = u / blocks, p0 = (u % blocks) * kBlock, n = std::min(N, p0 + kBlock) - p0;
-    A mx[kBlock], sm[kBlock], sh[kBlock], mu[kBlock], m2[kBlock];
-    I am[kBlock];
+    const int64_t b = u / blocks, p0 = (u % blocks) * block, n = std::min(N, p0 + block) - p0;
+    A mx[kMaxBlock], sm[kMaxBlock], ss[kMaxBlock];
+    I am[kMaxBlock];
     const T* __restrict__ xb = x + b * C * N + p0;
     for (int64_t i = 0; i < n; ++i) {
       const A v = A(xb[i]);
       mx[i] = v;
       am[i] = 0;
       sm[i] = v;
-      sh[i] = v;
-      mu[i] = 0;
-      m2[i] = 0;
+      ss[i] = 0;
     }
-    for (int64_t c = 1; c < C; ++c)
-      pool_row<T, MAX, MOM>(xb + c * N, n, static_cast<I>(c), A(1) / A(c + 1), mx, am, sm, sh, mu, m2);
+    for (int64_t c = 1; c < C; ++c) pool_row<T, MAX, (MOM >= 1)>(xb + c * N, n, static_cast<I>(c), mx, am, sm);
+    for (int64_t i = 0; i < n; ++i) sm[i] /= A(C);  // now the means
+    if (MOM == 2)
+      for (int64_t c = 0; c < C; ++c) squared_deviation_row<T>(xb + c * N, n, sm, ss);
     for (int64_t i = 0; i < n; ++i) {
-      // the shifted Welford mean where the sum is finite (accurate: the std backward uses x - mean), else the
-      // sum's +-inf / NaN over C, as torch.mean gives them
-      const A mean = MOM == 2 && std::isfinite(sm[i]) ? sh[i] + mu[i] : sm[i] / A(C);
-      const A std = MOM == 2 ? std::sqrt(m2[i] / A(C - 1)) : A(0);
-      store_stats(s, out, argmax, moments, b, p0 + i, N, false, mx[i], am[i], mean, std);
+      const A std = MOM == 2 ? std::sqrt(ss[i] / A(C - 1)) : A(0);
+      store_stats(s, out, argmax, moments, b, p0 + i, N, false, mx[i], am[i], sm[i], std);
     }
   });
 }

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -33,6 +34,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace fa {
@@ -69,6 +71,27 @@ inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryForm
   Tensor t = at::empty(shape, like.options().dtype(dtype).memory_format(fmt));
   advise_huge_pages(t);
   return t;
+}
+
+// Bytes of input one cache-resident wave may hold (squeeze_excite_combine pools a wave of samples, then scales it
+// while it is still cached): the environment variable FUSED_ATTN_CPU_WAVE_BYTES when set (tests and benchmarks
+// use it to force either path), else an eighth of the last-level cache sysconf reports, clamped to [1, 4] MB
+// (virtual machines often report the host's total). Small: the wave's output passes through the cache too, and
+// measured on the 2-core dev machine (1 MB L2 per core, 32 MB L3), 2-4 MB waves ran 1.2-1.35x faster than one
+// wave of the whole batch, 16 MB waves only 1.1x (bench/results/se_waves_*).
+inline int64_t wave_bytes() {
+  if (const char* env = std::getenv("FUSED_ATTN_CPU_WAVE_BYTES")) {
+    const long long v = std::atoll(env);
+    if (v > 0) return static_cast<int64_t>(v);
+  }
+  constexpr int64_t kMB = int64_t(1) << 20;
+  int64_t llc = 0;
+#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
+  llc = static_cast<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE));
+  if (llc <= 0) llc = static_cast<int64_t>(sysconf(_SC_LEVEL2_CACHE_SIZE));
+#endif
+  if (llc <= 0) llc = 8 * kMB;
+  return std::min(std::max(llc / 8, kMB), 4 * kMB);
 }
 
 inline void check_4d(const Tensor& t, const char* name) {

@@ -3,11 +3,20 @@
 //   channel_squeeze_reduce(x)            p[b, c] = mean_hw x[b, c]                [B, C] acc dtype
 //   channel_squeeze_grad_input(grad, x)  grad_x[b, c, p] = grad[b, c] / HW        like x
 //   channel_scale(x, s)                  y = x * s[b, c]                          like x
+//   squeeze_excite_combine(x, w1, b1, w2, b2, act, gate)
+//                                        the whole SE forward: p = mean_hw x, z1 = w1 p + b1,
+//                                        z2 = w2 act(z1) + b2, y = x * gate(z2)   (y, p, z1, z2)
 //   squeeze_excite_grad_gate(grad_y, x)  grad_s[b, c] = sum_hw grad_y * x         [B, C] acc dtype
 //   squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
 //                                        grad_x = grad_y * s + grad_pooled / HW   like x
 //
-// The SE MLP runs in PyTorch between the passes, so the fused backward is squeeze_excite_grad_gate (reads
+// squeeze_excite_combine reads x from memory once: it runs the batch in waves of whole samples sized to stay in
+// the last-level cache (fa::cpu::wave_bytes), each wave pooled, put through the MLP (in C++, here) and scaled
+// while its samples are still cached, so memory sees 1 read + 1 write of x instead of the 2 reads + 1 write of
+// pool-then-scale. Every element's arithmetic is fixed by the shapes (the waves only schedule), so the results
+// are the same bits for any wave size and thread count, and equal channel_squeeze_reduce's pooling.
+//
+// In the backward the MLP runs in PyTorch between the passes, so the fused backward is squeeze_excite_grad_gate (reads
 // grad_y, x), the MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write
 // of x's size.
 #include "common.h"
@@ -86,6 +95,116 @@ Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return gate_map(x, x, s, Tensor(), Tensor(), Tensor());
 }
 
+// ------------------------------------------------------------------------------------ squeeze_excite_combine
+enum class Act { relu, hardswish, silu };
+enum class Gate { sigmoid, hardsigmoid };
+
+inline Act act_of(c10::string_view name) {
+  if (name == "relu") return Act::relu;
+  if (name == "hardswish") return Act::hardswish;
+  if (name == "silu") return Act::silu;
+  TORCH_CHECK(false, "fused_attn (cpu): unknown activation '", std::string(name), "'; expected relu, hardswish, silu");
+}
+
+inline Gate gate_of(c10::string_view name) {
+  if (name == "sigmoid") return Gate::sigmoid;
+  if (name == "hardsigmoid") return Gate::hardsigmoid;
+  TORCH_CHECK(false, "fused_attn (cpu): unknown gate '", std::string(name), "'; expected sigmoid, hardsigmoid");
+}
+
+template <typename A>
+A activate(Act act, A v) {
+  switch (act) {
+    case Act::relu:
+      return v > A(0) ? v : A(0);
+    case Act::hardswish:
+      return v * std::min(std::max(v + A(3), A(0)), A(6)) / A(6);
+    default:
+      return v / (A(1) + std::exp(-v));  // silu
+  }
+}
+
+template <typename A>
+A gate_value(Gate gate, A v) {
+  return gate == Gate::sigmoid ? A(1) / (A(1) + std::exp(-v)) : std::min(std::max(v + A(3), A(0)), A(6)) / A(6);
+}
+
+// The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C], w2 [C, Cr] as
+// contiguous acc copies, bias pointers null when absent. Units are output rows, so it runs on every thread.
+template <typename A>
+void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2, const A* bias2, A* z1, A* z2, A* s, int64_t b0,
+            int64_t b1, int64_t C, int64_t Cr, Act act, Gate gate) {
+  const int64_t n = b1 - b0;
+  std::vector<A> hidden(static_cast<size_t>(n * Cr));
+  parallel_units(n * Cr, [&](int64_t u) {
+    const int64_t b = b0 + u / Cr, r = u % Cr;
+    const A* __restrict__ p = pooled + b * C;
+    const A* __restrict__ w = w1 + r * C;
+    const A v = lane_sum<A>(C, [&](int64_t c) { return w[c] * p[c]; }) + (bias1 ? bias1[r] : A(0));
+    z1[b * Cr + r] = v;
+    hidden[static_cast<size_t>(u)] = activate(act, v);
+  });
+  parallel_units(n * C, [&](int64_t u) {
+    const int64_t b = b0 + u / C, c = u % C;
+    const A* __restrict__ h = hidden.data() + (u / C) * Cr;
+    const A* __restrict__ w = w2 + c * Cr;
+    const A v = lane_sum<A>(Cr, [&](int64_t r) { return w[r] * h[r]; }) + (bias2 ? bias2[c] : A(0));
+    z2[b * C + c] = v;
+    s[b * C + c] = gate_value(gate, v);
+  });
+}
+
+// A [C_out, C_in] weight (Linear, or a 1x1 conv's [C_out, C_in, 1, 1]) as a contiguous acc copy.
+Tensor mlp_weight(const Tensor& w, int64_t rows, int64_t cols, at::ScalarType xt, const char* name) {
+  TORCH_CHECK(w.numel() == rows * cols && w.size(0) == rows, "fused_attn (cpu): ", name, " must be [", rows, ", ", cols,
+              "], got ", w.sizes());
+  return small_acc(w, xt).reshape({rows, cols});
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& x, const Tensor& w1,
+                                                                  const std::optional<Tensor>& b1, const Tensor& w2,
+                                                                  const std::optional<Tensor>& b2, c10::string_view act,
+                                                                  c10::string_view gate) {
+  check_4d(x, "x");
+  const Act a = act_of(act);
+  const Gate g = gate_of(gate);
+  const auto fmt = format_of(x);
+  const auto dt = x.scalar_type();
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3), Cr = w1.size(0);
+  const Tensor xd = dense(x, fmt, dt);
+  const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2a = mlp_weight(w2, C, Cr, dt, "w2");
+  const Tensor b1a = b1.has_value() && b1->defined() ? small_acc(*b1, dt) : Tensor();
+  const Tensor b2a = b2.has_value() && b2->defined() ? small_acc(*b2, dt) : Tensor();
+  TORCH_CHECK(!b1a.defined() || b1a.numel() == Cr, "fused_attn (cpu): b1 must have ", Cr, " elements");
+  TORCH_CHECK(!b2a.defined() || b2a.numel() == C, "fused_attn (cpu): b2 must have ", C, " elements");
+  const auto acc = x.options().dtype(acc_scalar_type(dt));
+  Tensor y = empty_4d(x.sizes(), x, fmt, dt);
+  Tensor pooled = at::empty({B, C}, acc), z1 = at::empty({B, Cr}, acc), z2 = at::empty({B, C}, acc);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  // samples per wave: as many as fit the cache budget, at least one
+  const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
+  const int64_t per_wave =
+      std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
+  FA_DISPATCH(dt, "fa_squeeze_excite_combine", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* xp = xd.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    A* pp = pooled.mutable_data_ptr<A>();
+    std::vector<A> s(static_cast<size_t>(B * C)), zero(static_cast<size_t>(B * C), A(0));
+    for (int64_t b0 = 0; b0 < B; b0 += per_wave) {
+      const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
+      hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
+      for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
+      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2a.const_data_ptr<A>(),
+                b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(), z2.mutable_data_ptr<A>(),
+                s.data(), b0, b0 + nb, C, Cr, a, g);
+      detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
+                                                            yp + off, nb, C, N, cl);
+    }
+  });
+  return {y, pooled, z1, z2};
+}
+
 // grad_s = sum_hw grad_y * x (grad_y read in x's layout)
 Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
   TORCH_CHECK(grad_y.sizes() == x.sizes(), "fused_attn (cpu): grad_y must have x's shape");
@@ -106,8 +225,9 @@ Tensor squeeze_excite_grad_input(const Tensor& grad_y, const Tensor& x, const Te
 FA_ISA_END
 
 #if FA_ISA_BASE
-#define SQUEEZE_EXCITE_OPS(X) \
-  X(channel_squeeze_reduce)   \
-  X(channel_squeeze_grad_input) X(channel_scale) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input)
+#define SQUEEZE_EXCITE_OPS(X)   \
+  X(channel_squeeze_reduce)     \
+  X(channel_squeeze_grad_input) \
+  X(channel_scale) X(squeeze_excite_combine) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input)
 FA_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif

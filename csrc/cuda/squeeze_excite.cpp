@@ -93,6 +93,45 @@ Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return scale_shift(x, x, s, Tensor(), 1.0, true);
 }
 
+// The SE MLP on the pooled descriptors, in ATen (cuBLAS): [B, Cr] and [B, C] rows are too few for a kernel.
+Tensor mlp_layer(const Tensor& in, const Tensor& w, const std::optional<Tensor>& bias, int64_t rows, int64_t cols,
+                 const char* name) {
+  TORCH_CHECK(w.numel() == rows * cols && w.size(0) == rows, "fused_attn (cuda): ", name, " must be [", rows, ", ",
+              cols, "], got ", w.sizes());
+  check_same_device(in, w, name);
+  Tensor out = at::matmul(in, w.to(in.scalar_type()).reshape({rows, cols}).t());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->numel() == rows, "fused_attn (cuda): the bias after ", name, " must have ", rows, " elements");
+    out = out + bias->to(in.scalar_type()).reshape({rows});
+  }
+  return out;
+}
+
+// the whole forward: p = mean_hw x, z1 = w1 p + b1, z2 = w2 act(z1) + b2, y = x * gate(z2). Two kernel passes
+// over x around the MLP (a single-pass, L2-resident schedule is left for a GPU session; see docs/cuda.md).
+std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& x, const Tensor& w1,
+                                                                  const std::optional<Tensor>& b1, const Tensor& w2,
+                                                                  const std::optional<Tensor>& b2, c10::string_view act,
+                                                                  c10::string_view gate) {
+  check_4d(x, "x");
+  const int64_t C = x.size(1), Cr = w1.size(0);
+  const Tensor pooled = hw_sum(x, Tensor(), hw_of(x));
+  const Tensor z1 = mlp_layer(pooled, w1, b1, Cr, C, "w1");
+  Tensor hidden;
+  if (act == "relu") hidden = at::relu(z1);
+  else if (act == "hardswish") hidden = at::hardswish(z1);
+  else if (act == "silu") hidden = at::silu(z1);
+  else
+    TORCH_CHECK(false, "fused_attn (cuda): unknown activation '", std::string(act),
+                "'; expected relu, hardswish, silu");
+  const Tensor z2 = mlp_layer(hidden, w2, b2, C, Cr, "w2");
+  Tensor s;
+  if (gate == "sigmoid") s = at::sigmoid(z2);
+  else if (gate == "hardsigmoid") s = at::hardsigmoid(z2);
+  else TORCH_CHECK(false, "fused_attn (cuda): unknown gate '", std::string(gate), "'; expected sigmoid, hardsigmoid");
+  return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z1, z2};
+}
+
 // grad_s = sum_hw grad_y * x
 Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
   check_4d(x, "x");
@@ -115,6 +154,7 @@ TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("channel_squeeze_reduce", &fa::cuda::channel_squeeze_reduce);
   m.impl("channel_squeeze_grad_input", &fa::cuda::channel_squeeze_grad_input);
   m.impl("channel_scale", &fa::cuda::channel_scale);
+  m.impl("squeeze_excite_combine", &fa::cuda::squeeze_excite_combine);
   m.impl("squeeze_excite_grad_gate", &fa::cuda::squeeze_excite_grad_gate);
   m.impl("squeeze_excite_grad_input", &fa::cuda::squeeze_excite_grad_input);
 }

@@ -3,14 +3,17 @@
   channel_squeeze(x) = mean_hw x                                      [B, C]
   squeeze_excite(x, w1, b1, w2, b2) = x * gate(w2 act(w1 mean_hw(x) + b1) + b2)
 
-The MLP (fused_attn._mlp) runs in PyTorch between the kernel passes; the backward is the fused
-3-read, 1-write scheme: grad_s = sum_hw(g x) (reads g, x), MLP backward, grad_x = g s + grad_pooled / HW
+The forward is one pass, squeeze_excite_combine: on the CPU it pools, runs the MLP (in C++) and scales in waves
+of samples that stay in cache (1 read + 1 write of x); elsewhere pool, MLP (fused_attn._mlp), scale. The MLP
+of the backward runs in PyTorch (fused_attn._mlp) between the kernel passes, the fused 3-read, 1-write scheme:
+grad_s = sum_hw(g x) (reads g, x), MLP backward, grad_x = g s + grad_pooled / HW
 (reads g, writes grad_x).
 
 Passes (fused_attn.backends.<backend>.squeeze_excite):
   channel_squeeze_reduce(x) -> [B, C] (accumulation dtype)
   channel_squeeze_grad_input(grad [B, C], x) -> grad_x like x
   channel_scale(x, s [B, C]) -> x * s like x
+  squeeze_excite_combine(x, w1, b1, w2, b2, act, gate) -> (y, pooled, z1, z2)
   squeeze_excite_grad_gate(grad_y, x) -> sum_hw grad_y * x  [B, C] (accumulation dtype)
   squeeze_excite_grad_input(grad_y, x, s, grad_pooled) -> grad_y * s + grad_pooled / HW like x
 
@@ -25,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import _mlp, dispatch
-from .._layout import acc_dtype, empty_4d
+from .._layout import acc_dtype, broadcast_scalar, empty_4d
 from . import _autocast, _double_backward, _eager
 
 
@@ -74,10 +77,7 @@ channel_squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setu
 def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor], act: str,
                    gate: str, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """-> (y = x * s like x, pooled [B, C], z1 [B, Cr], z2 [B, C]); the last three in the accumulation dtype."""
-    impl = _impl("squeeze_excite", x, backend)
-    pooled = impl.channel_squeeze_reduce(x)
-    z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
-    return impl.channel_scale(x, s), pooled, z1, z2
+    return _impl("squeeze_excite", x, backend).squeeze_excite_combine(x, w1, b1, w2, b2, act, gate)
 
 
 @squeeze_excite.register_fake
@@ -92,11 +92,20 @@ def _(x, w1, b1, w2, b2, act, gate, backend):
 def squeeze_excite_backward(grad_y: Tensor, x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor,
                             b2: Optional[Tensor], pooled: Tensor, z1: Tensor, z2: Tensor, act: str, gate: str,
                             backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> (grad_x, grad_w1, grad_b1 | [0], grad_w2, grad_b2 | [0])."""
+    """-> (grad_x, grad_w1, grad_b1 | [0], grad_w2, grad_b2 | [0]).
+
+    A gradient broadcast from a scalar g (`y.sum().backward()`, `y.mean()`) is not read at all:
+    sum_hw g x = g HW pooled, and grad_x = g s + grad_pooled / HW is constant per plane (one write pass)."""
     impl = _impl("squeeze_excite", x, backend)
-    grad_s = impl.squeeze_excite_grad_gate(grad_y, x)
+    g = broadcast_scalar(grad_y)
+    hw = x.shape[2] * x.shape[3]
+    s = _mlp.gate(gate, z2)
+    grad_s = impl.squeeze_excite_grad_gate(grad_y, x) if g is None else g.to(pooled.dtype) * hw * pooled
     grad_pooled, gw1, gb1, gw2, gb2 = _mlp.backward(grad_s, pooled, z1, z2, w1, b1, w2, b2, act, gate)
-    grad_x = impl.squeeze_excite_grad_input(grad_y, x, _mlp.gate(gate, z2), grad_pooled)
+    if g is None:
+        grad_x = impl.squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
+    else:
+        grad_x = impl.channel_squeeze_grad_input(g.to(s.dtype) * hw * s + grad_pooled, x)
     return (grad_x, gw1, gb1 if gb1 is not None else x.new_empty((0,)), gw2,
             gb2 if gb2 is not None else x.new_empty((0,)))
 

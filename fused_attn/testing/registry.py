@@ -331,6 +331,8 @@ _PASSES = (
              (Out("grad_x", like=1),)),
     PassInfo("channel_scale", "squeeze_excite",
              lambda m, v: (m.x4(), m.t(m.b, m.c, dtype="acc", kind="positive")), (Out("y", like=0),)),
+    PassInfo("squeeze_excite_combine", "squeeze_excite", lambda m, v: (m.x4(), *_mlp_inputs(m, v), *_act_gate(v)),
+             (Out("y", like=0), Out("pooled", "acc"), Out("z1", "acc"), Out("z2", "acc")), ACT_VARIANTS),
     PassInfo("squeeze_excite_grad_gate", "squeeze_excite", lambda m, v: _grad_and_x(m), (Out("grad_gate", "acc"),)),
     PassInfo("squeeze_excite_grad_input", "squeeze_excite",
              lambda m, v: _grad_and_x(m) + (m.t(m.b, m.c, dtype="acc", kind="positive"), m.t(m.b, m.c, dtype="acc")),

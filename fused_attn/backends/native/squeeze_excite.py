@@ -21,6 +21,12 @@ def channel_scale(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return kernels().channel_scale(x, s)
 
 
+def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tensor, b2, act: str, gate: str):
+    """The whole forward, MLP included -> (y like x, pooled [B, C], z1 [B, Cr], z2 [B, C]) (acc dtype); on the
+    CPU in cache-sized waves of samples, reading x from memory once."""
+    return kernels().squeeze_excite_combine(x, w1, b1, w2, b2, act, gate)
+
+
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return kernels().squeeze_excite_grad_gate(grad_y, x)
 

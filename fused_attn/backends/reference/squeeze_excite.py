@@ -3,6 +3,8 @@
   channel_squeeze_reduce:      p[b, c] = mean_hw x[b, c, h, w]
   channel_squeeze_grad_input:  grad_x = grad_p[b, c] / HW
   channel_scale:               y[b, c, h, w] = x[b, c, h, w] * s[b, c]
+  squeeze_excite_combine:      the whole forward: p = channel_squeeze_reduce(x), (z1, z2, s) = the MLP
+                               (fused_attn._mlp.forward), y = channel_scale(x, s)  -> (y, p, z1, z2)
   squeeze_excite backward, given g = grad_y and grad_pooled from the MLP backward:
     squeeze_excite_grad_gate:   grad_s[b, c] = sum_hw g * x                     (one pass over g, x)
     squeeze_excite_grad_input:  grad_x = g * s[b, c] + grad_pooled[b, c] / HW   (one pass over g)
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import _mlp
 from ..._layout import acc_dtype, as_layout_of
 
 OPS = {"channel_squeeze", "squeeze_excite"}
@@ -33,6 +36,13 @@ def channel_scale(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """x * s[:, :, None, None] in x's dtype and layout (s in the accumulation dtype)."""
     acc = acc_dtype(x.dtype)
     return as_layout_of(x.to(acc) * s.to(acc)[:, :, None, None], x)
+
+
+def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tensor, b2, act: str, gate: str):
+    """-> (y like x, pooled [B, C], z1 [B, Cr], z2 [B, C]); the last three in the accumulation dtype."""
+    pooled = channel_squeeze_reduce(x)
+    z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
+    return channel_scale(x, s), pooled, z1, z2
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
   channel_squeeze_reduce      p[b, c] = sum_hw x / HW                 reduction over HW
   channel_squeeze_grad_input  grad_x = grad_p[b, c] / HW              pointwise write
   channel_scale               y = x * s[b, c]                         pointwise
+  squeeze_excite_combine      channel_squeeze_reduce, the MLP in PyTorch, channel_scale (two passes over x)
   squeeze_excite_grad_gate    grad_s[b, c] = sum_hw g * x             reduction over HW, one pass over (g, x)
   squeeze_excite_grad_input   grad_x = g * s[b, c] + grad_p[b, c] / HW   pointwise, one pass over g
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
+from ... import _mlp
 from ..._layout import acc_dtype, empty_4d
 from . import _common as cm
 
@@ -82,6 +84,14 @@ def channel_squeeze_grad_input(grad: torch.Tensor, x: torch.Tensor) -> torch.Ten
 def channel_scale(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """x * s[:, :, None, None] in x's dtype and layout."""
     return cm.gate_pointwise(empty_4d(x, x.shape), x, channel=s)
+
+
+def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tensor, b2, act: str, gate: str):
+    """-> (y like x, pooled [B, C], z1 [B, Cr], z2 [B, C]) (acc dtype): pool, MLP, scale. A single-pass
+    (L2-resident) schedule is left for a GPU session (docs/triton.md)."""
+    pooled = channel_squeeze_reduce(x)
+    z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
+    return channel_scale(x, s), pooled, z1, z2
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
