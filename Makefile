@@ -28,14 +28,14 @@ setup:
 	$(PYTHON) tools/setup_env.py --venv "$(VENV)"
 
 test: setup
-	$(PY) -m pytest -q -n $(PYTEST_JOBS) -m "not ci" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) -m "not ci and not models" $(PYTEST_ARGS)
 
 # CI builds the extension WITH its CUDA kernels and bindings (sm_80, sm_90, linked to cudart), as the GPU machine
 # does, and runs the suite on that build; the developer loop (`make test`) builds CPU-only on machines without a GPU.
 ci: export FORCE_CUDA := 1
 ci: setup lint cuda-check triton-check
 	$(PY) -c "import fused_attn._ext as e; assert e.built_with_cuda(), e.load_error() or e.build_info()"
-	$(PY) -m pytest -q -n $(PYTEST_JOBS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) -m "not models" $(PYTEST_ARGS)
 	$(PYTHON) tools/check_gpu_stack.py $(GPU_STACK_ARGS)
 
 # ruff (pyproject.toml) over the Python tree, clang-format (.clang-format) over csrc/ and tools/cuda_emu

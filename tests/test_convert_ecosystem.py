@@ -295,32 +295,51 @@ def test_timm_cbam_halves_alone_are_swapped():
     _check_converted(model, converted, torch.randn(2, 32, 9, 7), "timm cbam halves")
 
 
-# whole converted models: torch.compile(fullgraph=True) (no graph break anywhere) and torch.export
+# whole converted models: torch.compile(fullgraph=True) (no graph break anywhere) and torch.export. Two of each in
+# the developer loop; the export of every other listed model (and gcresnet33ts, timm's coord / scoord resnets,
+# the YOLO model with CBAM) in `make ci`; their compiles only on request (`pytest -m models`): a CPU compile of a
+# model, forward and backward, took 1-10 minutes here (~70 CPU-minutes for all).
 WHOLE = {"tv_mobilenet_v3_small": MODELS["tv_mobilenet_v3_small"][0], "timm_resnet18_cbam": _timm_attn("cbam")}
+WHOLE_CI = {**{n: b for n, (b, _, _) in MODELS.items() if n not in WHOLE},
+            "timm_gcresnet33ts": _timm("gcresnet33ts"), "timm_resnet18_coord": _timm_attn("coord"),
+            "timm_resnet18_scoord": _timm_attn("scoord"), "ultralytics_yolo_cbam": lambda: _yolo_with_cbam()}
+WHOLE_ALL = {**WHOLE, **WHOLE_CI}
+# known Dynamo failures under fullgraph=True (torch 2.14.1), kept as strict xfails so a fix shows
+COMPILE_FAILS = {
+    "timm_resnet18_scoord": "Dynamo recompile limit (8) exceeded: SimpleCoordAttn recompiles per block shape",
+    "ultralytics_yolo_cbam": "InternalTorchDynamoError PendingUnbackedSymbolNotFound in ultralytics' Detect head",
+}
 
 
-@pytest.mark.parametrize("name", list(WHOLE))
+def _compile_param(name: str):
+    marks = [] if name in WHOLE else [pytest.mark.models]
+    if name in COMPILE_FAILS:
+        marks.append(pytest.mark.xfail(reason=COMPILE_FAILS[name], strict=True))
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", [_compile_param(n) for n in WHOLE_ALL])
 def test_converted_model_compiles_fullgraph(name):
     torch.manual_seed(0)
-    model = WHOLE[name]().eval()
+    model = WHOLE_ALL[name]().eval()
     converted, _ = fused_attn.convert(model)
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(converted, fullgraph=True)
     with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_flat(compiled(x)), _flat(model(x)), rtol=1e-4, atol=1e-5)
     converted.train()
-    compiled(x).square().mean().backward()
+    _flat(compiled(x)).square().mean().backward()
     assert all(p.grad is not None for p in converted.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", list(WHOLE))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.ci] if n in WHOLE_CI else []) for n in WHOLE_ALL])
 def test_converted_model_exports(name):
     torch.manual_seed(0)
-    model = WHOLE[name]().eval()
+    model = WHOLE_ALL[name]().eval()
     converted, _ = fused_attn.convert(model)
     x = torch.randn(2, 3, 64, 64)
     program = torch.export.export(converted, (x,))
     ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert any(op.startswith("fused_attn.") for op in ops), sorted(ops)[:10]
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_flat(program.module()(x)), _flat(model(x)), rtol=1e-4, atol=1e-5)

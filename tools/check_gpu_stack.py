@@ -112,7 +112,8 @@ def build(python: Path, tree: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--require", action="store_true", help="fail when the stack cannot be installed")
-    ap.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest (default: -n auto -m \"not ci\")")
+    ap.add_argument("pytest_args", nargs="*",
+                    help="after --: arguments for pytest (default: -n auto -m \"not ci and not models\")")
     args = ap.parse_args()
     nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
     if not nvcc:
@@ -127,7 +128,7 @@ def main() -> None:
     mirror_tree(tree)
     build(python, tree)
     run([python, "-m", "fused_attn.info"], cwd=tree)
-    pytest_args = args.pytest_args or ["-n", "auto", "-m", "not ci"]
+    pytest_args = args.pytest_args or ["-n", "auto", "-m", "not ci and not models"]
     run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], cwd=tree)
     if not args.pytest_args:
         run([python, "tools/check_triton_kernels.py", "--quick"], cwd=tree)

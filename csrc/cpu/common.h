@@ -78,7 +78,7 @@ inline Tensor empty_4d(at::IntArrayRef shape, const Tensor& like, at::MemoryForm
 // use it to force either path), else an eighth of the last-level cache sysconf reports, clamped to [1, 4] MB
 // (virtual machines often report the host's total). Small: the wave's output passes through the cache too, and
 // measured on the 2-core dev machine (1 MB L2 per core, 32 MB L3), 2-4 MB waves ran 1.2-1.35x faster than one
-// wave of the whole batch, 16 MB waves only 1.1x (bench/results/se_waves_*).
+// wave of the whole batch, 16 MB waves only 1.1x (docs/cpu.md).
 inline int64_t wave_bytes() {
   if (const char* env = std::getenv("FUSED_ATTN_CPU_WAVE_BYTES")) {
     const long long v = std::atoll(env);
