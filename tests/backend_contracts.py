@@ -119,10 +119,9 @@ def check_public(op: str, case, backend: str, device="cpu", tol=None, expanded_g
 
 
 # ------------------------------------------------------------------------------------ the torch.library layer
-def check_gradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool = False) -> None:
-    """fp64 gradcheck of the public function (through the custom ops) in every differentiable input; fast_mode
-    compares the Jacobian along random directions instead of entry by entry (a few evaluations instead of two
-    per input element: for Triton's interpreter, ~0.5 s a call)."""
+def _differentiable(op: str, case, backend: str, device):
+    """(fn, leaves): the public function of a registry sample as a function of its differentiable inputs, and
+    fresh leaves of those inputs (what gradcheck and gradgradcheck take)."""
     sample = registry.sample(op, case, device)
     leaves = [sample.inputs[i].detach().requires_grad_() for i in sample.grads]
 
@@ -131,20 +130,21 @@ def check_gradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool =
         for i, t in zip(sample.grads, ts):
             inputs[i] = t
         return sample.call(backend, inputs)
+    return fn, leaves
+
+
+def check_gradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool = False) -> None:
+    """fp64 gradcheck of the public function (through the custom ops) in every differentiable input; fast_mode
+    compares the Jacobian along random directions instead of entry by entry (a few evaluations instead of two
+    per input element: for Triton's interpreter, ~0.5 s a call)."""
+    fn, leaves = _differentiable(op, case, backend, device)
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=fast_mode), op
 
 
 def check_gradgradcheck(op: str, case, backend: str, device="cpu", fast_mode: bool = False) -> None:
     """fp64 gradgradcheck of the public function: the backward op's own derivative (fused_attn/ops/
     _double_backward.py) against finite differences of the backend's first backward."""
-    sample = registry.sample(op, case, device)
-    leaves = [sample.inputs[i].detach().requires_grad_() for i in sample.grads]
-
-    def fn(*ts):
-        inputs = list(sample.inputs)
-        for i, t in zip(sample.grads, ts):
-            inputs[i] = t
-        return sample.call(backend, inputs)
+    fn, leaves = _differentiable(op, case, backend, device)
     assert torch.autograd.gradgradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=fast_mode), op
 
 
