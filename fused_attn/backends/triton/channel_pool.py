@@ -2,8 +2,9 @@
 
 Forward: one program per (b, pixel tile) loops over channel blocks, reading x exactly once:
   running max + first argmax (NaN counts as the maximum, as torch.argmax), the mean as sum / C (as
-  torch.mean: an all -inf pixel gives -inf), and M2 merged block by block with Chan's parallel update (each
-  block's own mean and M2 computed two-pass in registers), so the variance never comes from E[x^2] - E[x]^2.
+  torch.mean: an all -inf pixel gives -inf), and M2 of x - x[c = 0] merged block by block with Chan's parallel
+  update (each block's own mean and M2 computed two-pass in registers), so the variance never comes from
+  E[x^2] - E[x]^2 nor from the rounding of a large mean.
 Backward: one program per (b, pixel tile, channel chunk), pointwise over the chunk's channel blocks:
   grad_x = [c == argmax] g_max + g_mean / C + g_std (x - mean) / ((C - 1) std)   (0 where std == 0)
 reading grad_out, the saved argmax / moments (per pixel, loaded once per program) and x only when std is
@@ -38,6 +39,10 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
     m2 = tl.full([BLOCK_P], 0, ACC)
     n = tl.full([BLOCK_P], 0, ACC)
     total = tl.full([BLOCK_P], 0, ACC)   # the mean output is total / C, as torch.mean (Chan's merged mean feeds M2)
+    if K_STD >= 0:
+        # M2 of x - x[c = 0]: the same M2, from values near 0, so the block means Chan's update merges carry no
+        # rounding of a large mean (x ~ 1000 in fp32: the means' ulp would reach the std's 5th digit)
+        shift = tl.load(x_ptr + b * sx_b + p.to(tl.int64) * sx_p, mask=pm, other=0).to(ACC)
     cr = tl.arange(0, BLOCK_C)
     xp = x_ptr + b * sx_b + cr.to(tl.int64)[:, None] * sx_c + p64 * sx_p   # advanced by BLOCK_C channels a step
     for c0 in range(0, C, BLOCK_C):
@@ -59,11 +64,12 @@ def _channel_pool_reduce_kernel(x_ptr, out_ptr, argmax_ptr, mom_ptr, C, P, n_pbl
             best = tl.where(take, v, best)
             best_i = tl.where(take, i, best_i)
         if K_MEAN >= 0 or K_STD >= 0:
+            total += tl.sum(x, axis=0)
+        if K_STD >= 0:
+            xs = tl.where(cmask, x - shift[None, :], 0)
             nb = tl.sum(tl.where(cmask, 1.0, 0.0).to(ACC), axis=0)
-            bsum = tl.sum(x, axis=0)
-            total += bsum
-            bmean = bsum / nb
-            d = tl.where(cmask, x - bmean[None, :], 0)
+            bmean = tl.sum(xs, axis=0) / nb
+            d = tl.where(cmask, xs - bmean[None, :], 0)
             delta = bmean - mean
             n_new = n + nb
             mean = mean + delta * (nb / n_new)
