@@ -179,25 +179,33 @@ def assert_specials_and_close(out, ref, what):
 def check_channel_pool_specials(module_of, layout: str, device="cpu") -> None:
     """Ties go to the first maximal channel and NaN counts as the maximum (torch.argmax), across lane groups and
     channel blocks; +-inf reach the mean as in torch.mean (std NaN there); the std stays exact around a large
-    mean (Welford / shifted sums, not E[x^2] - E[x]^2)."""
+    mean (Welford / shifted sums, not E[x^2] - E[x]^2). Two image sizes: 4x6 and 33x34 (1122 pixels: the CPU
+    kernel's NCHW register columns, from 1024 pixels, and their tail), specials in both the columns and the tail."""
+    for h, w in ((4, 6), (33, 34)):
+        _check_channel_pool_specials(module_of, layout, device, h, w)
+
+
+def _check_channel_pool_specials(module_of, layout, device, h, w) -> None:
     pool, ref = module_of("channel_pool"), reference_module("channel_pool")
 
     def laid(t):
         return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
-    x = torch.randn(2, 70, 4, 6, device=device).round()  # many ties
-    x[0, 5, 1, 2] = float("nan")
-    x[1, 33:, 0, 0] = float("nan")
-    x[1, :, 2, 2] = float("-inf")
+    x = torch.randn(2, 70, h, w, device=device).round()  # many ties
+    x[0, 5, 1, 2] = x[0, 5, h - 1, w - 1] = float("nan")
+    x[1, 33:, 0, 0] = x[1, 33:, h - 1, w - 2] = float("nan")
+    x[1, :, 2, 2] = x[1, :, h - 1, w - 4] = float("-inf")
     out, argmax, _ = pool.channel_pool_reduce(laid(x), ("max", "mean"))
     rout, rargmax, _ = ref.channel_pool_reduce(x, ("max", "mean"))
     assert torch.equal(argmax, rargmax)
     assert_specials_and_close(out, rout, "max, mean")
-    x[0, 0, 3, 3] = x[0, 9, 3, 4] = float("inf")
+    x[0, 0, 3, 3] = x[0, 9, 3, 4] = x[1, 69, h - 2, w - 1] = float("inf")
     out = pool.channel_pool_reduce(laid(x), ("max", "mean", "std"))[0]
     rout = ref.channel_pool_reduce(x, ("max", "mean", "std"))[0]
-    assert rout[0, 1, 3, 3] == float("inf") and rout[1, 1, 2, 2] == float("-inf")  # the cases are real
+    # the cases are real
+    assert rout[0, 1, 3, 3] == rout[1, 1, h - 2, w - 1] == float("inf")
+    assert rout[1, 1, 2, 2] == rout[1, 1, h - 1, w - 4] == float("-inf")
     assert_specials_and_close(out, rout, "max, mean, std")
-    big = laid(torch.randn(2, 37, 3, 5, device=device) + 1000.0)
+    big = laid(torch.randn(2, 37, h, w + 1, device=device) + 1000.0)
     check(pool.channel_pool_reduce(big, ("std",))[0], big.double().std(dim=1, keepdim=True), torch.float32, "std")
 
 

@@ -39,6 +39,25 @@ def test_channel_pool_ties_nan_and_large_mean(layout):
 
 
 @needs_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stats", [("max", "mean", "std"), ("max", "mean"), ("mean",), ("std", "max"), ("max",)])
+@pytest.mark.parametrize("hw", [(23, 24), (37, 41)])
+def test_channel_pool_wide_images(hw, stats, dtype):
+    """NCHW images of 512 pixels and more take the register-column path (with std) or the channel-group path
+    (without): every dtype and stat subset against the reference on float64 copies, argmax exactly; 23 x 24 = 552
+    and 37 x 41 = 1517 pixels leave tails past the last full vector and the last 1024-pixel block, and 19
+    channels a partial channel group."""
+    x = torch.randn(3, 19, *hw).to(dtype)
+    out, argmax, moments = native("channel_pool").channel_pool_reduce(x, stats)
+    rout, rargmax, rmoments = bc.reference_module("channel_pool").channel_pool_reduce(x.double(), stats)
+    bc.check(out, rout, dtype, f"channel_pool {stats}")
+    if "max" in stats:
+        assert torch.equal(argmax, rargmax)
+    if "std" in stats:
+        bc.check(moments, rmoments, dtype, "moments")
+
+
+@needs_cpu
 @pytest.mark.parametrize("op,case", bc.public_params("public", variants_per_op=2))
 def test_public_function_matches_reference(op, case):
     """Forward and every input gradient through the custom ops; channels_last stays channels_last."""
@@ -64,7 +83,7 @@ def test_bitwise_identical_across_thread_counts(layout):
         torch.manual_seed(1)
         results = []
         for op, info in registry.OPS.items():
-            sample = registry.sample(op, Case((3, 32, 29, 31), torch.float32, layout, info.variants[0]))
+            sample = registry.sample(op, Case((3, 32, 33, 34), torch.float32, layout, info.variants[0]))
             out, grads, _ = sample.run("cpu")
             results += [out, *grads]
         return results

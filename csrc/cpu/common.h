@@ -147,6 +147,36 @@ FA_INLINE A lane_sum(int64_t n, F&& f) {
   return lanes_total(lanes);
 }
 
+#if defined(__GNUC__)
+#define FA_HAS_VEC32 1
+// 32-byte SIMD vectors of A (GCC / Clang vector extensions): 8 floats or 4 doubles, one AVX2 register in the
+// avx2 build (isa.h), a pair of SSE registers in the baseline. For kernels whose per-element state must stay in
+// registers across a long loop, which the auto-vectoriser does not arrange (channel_pool's register columns).
+template <typename A>
+struct Vec32 {
+  typedef A type __attribute__((vector_size(32)));
+  typedef A unaligned __attribute__((vector_size(32), aligned(alignof(A))));
+  // comparison results: lanes of 0 / -1 as wide as A
+  typedef std::conditional_t<sizeof(A) == 8, int64_t, int32_t> mask_lane;
+  typedef mask_lane mask __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(A));
+};
+
+// The kLanes elements at p (any alignment), converted to A.
+template <typename A, typename T>
+FA_INLINE typename Vec32<A>::type load_vec32(const T* p) {
+  if constexpr (std::is_same_v<T, A>) {
+    return *reinterpret_cast<const typename Vec32<A>::unaligned*>(p);
+  } else {
+    typename Vec32<A>::type v;
+    for (int64_t l = 0; l < Vec32<A>::kLanes; ++l) v[l] = A(p[l]);
+    return v;
+  }
+}
+#else
+#define FA_HAS_VEC32 0
+#endif
+
 // Runs f(unit) for unit in [0, n) on the intra-op thread pool. Work units are fixed by the caller, so which
 // thread runs a unit never changes what it computes.
 template <typename F>
