@@ -129,12 +129,16 @@ A gate_value(Gate gate, A v) {
   return gate == Gate::sigmoid ? A(1) / (A(1) + std::exp(-v)) : std::min(std::max(v + A(3), A(0)), A(6)) / A(6);
 }
 
-// The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C], w2 [C, Cr] as
-// contiguous acc copies, bias pointers null when absent. Units are output rows, so it runs on every thread.
+// The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C] and w2t = w2^T
+// [Cr, C] as contiguous acc copies, bias pointers null when absent. Runs on every thread. z1: one unit per
+// (sample, hidden unit), a dot product over C. z2: one unit per (sample, block of kBlock channels), Cr
+// vectorised row updates z2[c0:c1] += h[r] w2t[r, c0:c1] in r order (a dot product per channel cost ~17 ns of
+// reduction overhead each, 0.3 ms of a 1.2 ms forward at 16x672x14x14).
 template <typename A>
-void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2, const A* bias2, A* z1, A* z2, A* s, int64_t b0,
+void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2t, const A* bias2, A* z1, A* z2, A* s, int64_t b0,
             int64_t b1, int64_t C, int64_t Cr, Act act, Gate gate) {
-  const int64_t n = b1 - b0;
+  constexpr int64_t kBlock = 256;
+  const int64_t n = b1 - b0, blocks = (C + kBlock - 1) / kBlock;
   std::vector<A> hidden(static_cast<size_t>(n * Cr));
   parallel_units(n * Cr, [&](int64_t u) {
     const int64_t b = b0 + u / Cr, r = u % Cr;
@@ -144,13 +148,17 @@ void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2, const A* 
     z1[b * Cr + r] = v;
     hidden[static_cast<size_t>(u)] = activate(act, v);
   });
-  parallel_units(n * C, [&](int64_t u) {
-    const int64_t b = b0 + u / C, c = u % C;
-    const A* __restrict__ h = hidden.data() + (u / C) * Cr;
-    const A* __restrict__ w = w2 + c * Cr;
-    const A v = lane_sum<A>(Cr, [&](int64_t r) { return w[r] * h[r]; }) + (bias2 ? bias2[c] : A(0));
-    z2[b * C + c] = v;
-    s[b * C + c] = gate_value(gate, v);
+  parallel_units(n * blocks, [&](int64_t u) {
+    const int64_t i = u / blocks, b = b0 + i, c0 = (u % blocks) * kBlock, c1 = std::min(C, c0 + kBlock);
+    const A* __restrict__ h = hidden.data() + i * Cr;
+    A* __restrict__ z = z2 + b * C;
+    for (int64_t c = c0; c < c1; ++c) z[c] = bias2 ? bias2[c] : A(0);
+    for (int64_t r = 0; r < Cr; ++r) {
+      const A hr = h[r];
+      const A* __restrict__ w = w2t + r * C;
+      for (int64_t c = c0; c < c1; ++c) z[c] += hr * w[c];
+    }
+    for (int64_t c = c0; c < c1; ++c) s[b * C + c] = gate_value(gate, z[c]);
   });
 }
 
@@ -172,7 +180,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   const auto dt = x.scalar_type();
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3), Cr = w1.size(0);
   const Tensor xd = dense(x, fmt, dt);
-  const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2a = mlp_weight(w2, C, Cr, dt, "w2");
+  const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2t = mlp_weight(w2, C, Cr, dt, "w2").t().contiguous();
   const Tensor b1a = b1.has_value() && b1->defined() ? small_acc(*b1, dt) : Tensor();
   const Tensor b2a = b2.has_value() && b2->defined() ? small_acc(*b2, dt) : Tensor();
   TORCH_CHECK(!b1a.defined() || b1a.numel() == Cr, "fused_attn (cpu): b1 must have ", Cr, " elements");
@@ -195,7 +203,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
       const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
       hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
       for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
-      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2a.const_data_ptr<A>(),
+      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2t.const_data_ptr<A>(),
                 b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(), z2.mutable_data_ptr<A>(),
                 s.data(), b0, b0 + nb, C, Cr, a, g);
       detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
