@@ -180,7 +180,7 @@ def check_channel_pool_specials(module_of, layout: str, device="cpu") -> None:
     """Ties go to the first maximal channel and NaN counts as the maximum (torch.argmax), across lane groups and
     channel blocks; +-inf reach the mean as in torch.mean (std NaN there); the std stays exact around a large
     mean (Welford / shifted sums, not E[x^2] - E[x]^2). Two image sizes: 4x6 and 33x34 (1122 pixels: the CPU
-    kernel's NCHW register columns, from 1024 pixels, and their tail), specials in both the columns and the tail."""
+    kernel's NCHW wide-image paths, from 512 pixels, and their tails), specials early and in the last pixels."""
     for h, w in ((4, 6), (33, 34)):
         _check_channel_pool_specials(module_of, layout, device, h, w)
 

@@ -125,7 +125,16 @@ void pool_rows_nchw(const T* __restrict__ xb, int64_t n, int64_t p0, T* out, int
 }
 
 #if FA_HAS_VEC32
-// Column path: a column of kColumnVecs vectors (16 fp32 / 8 fp64 pixels) keeps its max, argmax and sum in
+// Vector form of takes_max: folds v (channel index ci) into the running max m and argmax a, lane by lane.
+template <typename A>
+FA_INLINE void fold_max(typename Vec32<A>::type v, typename Vec32<A>::mask ci, typename Vec32<A>::type& m,
+                        typename Vec32<A>::mask& a) {
+  const typename Vec32<A>::mask gt = ~(v <= m) & (m == m);  // larger, or the first NaN
+  m = gt ? v : m;
+  a = gt ? ci : a;
+}
+
+// Column path (with std): a column of kColumnVecs vectors (16 fp32 / 8 fp64 pixels) keeps its max, argmax and sum in
 // registers while it walks down all C channels (the loop order Inductor generates), then walks down again for
 // the squared deviations (the column's C cache lines are still in L1). Each step down touches one cache line
 // per channel row, a stride the hardware prefetchers do not follow, so every step prefetches the same row
@@ -137,7 +146,7 @@ constexpr int64_t kColumnVecs = 2, kPrefetchColumns = 2;
 template <typename A>
 constexpr int64_t kColumnPixels = kColumnVecs * Vec32<A>::kLanes;
 
-template <typename T, bool MAX, int MOM>
+template <typename T, bool MAX>
 FA_INLINE void pool_column_nchw(const T* __restrict__ xc, int64_t p, T* out, int32_t* argmax, acc_t<T>* moments,
                                 const Stats& s, int64_t b, int64_t C, int64_t N) {
   using A = acc_t<T>;
@@ -157,34 +166,27 @@ FA_INLINE void pool_column_nchw(const T* __restrict__ xc, int64_t p, T* out, int
     const M ci = M{} + static_cast<typename Vec32<A>::mask_lane>(c);
     for (int64_t k = 0; k < K; ++k) {
       const V v = load_vec32<A>(row + k * L);
-      if (MAX) {
-        const M gt = ~(v <= mx[k]) & (mx[k] == mx[k]);  // takes_max: larger, or the first NaN
-        mx[k] = gt ? v : mx[k];
-        am[k] = gt ? ci : am[k];
-      }
-      if (MOM >= 1) sm[k] += v;
+      if (MAX) fold_max<A>(v, ci, mx[k], am[k]);
+      sm[k] += v;
     }
   }
   V mean[K], ss[K] = {};
   for (int64_t k = 0; k < K; ++k) mean[k] = sm[k] / A(C);
-  if (MOM == 2)
-    for (int64_t c = 0; c < C; ++c) {
-      const T* __restrict__ row = xc + c * N;
-      for (int64_t k = 0; k < K; ++k) {
-        const V d = load_vec32<A>(row + k * L) - mean[k];
-        ss[k] += d * d;
-      }
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict__ row = xc + c * N;
+    for (int64_t k = 0; k < K; ++k) {
+      const V d = load_vec32<A>(row + k * L) - mean[k];
+      ss[k] += d * d;
     }
+  }
   for (int64_t k = 0; k < K; ++k)
     for (int64_t l = 0; l < L; ++l) {
-      const A std = MOM == 2 ? std::sqrt(ss[k][l] / A(C - 1)) : A(0);
+      const A std = std::sqrt(ss[k][l] / A(C - 1));
       store_stats(s, out, argmax, moments, b, p + k * L + l, N, false, A(mx[k][l]), static_cast<int64_t>(am[k][l]),
                   A(mean[k][l]), std);
     }
 }
-#endif
 
-#if FA_HAS_VEC32
 // Channel-group path (max / argmax / mean without std): the row path's L1 state arrays, but each pass over
 // them folds kGroupRows channel rows held in registers, so the state is loaded and stored once per group
 // instead of once per channel, and the loads are kGroupRows sequential streams the prefetchers follow. Pixels
@@ -218,11 +220,7 @@ void pool_groups_nchw(const T* __restrict__ xb, int64_t n, int64_t p0, T* out, i
       M a = *reinterpret_cast<const M*>(am + i);
       for (int64_t g = 0; g < G; ++g) {
         const V v = load_vec32<A>(rows + g * N + i);
-        if (MAX) {
-          const M gt = ~(v <= m) & (m == m);  // takes_max: larger, or the first NaN
-          m = gt ? v : m;
-          a = gt ? M{} + static_cast<typename Vec32<A>::mask_lane>(c + g) : a;
-        }
+        if (MAX) fold_max<A>(v, M{} + static_cast<typename Vec32<A>::mask_lane>(c + g), m, a);
         if (MOM >= 1) sum += v;
       }
       *reinterpret_cast<V*>(mx + i) = m;
@@ -269,7 +267,7 @@ void pool_reduce_nchw(const T* __restrict__ x, T* out, int32_t* argmax, acc_t<T>
     } else if (wide) {
       constexpr int64_t W = kColumnPixels<acc_t<T>>;
       for (; done + W <= n; done += W)
-        pool_column_nchw<T, MAX, MOM>(xb + p0 + done, p0 + done, out, argmax, moments, s, b, C, N);
+        pool_column_nchw<T, MAX>(xb + p0 + done, p0 + done, out, argmax, moments, s, b, C, N);
     }
 #endif
     if (done < n) pool_rows_nchw<T, MAX, MOM>(xb + p0 + done, n - done, p0 + done, out, argmax, moments, s, b, C, N);
