@@ -103,12 +103,14 @@ def test_bitwise_identical_across_thread_counts(layout):
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_squeeze_excite_waves_change_no_bit(monkeypatch, layout, dtype):
+@pytest.mark.parametrize("shape", [(5, 24, 9, 11), (6, 75, 3, 5)])
+def test_squeeze_excite_waves_change_no_bit(monkeypatch, layout, dtype, shape):
     """squeeze_excite_combine's cache-sized waves only schedule: one sample per wave (FUSED_ATTN_CPU_WAVE_BYTES=1),
     a few, or the whole batch in one give the same bits as each other and as channel_squeeze_reduce's pooling,
-    and match the reference."""
-    sample_bytes = 24 * 9 * 11 * torch.empty((), dtype=dtype).element_size()
-    case = Case((5, 24, 9, 11), dtype, layout, "silu,sigmoid")
+    and match the reference. The waves change which samples share the MLP's register tiles (4 samples x 2 rows,
+    edges by smaller tiles); (6, 75, 3, 5) has row and sample edges and dot products with a tail (75, 18)."""
+    sample_bytes = shape[1] * shape[2] * shape[3] * torch.empty((), dtype=dtype).element_size()
+    case = Case(shape, dtype, layout, "silu,sigmoid")
     args = registry.pass_args("squeeze_excite_combine", case)
     runs = []
     for wave in ("1", str(2 * sample_bytes), str(1 << 40)):

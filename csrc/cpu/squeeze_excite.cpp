@@ -129,36 +129,103 @@ A gate_value(Gate gate, A v) {
   return gate == Gate::sigmoid ? A(1) / (A(1) + std::exp(-v)) : std::min(std::max(v + A(3), A(0)), A(6)) / A(6);
 }
 
-// The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C] and w2t = w2^T
-// [Cr, C] as contiguous acc copies, bias pointers null when absent. Runs on every thread. z1: one unit per
-// (sample, hidden unit), a dot product over C. z2: one unit per (sample, block of kBlock channels), Cr
-// vectorised row updates z2[c0:c1] += h[r] w2t[r, c0:c1] in r order (a dot product per channel cost ~17 ns of
-// reduction overhead each, 0.3 ms of a 1.2 ms forward at 16x672x14x14).
-template <typename A>
-void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2t, const A* bias2, A* z1, A* z2, A* s, int64_t b0,
-            int64_t b1, int64_t C, int64_t Cr, Act act, Gate gate) {
-  constexpr int64_t kBlock = 256;
-  const int64_t n = b1 - b0, blocks = (C + kBlock - 1) / kBlock;
-  std::vector<A> hidden(static_cast<size_t>(n * Cr));
-  parallel_units(n * Cr, [&](int64_t u) {
-    const int64_t b = b0 + u / Cr, r = u % Cr;
-    const A* __restrict__ p = pooled + b * C;
-    const A* __restrict__ w = w1 + r * C;
-    const A v = lane_sum<A>(C, [&](int64_t c) { return w[c] * p[c]; }) + (bias1 ? bias1[r] : A(0));
-    z1[b * Cr + r] = v;
-    hidden[static_cast<size_t>(u)] = activate(act, v);
-  });
-  parallel_units(n * blocks, [&](int64_t u) {
-    const int64_t i = u / blocks, b = b0 + i, c0 = (u % blocks) * kBlock, c1 = std::min(C, c0 + kBlock);
-    const A* __restrict__ h = hidden.data() + i * Cr;
-    A* __restrict__ z = z2 + b * C;
-    for (int64_t c = c0; c < c1; ++c) z[c] = bias2 ? bias2[c] : A(0);
-    for (int64_t r = 0; r < Cr; ++r) {
-      const A hr = h[r];
-      const A* __restrict__ w = w2t + r * C;
-      for (int64_t c = c0; c < c1; ++c) z[c] += hr * w[c];
+// out[s][r] = sum_k a[r * n + k] v[s * n + k] for R rows of a and S rows of v (row length n, both contiguous):
+// the register tile of the SE MLP's two layers. Each of the R * S sums keeps one Vec32 of partial sums (lane l
+// adds the terms k = l mod VL of the whole VL-blocks), totals its lanes pairwise, then adds the last n % VL
+// terms in order: an order fixed by n alone, the same in every tile shape, so which rows and samples share a
+// tile never changes a result. One load of a row block serves S samples and one load of a sample block R rows
+// (a sample-at-a-time dot product re-streamed the whole weight per sample: 1.3 MB of w1 per sample at
+// C = 1152, Cr = 288, more than L2).
+template <typename A, int R, int S>
+FA_INLINE void dot_tile(const A* __restrict__ a, const A* __restrict__ v, int64_t n, A (&out)[S][R]) {
+#if FA_HAS_VEC32
+  using V = typename Vec32<A>::type;
+  constexpr int64_t VL = Vec32<A>::kLanes;
+  V acc[S][R];
+  for (int s = 0; s < S; ++s)
+    for (int r = 0; r < R; ++r) acc[s][r] = V{};
+  int64_t k = 0;
+  for (; k + VL <= n; k += VL) {
+    V ar[R];
+    for (int r = 0; r < R; ++r) ar[r] = load_vec32<A>(a + r * n + k);
+    for (int s = 0; s < S; ++s) {
+      const V vs = load_vec32<A>(v + s * n + k);
+      for (int r = 0; r < R; ++r) acc[s][r] += ar[r] * vs;
     }
-    for (int64_t c = c0; c < c1; ++c) s[b * C + c] = gate_value(gate, z[c]);
+  }
+  for (int s = 0; s < S; ++s)
+    for (int r = 0; r < R; ++r) {
+      A lanes[VL];
+      for (int64_t l = 0; l < VL; ++l) lanes[l] = acc[s][r][l];
+      for (int64_t width = VL / 2; width > 0; width /= 2)
+        for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+      A total = lanes[0];
+      for (int64_t t = k; t < n; ++t) total += a[r * n + t] * v[s * n + t];
+      out[s][r] = total;
+    }
+#else
+  for (int s = 0; s < S; ++s)
+    for (int r = 0; r < R; ++r) out[s][r] = lane_sum<A>(n, [&](int64_t t) { return a[r * n + t] * v[s * n + t]; });
+#endif
+}
+
+// One layer of the SE MLP for the samples of a wave: out[i, r] = f(r, sum_k w[r, k] in[i, k] + bias[r]) for
+// i < n_samples, r < rows (w [rows, n] contiguous, in / out rows contiguous). Units: (group of kSamples samples,
+// tile of kRowTile rows), fixed by the shapes; inside a unit, dot_tile tiles of kR rows x kS samples, the edges
+// by smaller tiles of the same arithmetic.
+template <typename A, typename F>
+void mlp_layer(const A* __restrict__ in, const A* __restrict__ w, const A* bias, int64_t n_samples, int64_t rows,
+               int64_t n, F&& store) {
+  constexpr int kR = 2, kS = 4;
+  constexpr int64_t kRowTile = 32;
+  const int64_t groups = (n_samples + kS - 1) / kS, tiles = (rows + kRowTile - 1) / kRowTile;
+  parallel_units(groups * tiles, [&](int64_t u) {
+    const int64_t i0 = (u / tiles) * kS, r0 = (u % tiles) * kRowTile;
+    const int64_t i1 = std::min(n_samples, i0 + kS), r1 = std::min(rows, r0 + kRowTile);
+    const auto finish = [&](int64_t i, int64_t r, A sum) { store(i, r, sum + (bias ? bias[r] : A(0))); };
+    auto tile = [&](auto rows_c, auto samples_c, int64_t r, int64_t i) {
+      constexpr int TR = decltype(rows_c)::value, TS = decltype(samples_c)::value;
+      A out[TS][TR];
+      dot_tile<A, TR, TS>(w + r * n, in + i * n, n, out);
+      for (int s = 0; s < TS; ++s)
+        for (int t = 0; t < TR; ++t) finish(i + s, r + t, out[s][t]);
+    };
+    using one = std::integral_constant<int, 1>;
+    using full_r = std::integral_constant<int, kR>;
+    using full_s = std::integral_constant<int, kS>;
+    int64_t r = r0;
+    for (; r + kR <= r1; r += kR) {
+      if (i1 - i0 == kS) {
+        tile(full_r{}, full_s{}, r, i0);
+      } else {
+        for (int64_t i = i0; i < i1; ++i) tile(full_r{}, one{}, r, i);
+      }
+    }
+    for (; r < r1; ++r) {
+      if (i1 - i0 == kS) {
+        tile(one{}, full_s{}, r, i0);
+      } else {
+        for (int64_t i = i0; i < i1; ++i) tile(one{}, one{}, r, i);
+      }
+    }
+  });
+}
+
+// The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C] and w2 [C, Cr] as
+// contiguous acc copies, bias pointers null when absent. Both layers are mlp_layer's register-tiled dot products
+// over the weights' contiguous rows (no transposed copy of w2). Runs on every thread.
+template <typename A>
+void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2, const A* bias2, A* z1, A* z2, A* s, int64_t b0,
+            int64_t b1, int64_t C, int64_t Cr, Act act, Gate gate) {
+  const int64_t n = b1 - b0;
+  std::vector<A> hidden(static_cast<size_t>(n * Cr));
+  mlp_layer<A>(pooled + b0 * C, w1, bias1, n, Cr, C, [&](int64_t i, int64_t r, A v) {
+    z1[(b0 + i) * Cr + r] = v;
+    hidden[static_cast<size_t>(i * Cr + r)] = activate(act, v);
+  });
+  mlp_layer<A>(hidden.data(), w2, bias2, n, C, Cr, [&](int64_t i, int64_t c, A v) {
+    z2[(b0 + i) * C + c] = v;
+    s[(b0 + i) * C + c] = gate_value(gate, v);
   });
 }
 
@@ -180,7 +247,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   const auto dt = x.scalar_type();
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3), Cr = w1.size(0);
   const Tensor xd = dense(x, fmt, dt);
-  const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2t = mlp_weight(w2, C, Cr, dt, "w2").t().contiguous();
+  const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2a = mlp_weight(w2, C, Cr, dt, "w2");
   const Tensor b1a = b1.has_value() && b1->defined() ? small_acc(*b1, dt) : Tensor();
   const Tensor b2a = b2.has_value() && b2->defined() ? small_acc(*b2, dt) : Tensor();
   TORCH_CHECK(!b1a.defined() || b1a.numel() == Cr, "fused_attn (cpu): b1 must have ", Cr, " elements");
@@ -203,7 +270,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
       const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
       hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
       for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
-      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2t.const_data_ptr<A>(),
+      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2a.const_data_ptr<A>(),
                 b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(), z2.mutable_data_ptr<A>(),
                 s.data(), b0, b0 + nb, C, Cr, a, g);
       detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
