@@ -69,6 +69,34 @@ def test_autograd_and_subclasses_go_through_the_op(direct_calls):
     assert direct_calls["n"] == 1
 
 
+def test_module_inference_with_parameters_skips_the_dispatch(monkeypatch):
+    """A drop-in module hands its weights over as nn.Parameters (`w.flatten(1)` of a Linear weight is the
+    Parameter itself); under no_grad that is still a call nothing observes, so it takes the direct path, and
+    gives the seed SEBlock's output."""
+    import fused_attn
+    from test_mod_oracles import SEED
+    SeedSE = SEED.SEBlock
+    op = ops.squeeze_excite.squeeze_excite
+    count = {"n": 0}
+    fn = op.eager_fn
+
+    def counted(*args):
+        count["n"] += 1
+        return fn(*args)
+    monkeypatch.setattr(op, "eager_fn", counted)
+    seed = SeedSE(32).eval()
+    twin = fused_attn.nn.SEBlock(32).eval()
+    twin.load_state_dict(seed.state_dict())
+    assert isinstance(twin.fc[0].weight.flatten(1), torch.nn.Parameter)
+    x = torch.randn(2, 32, 3, 5)
+    with torch.no_grad():
+        out = twin(x)
+    assert count["n"] == 1
+    torch.testing.assert_close(out, seed(x))
+    out = twin(x)                      # grad mode on and the weights require grad: autograd must see the op
+    assert count["n"] == 1 and out.grad_fn is not None
+
+
 def test_vmap_and_compile_go_through_the_op(direct_calls):
     y, c, s = _gates()
     # no batching rule: vmap reaches the op and runs torch's per-sample fallback (a direct call would hand the

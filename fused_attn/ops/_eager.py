@@ -7,7 +7,9 @@ Python implementation directly when that gives the same result and nothing needs
   * no autograd: grad mode off, or no tensor argument requires grad;
   * nothing traces or transforms the call: not torch.compile / torch.export (is_compiling), not jit tracing, no
     torch function or dispatch mode (FakeTensorMode, FunctionalTensorMode, user modes), no functorch transform
-    (vmap, grad), every tensor a plain torch.Tensor (no subclass);
+    (vmap, grad), every tensor a plain torch.Tensor or nn.Parameter (no other subclass; a Parameter turns its
+    torch function handling off, and the modules pass their weights as Parameters: `w.flatten(1)` of a Linear
+    weight returns the Parameter itself);
   * no autocast (the ops run with autocast off inside, see _autocast.py) and no profiler (which should show the
     fused_attn::* ops).
 
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 _C = torch._C
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def custom_op(qualname: str) -> Callable:
@@ -44,7 +47,7 @@ def _unobserved(tensors: list) -> bool:
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
-        if type(t) is not Tensor or (grad and t.requires_grad):
+        if type(t) not in _PLAIN or (grad and t.requires_grad):
             return False
     return True
 
