@@ -104,6 +104,16 @@ def _peak_bytes(step: Callable, device: torch.device) -> Optional[int]:
     return torch.cuda.max_memory_allocated(device)
 
 
+def _fresh_dynamo(graphs: int = 8) -> None:
+    """Empty Dynamo's caches and allow `graphs` graphs per code object. Dynamo keys its cache on code objects
+    for the whole process, and one model's forward (or one block class's, for the attention rows) is a single
+    code object for the original, its converted copy, every layout, batch, grad mode and block: past
+    recompile_limit (8) Dynamo silently runs the frame eagerly, and "compile" rows would time eager code."""
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = max(8, graphs)
+    torch._dynamo.config.accumulated_recompile_limit = max(256, 4 * graphs)
+
+
 def model_rows(name: str, device: torch.device, batches=(1, 16), train_batch: int = 8, size: int = 224,
                repeat: int = 5, log: Callable[[str], None] = print) -> list:
     """The rows of one model (dicts; see the module docstring)."""
@@ -120,6 +130,7 @@ def model_rows(name: str, device: torch.device, batches=(1, 16), train_batch: in
     for layout in ("nchw", "channels_last"):
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
         m, f = model.to(memory_format=fmt), fused.to(memory_format=fmt)
+        _fresh_dynamo()
         nets = {"eager": m, "compile": torch.compile(m), "fused": f, "compile(fused)": torch.compile(f)}
         for b in batches:
             x = torch.randn(b, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -134,6 +145,7 @@ def model_rows(name: str, device: torch.device, batches=(1, 16), train_batch: in
     m, f = model.to(memory_format=torch.contiguous_format), fused.to(memory_format=torch.contiguous_format)
     m.train(), f.train()
     x = torch.randn(train_batch, 3, size, size, device=device)
+    _fresh_dynamo()
     nets = {"eager": m, "compile": torch.compile(m), "fused": f, "compile(fused)": torch.compile(f)}
 
     def step(net):
@@ -154,6 +166,7 @@ def model_rows(name: str, device: torch.device, batches=(1, 16), train_batch: in
     x = torch.randn(b, 3, size, size, device=device)
     inputs = _capture_inputs(m, paths, x)
     blocks = {p: (m.get_submodule(p), f.get_submodule(p)) for p in paths}
+    _fresh_dynamo(graphs=2 * len(blocks))
     per_provider = {
         "eager": [(blk, inputs[p]) for p, (blk, _) in blocks.items()],
         "compile": [(torch.compile(blk), inputs[p]) for p, (blk, _) in blocks.items()],
