@@ -140,6 +140,48 @@ def test_convert_replaces_every_attention_block_and_matches(name):
     _check_converted(model, converted, torch.randn(2, 3, size, size), name)
 
 
+def _saved_activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward in module(x).sum().backward(), the module's
+    parameters left out (they are held anyway)."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen: dict = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum().backward()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_converted_blocks_save_no_more_for_backward(name):
+    """Training memory: each twin, on the input its block receives in the model (train mode), saves for backward
+    at most what the source block saves, plus one [B, C] tensor (the CBAM channel half pools mean and max into
+    one batched MLP input, where timm feeds the two pools to its fc separately): nothing x-sized beyond x."""
+    build, _, size = MODELS[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    converted, report = fused_attn.convert(model)
+    paths = [r.path for r in report]
+    inputs = {}
+    hooks = [model.get_submodule(p).register_forward_pre_hook(
+        lambda m, args, p=p: inputs.setdefault(p, args[0].detach())) for p in paths]
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size))
+    for h in hooks:
+        h.remove()
+    model.train(), converted.train()
+    for path in paths:
+        x = inputs[path]
+        src = _saved_activation_bytes(model.get_submodule(path), x.clone().requires_grad_())
+        twin = _saved_activation_bytes(converted.get_submodule(path), x.clone().requires_grad_())
+        slack = x.shape[0] * x.shape[1] * x.element_size()
+        assert twin <= src + slack, f"{name} {path}: the twin saves {twin} bytes, the source {src}"
+
+
 def test_convert_leaves_the_original_model_alone_and_inplace_shares():
     model = torchvision.models.mobilenet_v3_small(weights=None)
     before = copy.deepcopy(model.state_dict())
