@@ -14,8 +14,10 @@ from .dispatch import (
                        CHOICES,
                        BackendUnavailable,
                        available_backends,
+                       compile_policy,
                        current_backend,
                        set_backend,
+                       set_compile_policy,
                        use_backend,
 )
 from .models import insert_attention, vgg16_msa, vgg16_sca, vgg16_se
@@ -34,7 +36,8 @@ from .nn import (
 __version__ = "0.1.0"
 
 __all__ = ["functional", "use_backend", "set_backend", "current_backend", "available_backends",
-           "BackendUnavailable", "BACKENDS", "CHOICES", "__version__",
+           "BackendUnavailable", "BACKENDS", "CHOICES",
+           "set_compile_policy", "compile_policy", "__version__",
            "nn", "models", "viz", "SEBlock", "CBAM", "MultiScaleAttention", "DualAttention", "LiteDualAttention",
            "AttnResBlock", "EMA", "EMAX", "record_attention", "convert", "ConversionReport", "insert_attention",
            "vgg16_se", "vgg16_msa", "vgg16_sca"]

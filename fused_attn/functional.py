@@ -71,6 +71,13 @@ def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
+def _traces_math(request: str) -> bool:
+    """Run the op's pure-PyTorch reference instead of the fused op: ONNX export (a custom op does not export), or
+    torch.compile with request auto under the "inline" policy (dispatch.set_compile_policy: Inductor then fuses
+    the math with the neighbouring layers, as it fuses the block the twin replaced)."""
+    return _exporting() or dispatch.inlines_under_compile(request)
+
+
 # ---------------------------------------------------------------------------------------------- channel_pool
 def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend: Optional[str] = None) -> Tensor:
     """Pool over channels: out[:, k] = stats[k](x[:, c]) for stats in max, mean, std (unbiased).
@@ -83,7 +90,7 @@ def channel_pool(x: Tensor, stats: Union[str, Sequence[str]] = STATS, *, backend
     if not names or any(s not in STATS for s in names) or len(set(names)) != len(names):
         raise ValueError(f"stats must be a non-empty ordered subset of {STATS} without repeats, got {stats!r}")
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_pool.channel_pool_reduce(x, names)[0]
     return _eager.call(ops.channel_pool.channel_pool, x, ",".join(names), request)[0]
 
@@ -93,7 +100,7 @@ def channel_squeeze(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Squeeze: mean over H and W. x [B, C, H, W] -> [B, C]."""
     _check_x(x)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_se.channel_squeeze_reduce(x).to(x.dtype)
     return _eager.call(ops.squeeze_excite.channel_squeeze, x, request)
 
@@ -166,7 +173,7 @@ def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
     _check_x(x)
     w1, w2 = _mlp_weights(x, w1, b1, w2, b2, act, gate)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         s = _mlp.forward(_ref_se.channel_squeeze_reduce(x), w1, b1, w2, b2, act, gate)[2]
         return _ref_se.channel_scale(x, s)
     return _eager.call(ops.squeeze_excite.squeeze_excite, x, w1, b1, w2, b2, act, gate, request)[0]
@@ -204,7 +211,7 @@ def apply_gates(y: Tensor, channel: Optional[Tensor] = None, spatial: Optional[T
             common = torch.promote_types(common, t.dtype)
     y, channel, spatial, residual = (t.to(common) if t is not None else None for t in (y, channel, spatial, residual))
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_gates.apply_gates_combine(y, channel, spatial, residual)
     return _eager.call(ops.apply_gates.apply_gates, y, channel, spatial, residual, request)
 
@@ -238,7 +245,7 @@ def dual_attention(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
         bs = bs.reshape(1)
     _check_devices(x=x, w1=w1, ws=ws, bs=bs)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         pooled, logit = _ref_dual.dual_attention_reduce(x, ws)
         ch = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)[2]
         sp = _mlp.gate(gate, logit + bs.to(logit.dtype) if bs is not None else logit)
@@ -266,7 +273,7 @@ def ema_strip_pool(x: Tensor, *, backend: Optional[str] = None) -> Tensor:
     """Strip means: x [B, C, H, W] -> [B, C, H + W] = cat(mean over W (per row), mean over H (per column))."""
     _check_x(x)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_strip.ema_strip_pool_reduce(x)
     return _eager.call(ops.ema_strip_pool.ema_strip_pool, x, request)
 
@@ -290,7 +297,7 @@ def ema_core(x: Tensor, hw: Tensor, x2: Tensor, gn_weight: Tensor, gn_bias: Tens
         _check_shape(name, t, (cg,))
     _check_devices(x=x, hw=hw, x2=x2, gn_weight=gn_weight, gn_bias=gn_bias)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_ema_core.ema_core_combine(x, hw, x2, gn_weight, gn_bias, groups, float(eps))[0]
     return _eager.call(ops.ema_core.ema_core, x, hw, x2, gn_weight, gn_bias, groups, float(eps), request)[0]
 
@@ -345,7 +352,7 @@ def simam(x: Tensor, e_lambda: float = 1e-4, *, backend: Optional[str] = None) -
     _check_x(x)
     e_lambda = _check_e_lambda(e_lambda)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_simam.simam_gate(x, e_lambda)[0]
     return _eager.call(ops.simam.simam, x, e_lambda, request)[0]
 
@@ -388,7 +395,7 @@ def coord_gate(x: Tensor, a_h: Tensor, a_w: Tensor, gate: str = "none", skip: bo
     if common != x.dtype:
         x = x.to(common)
     request = dispatch.requested(backend)
-    if _exporting():
+    if _traces_math(request):
         return _ref_coord.coord_gate_combine(x, a_h, a_w, gate, skip)
     return _eager.call(ops.coord_gate.coord_gate, x, a_h, a_w, gate, skip, request)
 
@@ -423,6 +430,6 @@ def global_context_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None
     out_dtype = x.dtype
     if x.dtype != torch.float64 and _autocast_enabled(x.device.type):
         out_dtype = torch.get_autocast_dtype(x.device.type)
-    if _exporting():
-        return _ref_gc.global_context_pool_reduce(x, weight)[0].to(out_dtype)
+    if _traces_math(request):
+        return _ref_gc.global_context_pool_reduce(x, weight, bias)[0].to(out_dtype)
     return _eager.call(ops.global_context.global_context_pool, x, weight, bias, request)[0].to(out_dtype)

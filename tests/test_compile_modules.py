@@ -17,6 +17,7 @@ from test_mod_oracles import perturb_
 from test_modules import _tiny
 from torch._dynamo.utils import counters
 
+import fused_attn
 from fused_attn import nn as fnn
 
 KINDS = ["SEBlock", "MultiScaleAttention", "DualAttention", "LiteDualAttention", "AttnResBlock", "EMA", "EMAX",
@@ -61,23 +62,48 @@ def _unique_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+@pytest.fixture
+def policy(request):
+    """fused_attn's compile policy for one test (dispatch.set_compile_policy), restored after it."""
+    before = fused_attn.compile_policy()
+    fused_attn.set_compile_policy(request.param)
+    torch._dynamo.reset()
+    yield request.param
+    fused_attn.set_compile_policy(before)
+    torch._dynamo.reset()
+
+
+def _fused_ops(gm: torch.fx.GraphModule) -> set:
+    return {str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "fused_attn" in str(n.target)}
+
+
 def _cases():
-    """Every module on the default backend (auto); two modules on the other CPU backends (the op is opaque to the
-    compiler, the backend only changes what runs inside it)."""
-    cases = [pytest.param(kind, None, id=f"{kind}-auto") for kind in KINDS]
+    """Every module on the default backend (auto) under both compile policies: "inline" traces the ops'
+    reference math, "kernels" keeps the fused ops (opaque to the compiler); two modules on other CPU backends
+    (always the op; the backend only changes what runs inside it)."""
+    cases = [pytest.param(kind, None, policy, id=f"{kind}-auto-{policy}")
+             for policy in ("inline", "kernels") for kind in KINDS]
     others = {"reference": "DualAttention", "triton": "CBAM"}
     for backend, kind in others.items():
         if backend in serving_backends("apply_gates"):
-            cases.append(pytest.param(kind, backend, id=f"{kind}-{backend}"))
+            cases.append(pytest.param(kind, backend, "inline", id=f"{kind}-{backend}"))
     return cases
 
 
-@pytest.mark.parametrize("kind,backend", _cases())
-def test_module_compiles_fullgraph_dynamic(kind, backend):
+@pytest.mark.parametrize("kind,backend,policy", _cases(), indirect=["policy"])
+def test_module_compiles_fullgraph_dynamic(kind, backend, policy):
     """fullgraph=True, dynamic=True, backend aot_eager (the AOT-autograd joint graph, without inductor's codegen,
-    too slow for every module on 2 cores): forward and backward equal eager at two sizes, <= 1 recompile."""
-    torch._dynamo.reset()
+    too slow for every module on 2 cores): forward and backward equal eager at two sizes, <= 1 recompile; the
+    graph holds fused_attn ops exactly when the policy or an explicit backend keeps them."""
     m = _module(kind, backend)
+    graphs = []
+
+    def keep(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+    torch.compile(m, fullgraph=True, backend=keep)(torch.randn(2, _channels(kind), 5, 7))
+    assert bool(_fused_ops(graphs[0])) == (policy == "kernels" or backend is not None), _fused_ops(graphs[0])
+    torch._dynamo.reset()
     compiled = torch.compile(m, fullgraph=True, dynamic=True, backend="aot_eager")
     before = _unique_graphs()
     for b, h, w in SIZES:
@@ -87,10 +113,11 @@ def test_module_compiles_fullgraph_dynamic(kind, backend):
     assert 1 <= compiles <= 2, f"{compiles} compiles for two sizes under dynamic=True"
 
 
-def test_inductor_dynamic_squeeze_excite():
-    """The default inductor backend, dynamic=True: SEBlock (the squeeze_excite op and its backward as extern
-    calls inside generated code) matches eager forward and backward at two sizes, compiled once."""
-    torch._dynamo.reset()
+@pytest.mark.parametrize("policy", ["inline", "kernels"], indirect=True)
+def test_inductor_dynamic_squeeze_excite(policy):
+    """The default inductor backend, dynamic=True: SEBlock (inline: its math in generated code; kernels: the
+    squeeze_excite op and its backward as extern calls inside it) matches eager forward and backward at two
+    sizes, compiled once."""
     m = _module("SEBlock")
     compiled = torch.compile(m, fullgraph=True, dynamic=True)
     before = _unique_graphs()
@@ -100,11 +127,12 @@ def test_inductor_dynamic_squeeze_excite():
     assert _unique_graphs() - before == 1
 
 
+@pytest.mark.parametrize("policy", ["inline", "kernels"], indirect=True)
 @pytest.mark.parametrize("kind", ["EMAX", "CBAM"])
-def test_compile_under_autocast_channels_last(kind):
+def test_compile_under_autocast_channels_last(kind, policy):
     """Compiled under CPU bf16 autocast with a channels_last input: the output's dtype and strides and every
-    gradient as eager autocast gives them (the ops' autocast rule and fake kernels agree with their real runs)."""
-    torch._dynamo.reset()
+    gradient as eager autocast gives them (kernels: the ops' autocast rule and fake kernels agree with their real
+    runs; inline: the reference math autocasts as the fused calls do)."""
     m = _module(kind)
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
     x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)

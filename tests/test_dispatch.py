@@ -209,3 +209,36 @@ def test_compiled_calls_follow_the_scope_they_run_in():
             fn(x, g)
     with fused_attn.use_backend("reference"):
         torch.testing.assert_close(fn(x, g), expected)
+
+
+def test_compile_policy_is_checked_and_switches_the_compiled_graph():
+    """set_compile_policy rejects unknown names (nothing changed) and a compiled function follows a switch:
+    "inline" traces the math (no fused_attn op in the graph), "kernels" keeps the op."""
+    assert fused_attn.compile_policy() == "inline"
+    with pytest.raises(ValueError, match="compile policy 'fast'"):
+        fused_attn.set_compile_policy("fast")
+    assert fused_attn.compile_policy() == "inline"
+    graphs = []
+
+    def keep(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return gm
+    x, g = torch.randn(1, 2, 3, 3), torch.rand(1, 2)
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x, g: FA.apply_gates(x, g), fullgraph=True, backend=keep)
+    try:
+        torch.testing.assert_close(fn(x, g), x * g[:, :, None, None])
+        fused_attn.set_compile_policy("kernels")
+        torch.testing.assert_close(fn(x, g), x * g[:, :, None, None])
+    finally:
+        fused_attn.set_compile_policy("inline")
+        torch._dynamo.reset()
+    assert len(graphs) == 2
+    assert not any("fused_attn" in t for t in graphs[0]) and any("fused_attn" in t for t in graphs[1])
+
+
+def test_invalid_compile_policy_env_variable_fails_loudly():
+    res = _run_python("import fused_attn", FUSED_ATTN_COMPILE="fast")
+    assert res.returncode != 0 and "FUSED_ATTN_COMPILE" in res.stderr
+    res = _run_python("import fused_attn; print(fused_attn.compile_policy())", FUSED_ATTN_COMPILE="kernels")
+    assert res.stdout.split() == ["kernels"], res.stderr

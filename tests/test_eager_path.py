@@ -16,17 +16,21 @@ from fused_attn import ops
 OP = ops.apply_gates.apply_gates
 
 
-@pytest.fixture
-def direct_calls(monkeypatch):
-    """Counts the calls that took the direct path (the op's own kernel registration is left alone)."""
+def _count_direct_calls(monkeypatch, op) -> dict:
+    """{"n": calls of `op` that took the direct path}, counted from now on (its kernel registration is left alone)."""
     count = {"n": 0}
-    fn = OP.eager_fn
+    fn = op.eager_fn
 
     def counted(*args):
         count["n"] += 1
         return fn(*args)
-    monkeypatch.setattr(OP, "eager_fn", counted)
+    monkeypatch.setattr(op, "eager_fn", counted)
     return count
+
+
+@pytest.fixture
+def direct_calls(monkeypatch):
+    return _count_direct_calls(monkeypatch, OP)
 
 
 def _gates(requires_grad=False):
@@ -73,17 +77,11 @@ def test_module_inference_with_parameters_skips_the_dispatch(monkeypatch):
     """A drop-in module hands its weights over as nn.Parameters (`w.flatten(1)` of a Linear weight is the
     Parameter itself); under no_grad that is still a call nothing observes, so it takes the direct path, and
     gives the seed SEBlock's output."""
-    import fused_attn
     from test_mod_oracles import SEED
-    SeedSE = SEED.SEBlock
-    op = ops.squeeze_excite.squeeze_excite
-    count = {"n": 0}
-    fn = op.eager_fn
 
-    def counted(*args):
-        count["n"] += 1
-        return fn(*args)
-    monkeypatch.setattr(op, "eager_fn", counted)
+    import fused_attn
+    SeedSE = SEED.SEBlock
+    count = _count_direct_calls(monkeypatch, ops.squeeze_excite.squeeze_excite)
     seed = SeedSE(32).eval()
     twin = fused_attn.nn.SEBlock(32).eval()
     twin.load_state_dict(seed.state_dict())

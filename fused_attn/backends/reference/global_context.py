@@ -31,10 +31,14 @@ def _logits(x: torch.Tensor, weight: torch.Tensor):
     return xf, torch.matmul(weight.to(acc).reshape(-1), xf)         # [B, N]
 
 
-def global_context_pool_reduce(x: torch.Tensor, weight: torch.Tensor):
+def global_context_pool_reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """-> (ctx [B, C] = sum_p softmax_p(weight . x)[p] x[:, :, p], lse [B] = logsumexp_p(weight . x)), accumulation
-    dtype."""
+    dtype. `bias` (the logit conv's, [1]) shifts every logit alike, so ctx does not depend on it; when given it is
+    added as the source module adds it, so that traced math (torch.compile) gives it its (zero) gradient and lse
+    includes it."""
     xf, z = _logits(x, weight)
+    if bias is not None:
+        z = z + bias.to(z.dtype)
     lse = torch.logsumexp(z, dim=1)
     a = torch.exp(z - lse[:, None])
     ctx = torch.matmul(xf, a[:, :, None]).squeeze(2)
