@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+import fused_attn
+
 from . import baselines, cases, env, models, report, runner
 from .timing import Timer
 
@@ -261,7 +263,8 @@ def run_models(args, device: torch.device) -> int:
     repeat = args.repeat or (3 if args.quick else 5)
     meta = env.metadata(device)
     meta.update(suite="models", tag=args.tag, models=names, batches=args.batch or [1, 16],
-                train_batch=args.train_batch, image_size=args.image_size, repeat=repeat)
+                train_batch=args.train_batch, image_size=args.image_size, repeat=repeat,
+                compile_policy=fused_attn.compile_policy())
     out = args.out or Path(os.environ.get("OUT") or env.ROOT / "bench" / "out")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_models_{env.slug(meta['device_name'])}_{env.slug(args.tag or 'float32')}"

@@ -214,7 +214,8 @@ def markdown(meta: dict, rows: list) -> str:
     out = [f"# Real models: {meta['device_name']}", "",
            f"torch {meta['torch']}, triton {meta['triton']}, git {meta['git'].get('sha', '?')}, {meta['date']}, "
            f"{meta['threads']} threads, fp32, input {rows[0]['size'] if rows else '?'}px; medians of interleaved "
-           "rounds (bench/models.py).", "",
+           "rounds (bench/models.py); compile(fused) under fused_attn's compile policy "
+           f"`{meta.get('compile_policy', 'kernels')}` (fused_attn.set_compile_policy).", "",
            "| model | row | batch | layout | eager ms | compile ms | fused ms | compile(fused) ms | fused / eager "
            "| fused / compile | compile(fused) / compile | notes |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
