@@ -29,14 +29,107 @@ namespace FA_ISA {
 
 #include "gate_map.h"  // inside the ISA namespace and region
 
+// The lane total of a Vec32 of partial sums, in the fixed pairwise order of every SE MLP sum: lanes l and
+// l + VL/2, then l and l + VL/4, ... (for 8 floats: ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))).
+#if FA_HAS_VEC32
+template <typename A, typename V>
+FA_INLINE A lanes_total_vec(const V& v) {
+  constexpr int64_t VL = Vec32<A>::kLanes;
+  A lanes[VL];
+  for (int64_t l = 0; l < VL; ++l) lanes[l] = v[l];
+  for (int64_t width = VL / 2; width > 0; width /= 2)
+    for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+#endif
+
+#if FA_HAS_VEC32 && defined(__GNUC__) && !defined(__clang__)
+#define FA_HAS_TRANSPOSED_TOTALS 1
+// The lane totals of 8 Vec32<float>s at once, t[i] = lanes_total_vec(v[i]) bit for bit: three levels of
+// shuffles and adds (12 shuffles, 7 adds for 8 sums) instead of 8 scalar trees through memory. Level 1 adds
+// lane l to lane l + 4 of two vectors at a time, level 2 lane l to l + 2, level 3 lane 0 to lane 1: the
+// order of lanes_total_vec.
+FA_INLINE Vec32<float>::type transposed_totals(const Vec32<float>::type (&v)[8]) {
+  using V = Vec32<float>::type;
+  using M = Vec32<float>::mask;
+  const M lo = {0, 1, 2, 3, 8, 9, 10, 11}, hi = {4, 5, 6, 7, 12, 13, 14, 15};
+  const M ev2 = {0, 1, 4, 5, 8, 9, 12, 13}, od2 = {2, 3, 6, 7, 10, 11, 14, 15};
+  const M ev1 = {0, 2, 4, 6, 8, 10, 12, 14}, od1 = {1, 3, 5, 7, 9, 11, 13, 15};
+  V p[4], q[2];
+  for (int i = 0; i < 4; ++i)
+    p[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], lo) + __builtin_shuffle(v[2 * i], v[2 * i + 1], hi);
+  for (int i = 0; i < 2; ++i)
+    q[i] = __builtin_shuffle(p[2 * i], p[2 * i + 1], ev2) + __builtin_shuffle(p[2 * i], p[2 * i + 1], od2);
+  return __builtin_shuffle(q[0], q[1], ev1) + __builtin_shuffle(q[0], q[1], od1);
+}
+#else
+#define FA_HAS_TRANSPOSED_TOTALS 0
+#endif
+
+// sums[row] = sum_p a[row, p] (* m[row, p] when PROD) over `rows` contiguous rows of N, float accumulation: per
+// row one Vec32 of partial sums over the whole 8-blocks, its lane total (lanes_total_vec's order), then the last
+// N % 8 terms in order. Units of 8 rows take their 8 totals at once (transposed_totals, the same bits), so a
+// 49-pixel row (7x7) no longer pays a scalar lane tree of its own; an edge unit's rows go one by one.
+template <typename T, bool PROD>
+void row_sums_float(const T* __restrict__ a, const T* __restrict__ m, float* __restrict__ sums, int64_t rows,
+                    int64_t N) {
+#if FA_HAS_TRANSPOSED_TOTALS
+  using V = Vec32<float>::type;
+  constexpr int64_t G = 8, VL = Vec32<float>::kLanes;
+  const auto term = [&](int64_t row, int64_t p) {
+    return PROD ? float(a[row * N + p]) * float(m[row * N + p]) : float(a[row * N + p]);
+  };
+  const auto block = [&](int64_t row, int64_t p) {
+    V v = load_vec32<float>(a + row * N + p);
+    if constexpr (PROD) v = v * load_vec32<float>(m + row * N + p);
+    return v;
+  };
+  const int64_t full = N - N % VL;
+  parallel_units((rows + G - 1) / G, [&](int64_t u) {
+    const int64_t r0 = u * G, r1 = std::min(rows, r0 + G);
+    if (r1 - r0 == G) {
+      V acc[G];
+      for (int64_t j = 0; j < G; ++j) acc[j] = V{};
+      for (int64_t p = 0; p < full; p += VL)
+        for (int64_t j = 0; j < G; ++j) acc[j] += block(r0 + j, p);
+      const V t = transposed_totals(acc);
+      for (int64_t j = 0; j < G; ++j) {
+        float total = t[j];
+        for (int64_t p = full; p < N; ++p) total += term(r0 + j, p);
+        sums[r0 + j] = total;
+      }
+      return;
+    }
+    for (int64_t row = r0; row < r1; ++row) {
+      V acc = V{};
+      for (int64_t p = 0; p < full; p += VL) acc += block(row, p);
+      float total = lanes_total_vec<float>(acc);
+      for (int64_t p = full; p < N; ++p) total += term(row, p);
+      sums[row] = total;
+    }
+  });
+#else
+  parallel_units(rows, [&](int64_t row) {
+    const T* __restrict__ ar = a + row * N;
+    const T* __restrict__ mr = PROD ? m + row * N : nullptr;
+    sums[row] = lane_sum<float>(N, [&](int64_t i) { return PROD ? float(ar[i]) * float(mr[i]) : float(ar[i]); });
+  });
+#endif
+}
+
 // sums[b, c] = sum_p a[b, c, p] (* m[b, c, p] when PROD).
-//  NCHW: one unit per (b, c) row of N contiguous pixels, reduced with lane_sum.
+//  NCHW: rows of N contiguous pixels per (b, c): row_sums_float for float accumulation (float32, bfloat16,
+//  float16), one lane_sum per row for float64.
 //  channels_last: one unit per block of kPixels pixels of one image, accumulating rows of C contiguous
 //  channels into that unit's partial row; partial rows are then added in block order (deterministic).
 template <typename T, bool PROD>
 void hw_sum_kernel(const T* __restrict__ a, const T* __restrict__ m, acc_t<T>* __restrict__ sums, int64_t B, int64_t C,
                    int64_t N, bool channels_last) {
   using A = acc_t<T>;
+  if (!channels_last && std::is_same_v<A, float>) {
+    if constexpr (std::is_same_v<A, float>) row_sums_float<T, PROD>(a, m, sums, B * C, N);
+    return;
+  }
   if (!channels_last) {
     parallel_units(B * C, [&](int64_t bc) {
       const T* __restrict__ ar = a + bc * N;
@@ -131,11 +224,11 @@ A gate_value(Gate gate, A v) {
 
 // out[s][r] = sum_k a[r * n + k] v[s * n + k] for R rows of a and S rows of v (row length n, both contiguous):
 // the register tile of the SE MLP's two layers. Each of the R * S sums keeps one Vec32 of partial sums (lane l
-// adds the terms k = l mod VL of the whole VL-blocks), totals its lanes pairwise, then adds the last n % VL
-// terms in order: an order fixed by n alone, the same in every tile shape, so which rows and samples share a
-// tile never changes a result. One load of a row block serves S samples and one load of a sample block R rows
-// (a sample-at-a-time dot product re-streamed the whole weight per sample: 1.3 MB of w1 per sample at
-// C = 1152, Cr = 288, more than L2).
+// adds the terms k = l mod VL of the whole VL-blocks), totals its lanes pairwise (lanes_total_vec; 8 float sums
+// at once by transposed_totals, the same bits), then adds the last n % VL terms in order: an order fixed by n
+// alone, the same in every tile shape, so which rows and samples share a tile never changes a result. One load
+// of a row block serves S samples and one load of a sample block R rows (a sample-at-a-time dot product
+// re-streamed the whole weight per sample: 1.3 MB of w1 per sample at C = 1152, Cr = 288, more than L2).
 template <typename A, int R, int S>
 FA_INLINE void dot_tile(const A* __restrict__ a, const A* __restrict__ v, int64_t n, A (&out)[S][R]) {
 #if FA_HAS_VEC32
@@ -153,13 +246,21 @@ FA_INLINE void dot_tile(const A* __restrict__ a, const A* __restrict__ v, int64_
       for (int r = 0; r < R; ++r) acc[s][r] += ar[r] * vs;
     }
   }
+  bool totalled = false;
+#if FA_HAS_TRANSPOSED_TOTALS
+  if constexpr (std::is_same_v<A, float> && R * S == 8) {
+    V flat[8];
+    for (int s = 0; s < S; ++s)
+      for (int r = 0; r < R; ++r) flat[s * R + r] = acc[s][r];
+    const V t = transposed_totals(flat);
+    for (int s = 0; s < S; ++s)
+      for (int r = 0; r < R; ++r) out[s][r] = t[s * R + r];
+    totalled = true;
+  }
+#endif
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r) {
-      A lanes[VL];
-      for (int64_t l = 0; l < VL; ++l) lanes[l] = acc[s][r][l];
-      for (int64_t width = VL / 2; width > 0; width /= 2)
-        for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-      A total = lanes[0];
+      A total = totalled ? out[s][r] : lanes_total_vec<A>(acc[s][r]);
       for (int64_t t = k; t < n; ++t) total += a[r * n + t] * v[s * n + t];
       out[s][r] = total;
     }
@@ -169,26 +270,26 @@ FA_INLINE void dot_tile(const A* __restrict__ a, const A* __restrict__ v, int64_
 #endif
 }
 
-// One layer of the SE MLP for the samples of a wave: out[i, r] = f(r, sum_k w[r, k] in[i, k] + bias[r]) for
-// i < n_samples, r < rows (w [rows, n] contiguous, in / out rows contiguous). Units: (group of kSamples samples,
-// tile of kRowTile rows), fixed by the shapes; inside a unit, dot_tile tiles of kR rows x kS samples, the edges
-// by smaller tiles of the same arithmetic.
+// One layer of the SE MLP for the samples of a wave: out[i * rows + r] = sum_k w[r, k] in[i, k] + bias[r] for
+// i < n_samples, r < rows (w [rows, n] contiguous, in rows contiguous), then finish(i, r0, r1) once per unit and
+// sample over the unit's rows [r0, r1) (the elementwise activation or gate, vectorised over the row range).
+// Units: (group of kSamples samples, tile of kRowTile rows), fixed by the shapes; inside a unit, dot_tile tiles
+// of kR rows x kS samples, the edges by smaller tiles of the same arithmetic.
 template <typename A, typename F>
 void mlp_layer(const A* __restrict__ in, const A* __restrict__ w, const A* bias, int64_t n_samples, int64_t rows,
-               int64_t n, F&& store) {
+               int64_t n, A* __restrict__ out, F&& finish) {
   constexpr int kR = 2, kS = 4;
   constexpr int64_t kRowTile = 32;
   const int64_t groups = (n_samples + kS - 1) / kS, tiles = (rows + kRowTile - 1) / kRowTile;
   parallel_units(groups * tiles, [&](int64_t u) {
     const int64_t i0 = (u / tiles) * kS, r0 = (u % tiles) * kRowTile;
     const int64_t i1 = std::min(n_samples, i0 + kS), r1 = std::min(rows, r0 + kRowTile);
-    const auto finish = [&](int64_t i, int64_t r, A sum) { store(i, r, sum + (bias ? bias[r] : A(0))); };
     auto tile = [&](auto rows_c, auto samples_c, int64_t r, int64_t i) {
       constexpr int TR = decltype(rows_c)::value, TS = decltype(samples_c)::value;
-      A out[TS][TR];
-      dot_tile<A, TR, TS>(w + r * n, in + i * n, n, out);
+      A sums[TS][TR];
+      dot_tile<A, TR, TS>(w + r * n, in + i * n, n, sums);
       for (int s = 0; s < TS; ++s)
-        for (int t = 0; t < TR; ++t) finish(i + s, r + t, out[s][t]);
+        for (int t = 0; t < TR; ++t) out[(i + s) * rows + r + t] = sums[s][t] + (bias ? bias[r + t] : A(0));
     };
     using one = std::integral_constant<int, 1>;
     using full_r = std::integral_constant<int, kR>;
@@ -208,7 +309,22 @@ void mlp_layer(const A* __restrict__ in, const A* __restrict__ w, const A* bias,
         for (int64_t i = i0; i < i1; ++i) tile(one{}, one{}, r, i);
       }
     }
+    for (int64_t i = i0; i < i1; ++i) finish(i, r0, r1);
   });
+}
+
+// gate(z) over z[0..n) into s: for float the sigmoid through fast_exp (common.h, relative error ~1e-7) so that
+// the loop vectorises (std::exp per element was ~20 cycles, a tenth of a 16x1152x7x7 SE forward); float64 keeps
+// std::exp.
+template <typename A>
+FA_INLINE void gate_row(Gate gate, const A* __restrict__ z, A* __restrict__ s, int64_t n) {
+  if (gate == Gate::hardsigmoid) {
+    for (int64_t c = 0; c < n; ++c) s[c] = std::min(std::max(z[c] + A(3), A(0)), A(6)) / A(6);
+  } else if constexpr (std::is_same_v<A, float>) {
+    for (int64_t c = 0; c < n; ++c) s[c] = 1.0f / (1.0f + fast_exp(-z[c]));
+  } else {
+    for (int64_t c = 0; c < n; ++c) s[c] = gate_value(gate, z[c]);
+  }
 }
 
 // The MLP of samples [b0, b1): z1 = w1 p + b1, z2 = w2 act(z1) + b2, s = gate(z2); w1 [Cr, C] and w2 [C, Cr] as
@@ -219,13 +335,14 @@ void se_mlp(const A* pooled, const A* w1, const A* bias1, const A* w2, const A* 
             int64_t b1, int64_t C, int64_t Cr, Act act, Gate gate) {
   const int64_t n = b1 - b0;
   std::vector<A> hidden(static_cast<size_t>(n * Cr));
-  mlp_layer<A>(pooled + b0 * C, w1, bias1, n, Cr, C, [&](int64_t i, int64_t r, A v) {
-    z1[(b0 + i) * Cr + r] = v;
-    hidden[static_cast<size_t>(i * Cr + r)] = activate(act, v);
+  A* const z1w = z1 + b0 * Cr;
+  mlp_layer<A>(pooled + b0 * C, w1, bias1, n, Cr, C, z1w, [&](int64_t i, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) hidden[static_cast<size_t>(i * Cr + r)] = activate(act, z1w[i * Cr + r]);
   });
-  mlp_layer<A>(hidden.data(), w2, bias2, n, C, Cr, [&](int64_t i, int64_t c, A v) {
-    z2[(b0 + i) * C + c] = v;
-    s[(b0 + i) * C + c] = gate_value(gate, v);
+  A* const z2w = z2 + b0 * C;
+  A* const sw = s + b0 * C;
+  mlp_layer<A>(hidden.data(), w2, bias2, n, C, Cr, z2w, [&](int64_t i, int64_t c0, int64_t c1) {
+    gate_row<A>(gate, z2w + i * C + c0, sw + i * C + c0, c1 - c0);
   });
 }
 
