@@ -128,8 +128,15 @@ def compile_policy() -> str:
 def inlines_under_compile(request: str) -> bool:
     """True when a call with this request is being traced by torch.compile (not torch.export) and should trace
     its reference math rather than the fused_attn op: request `auto` and policy "inline"."""
-    return (request == "auto" and _compile_policy == "inline" and torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting())
+    return request == "auto" and _compile_policy == "inline" and torch.compiler.is_compiling() and not _exporting()
+
+
+def _exporting() -> bool:
+    """torch.export is tracing. Read from the flag torch.export sets (torch/_export/utils.py), which Dynamo reads
+    as a guarded global: on torch 2.11 Dynamo folds torch.compiler.is_exporting() to True under torch.compile
+    as well, which would turn the inline policy off there."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
 
 
 class _Scopes(threading.local):
