@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The GPU procedure (docs/bench.md), for a CUDA machine with torch preinstalled and no network, in about
-# 9 minutes: build the extension in place, print the environment, run the GPU tests and compute-sanitizer's
-# memcheck over every CUDA kernel (tools/sanitize_cuda.py), then benchmark float32
-# and bfloat16. Writes gpu.log and each benchmark's JSON, Markdown and PNG to $OUT (else bench/out).
+# 9 minutes: build the extension in place, print the environment, run the GPU tests (pytest -m cuda, in
+# parallel) and compute-sanitizer's memcheck over every CUDA kernel (tools/sanitize_cuda.py), then benchmark
+# float32 op and module rows, the real models, and bfloat16. Writes gpu.log and each benchmark's JSON,
+# Markdown and PNG to $OUT (else bench/out).
 #
 #   bash bench/gpu.sh
 #   BUDGET_S=540       seconds for the whole procedure (the benchmarks share what build and tests leave)
 #   BENCH_ARGS=...     extra options for both benchmark runs (e.g. "--full", "--module SEBlock")
+#   DTYPES="float32 bfloat16"   the op and module benchmark runs (float32 before the models, the rest after)
+#   SKIP_BUILD=1       no build: fused_attn/_C*.so is already in the tree (built there before; PYTHONPATH=.)
 #   SKIP_TESTS=1       no tests: all the time left after the build goes to the benchmarks
-#   MODELS=a,b         real-model rows (python -m bench --model; default tv:efficientnet_b0, at most 150 s;
-#                      MODELS= for none)
+#   TEST_ARGS=...      the GPU tests' selection (default: -m cuda, every test that needs a GPU)
+#   TESTS_S=...        the GPU tests' cap (default 180 s, 120 s when under 400 s are left)
+#   PYTEST_JOBS=8      pytest-xdist workers for the GPU tests (each its own CUDA context; Triton compiles on the CPUs)
+#   MODELS=a,b         real-model rows (python -m bench --model; default tv:efficientnet_b0; MODELS= for none)
+#   MODEL_ARGS=...     their options (default "--batch 16 --train-batch 16"), MODELS_S their cap (default 150 s)
 #   PYTHON=python3     the interpreter that has torch
 #   BENCH_GIT_SHA=...  the revision, recorded in the results where the tree has no .git
 # Exit status: 0 when every step passed (benchmark rows skipped for time do not count as failures).
@@ -43,9 +49,14 @@ run() {
     fi
 }
 
-step "build: pip install -e . --no-build-isolation --no-deps, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}"
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-run build 240 "$PY" -m pip install -e . --no-build-isolation --no-deps -q
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    step "build skipped (SKIP_BUILD=1): $(ls fused_attn/_C*.so 2>/dev/null || echo 'no fused_attn/_C*.so!')"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+    step "build: pip install -e . --no-build-isolation --no-deps, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}"
+    export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+    run build 240 "$PY" -m pip install -e . --no-build-isolation --no-deps -q
+fi
 
 step "environment"
 run info 60 "$PY" -m fused_attn.info
@@ -56,16 +67,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
     tee -a "$LOG"
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    step "GPU tests: pytest -m cuda, then the Triton / CUDA backend test files"
-    run "pytest -m cuda" 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider
-    # not the CPU emulator's file (tests/test_cuda_emulated.py): CI runs it, and here the real kernels run
-    backend_tests=$(ls tests/test_*triton*.py tests/test_*cuda*.py 2>/dev/null | grep -v emulated | tr '\n' ' ')
-    if [ -n "$backend_tests" ]; then
-        # shellcheck disable=SC2086  # a list of files
-        run "pytest backend files" "$(($(left) > 300 ? 120 : 60))" "$PY" -m pytest -q -p no:cacheprovider $backend_tests
-    else
-        echo "(no tests/test_*triton*.py or tests/test_*cuda*.py yet)" | tee -a "$LOG"
-    fi
+    step "GPU tests: pytest ${TEST_ARGS:--m cuda} -n ${PYTEST_JOBS:-8}"
+    # shellcheck disable=SC2086  # TEST_ARGS is a list of options
+    run "pytest GPU tests" "${TESTS_S:-$(($(left) > 400 ? 180 : 120))}" "$PY" -m pytest -q -p no:cacheprovider -n "${PYTEST_JOBS:-8}" \
+        -rfE ${TEST_ARGS:--m cuda}
 
     # every CUDA kernel op once, fwd + bwd, NCHW and channels_last (tools/sanitize_cuda.py); errors fail the step
     SANITIZER=${SANITIZER:-$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)}
@@ -77,27 +82,40 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     fi
 fi
 
-# real models (bench/models.py): eager, torch.compile, convert, compile(convert); inference, a training step, the
-# attention blocks alone, peak memory
-MODELS=${MODELS-tv:efficientnet_b0}
-if [ -n "$MODELS" ] && [ "$(left)" -gt 300 ]; then
-    step "real models: python -m bench --model $MODELS"
-    run "bench models" 150 "$PY" -m bench --model "$MODELS" --device cuda --out "$OUT"
-fi
-
-# The benchmarks share what is left; each stops starting rows at its --time-limit (those rows are reported
-# as skipped) and is killed 60 s after it, so the files of both always get written.
-for dtype in float32 bfloat16; do
-    remaining=$(left)
-    share=$([ "$dtype" = float32 ] && echo $(((remaining - 20) / 2)) || echo $((remaining - 20)))
+# bench NAME SHARE ARGS...: one op/module benchmark run that stops starting rows at SHARE seconds (those rows are
+# reported as skipped) and is killed 60 s after it, so its files always get written
+bench() {
+    local dtype=$1 share=$2
+    shift 2
     if [ "$share" -lt 30 ]; then
         echo "!!! no time left for the $dtype benchmark" | tee -a "$LOG"
         FAILED+=("bench $dtype (no time)")
-        continue
+        return
     fi
     step "benchmark $dtype (time limit $share s)"
-    # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-    run "bench $dtype" $((share + 60)) "$PY" -m bench --dtype "$dtype" --out "$OUT" --time-limit "$share" $BENCH_ARGS
+    run "bench $dtype" $((share + 60)) "$PY" -m bench --dtype "$dtype" --out "$OUT" --time-limit "$share" "$@"
+}
+
+read -r -a dtypes <<<"${DTYPES:-float32 bfloat16}"
+MODELS=${MODELS-tv:efficientnet_b0}
+MODELS_S=${MODELS_S:-150}
+# the first dtype gets half of what the models leave, the others share the rest after the models
+models_s=$([ -n "$MODELS" ] && echo "$MODELS_S" || echo 0)
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+[ ${#dtypes[@]} -gt 0 ] && bench "${dtypes[0]}" $((($(left) - models_s - 20) / (${#dtypes[@]} > 1 ? 2 : 1))) $BENCH_ARGS
+
+# real models (bench/models.py): eager, torch.compile, convert, compile(convert); inference, a training step, the
+# attention blocks alone, peak memory
+if [ -n "$MODELS" ] && [ "$(left)" -gt $((models_s / 2)) ]; then
+    step "real models: python -m bench --model $MODELS ${MODEL_ARGS:---batch 16 --train-batch 16}"
+    # shellcheck disable=SC2086  # MODEL_ARGS is a list of options
+    run "bench models" "$MODELS_S" "$PY" -m bench --model "$MODELS" --device cuda --out "$OUT" \
+        ${MODEL_ARGS:---batch 16 --train-batch 16}
+fi
+
+for ((i = 1; i < ${#dtypes[@]}; i++)); do
+    # shellcheck disable=SC2086
+    bench "${dtypes[i]}" $((($(left) - 20) / (${#dtypes[@]} - i))) $BENCH_ARGS
 done
 
 step "done"
