@@ -25,3 +25,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    """FUSED_ATTN_FAILURE_LOG=PATH: append each failure (node id and short traceback) to PATH as it happens, so a
+    run cut off by a time limit (bench/gpu.sh on a lent GPU) still tells what failed and why. Under xdist this
+    runs in the controller, which receives every worker's reports."""
+    path = os.environ.get("FUSED_ATTN_FAILURE_LOG")
+    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # xdist workers' reports reach the controller too
+    with open(path, "a") as f:
+        f.write(f"=== FAILED {report.nodeid} ({report.when})\n{report.longreprtext[-3000:]}\n\n")
