@@ -13,6 +13,8 @@
 #   SKIP_TESTS=1       no tests: all the time left after the build goes to the benchmarks
 #   TEST_ARGS=...      the GPU tests' selection (default: -m cuda, every test that needs a GPU)
 #   TESTS_S=...        the GPU tests' cap (default 180 s, 120 s when under 400 s are left)
+#   FUSED_ATTN_TEST_LOG  where the GPU tests write each failure and each test over 1 s as it happens (default
+#                      $OUT/tests.log: kept when the step is cut off by its cap)
 #   PYTEST_JOBS=8      pytest-xdist workers for the GPU tests (each its own CUDA context; Triton compiles on the CPUs)
 #   MODELS=a,b         real-model rows (python -m bench --model; default tv:efficientnet_b0; MODELS= for none)
 #   MODEL_ARGS=...     their options (default "--batch 16 --train-batch 16"), MODELS_S their cap (default 150 s)
@@ -68,6 +70,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step "GPU tests: pytest ${TEST_ARGS:--m cuda} -n ${PYTEST_JOBS:-8}"
+    export FUSED_ATTN_TEST_LOG=${FUSED_ATTN_TEST_LOG:-$OUT/tests.log}
     # shellcheck disable=SC2086  # TEST_ARGS is a list of options
     run "pytest GPU tests" "${TESTS_S:-$(($(left) > 400 ? 180 : 120))}" "$PY" -m pytest -q -p no:cacheprovider -n "${PYTEST_JOBS:-8}" \
         -rfE ${TEST_ARGS:--m cuda}

@@ -28,11 +28,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_logreport(report):
-    """FUSED_ATTN_FAILURE_LOG=PATH: append each failure (node id and short traceback) to PATH as it happens, so a
-    run cut off by a time limit (bench/gpu.sh on a lent GPU) still tells what failed and why. Under xdist this
-    runs in the controller, which receives every worker's reports."""
-    path = os.environ.get("FUSED_ATTN_FAILURE_LOG")
-    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+    """FUSED_ATTN_TEST_LOG=PATH: append each failure (node id and short traceback) and each test call that took
+    over a second to PATH as it happens, so a run cut off by a time limit (bench/gpu.sh on a lent GPU) still tells
+    what failed, why, and where the time went. Under xdist this runs in the controller, which receives every
+    worker's reports."""
+    path = os.environ.get("FUSED_ATTN_TEST_LOG")
+    if not path or os.environ.get("PYTEST_XDIST_WORKER"):
         return  # xdist workers' reports reach the controller too
+    slow = report.when == "call" and report.duration > 1.0
+    if not (report.failed or slow):
+        return
     with open(path, "a") as f:
-        f.write(f"=== FAILED {report.nodeid} ({report.when})\n{report.longreprtext[-3000:]}\n\n")
+        if slow:
+            f.write(f"SLOW {report.duration:.1f} s {report.nodeid}\n")
+        if report.failed:
+            f.write(f"=== FAILED {report.nodeid} ({report.when})\n{report.longreprtext[-3000:]}\n\n")

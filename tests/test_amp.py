@@ -332,3 +332,23 @@ def test_mixed_dtype_ops_agree_with_their_fake_kernels(backend, index):
         args = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                      for a in args)
     torch.library.opcheck(getattr(torch.ops.fused_attn, op), args)
+
+
+def test_cuda_rule_computes_low_precision_simam_in_float32():
+    """simam's CUDA autocast rule (`upcast_on`; CUDA autocast runs the official code's pow and sum in float32, so
+    its output is float32 for a float16 / bfloat16 x), run here through the rule's kernel under CPU autocast: a
+    bfloat16 x gives the official simam of x in float32, and the gradient comes back in bfloat16."""
+    from fused_attn.ops import _autocast
+    kernel = _autocast._upcast_kernel("fused_attn::simam", torch._C.DispatchKey.AutocastCPU)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _, _ = kernel(None, x, 1e-4, "reference")
+    x32 = x.detach().float().requires_grad_()
+    expected = _official_simam(x32)
+    assert out.dtype == torch.float32
+    assert_close(out, expected, tol=1e-5, what="forward")
+    g = torch.randn_like(expected)
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert gx.dtype == torch.bfloat16
+    assert_close(gx, torch.autograd.grad(expected, x32, g)[0].bfloat16(), tol=GRAD_TOL[torch.bfloat16],
+                 what="grad")

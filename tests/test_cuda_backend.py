@@ -193,9 +193,10 @@ def test_more_than_2_31_elements():
     sp = torch.rand(b, h, w, device=DEV, dtype=torch.float16)
     last = x[1, -4:].float()
     out = FA.apply_gates(x, ch, sp, backend="cuda")
-    check(out[1, -4:], (last * ch[1, -4:, None, None].float() * sp[1].float()).half())
+    half = torch.float16
+    check(out[1, -4:], (last * ch[1, -4:, None, None].float() * sp[1].float()).half(), half, "apply_gates")
     del out
-    check(FA.channel_squeeze(x, backend="cuda")[1, -4:], last.mean(dim=(1, 2)).half())
+    check(FA.channel_squeeze(x, backend="cuda")[1, -4:], last.mean(dim=(1, 2)).half(), half, "channel_squeeze")
     pooled = FA.channel_pool(x, ("max", "mean"), backend="cuda")
     tail = x[1, :, -2:].float()
-    check(pooled[1, :, -2:], torch.stack([tail.amax(0), tail.mean(0)]).half())
+    check(pooled[1, :, -2:], torch.stack([tail.amax(0), tail.mean(0)]).half(), half, "channel_pool")

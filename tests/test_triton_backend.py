@@ -159,3 +159,24 @@ def test_more_than_2_31_elements():
     assert_close(FA.channel_squeeze(x, backend="triton")[1, -4:], last[-4:].mean(dim=(1, 2)).half())
     pooled = FA.channel_pool(x, ("max", "mean"), backend="triton")
     assert_close(pooled[1, :, -2:], torch.stack([last[:, -2:].amax(0), last[:, -2:].mean(0)]).half())
+
+
+@pytest.mark.skipif(not dispatch._interpreting_triton(), reason="the CUDA rounding path, forced on CPU tensors")
+def test_coord_gate_hardsigmoid_rounds_as_torch_on_cuda(monkeypatch):
+    """On CUDA tensors torch's hardsigmoid multiplies by its float32 1/6 (3e-8 relative in float64; its CPU kernel
+    divides by 6); the kernels' MODE 3, which CUDA tensors take, must do the same, forward and backward."""
+    from fused_attn.backends.triton import coord_gate as tcg
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    ah, aw = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 5, dtype=torch.float64)
+    z = ah[..., None] + aw[..., None, :]
+    cuda_rounding = x * ((z + 3).clamp(0, 6) * torch.tensor(1 / 6, dtype=torch.float32).double())
+    cpu_rounding = x * ((z + 3).clamp(0, 6) / 6)
+    assert (cuda_rounding - cpu_rounding).abs().max() > 1e-9   # the two roundings are told apart
+    assert torch.equal(tcg.coord_gate_combine(x, ah, aw, "hardsigmoid", False), cpu_rounding)
+    monkeypatch.setattr(tcg, "_mode", lambda gate, t: tcg._CUDA_HARDSIGMOID if gate == "hardsigmoid" else 0)
+    out = tcg.coord_gate_combine(x, ah, aw, "hardsigmoid", False)
+    torch.testing.assert_close(out, cuda_rounding, rtol=1e-15, atol=1e-15)
+    g = torch.randn_like(x)
+    grad_x, _, _ = tcg.coord_gate_grads(g, x, ah, aw, "hardsigmoid", False)
+    torch.testing.assert_close(grad_x, g * ((z + 3).clamp(0, 6) * torch.tensor(1 / 6, dtype=torch.float32).double()),
+                               rtol=1e-15, atol=1e-15)

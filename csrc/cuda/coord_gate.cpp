@@ -14,11 +14,12 @@ namespace fa {
 namespace cuda {
 namespace {
 
-int gate_mode(c10::string_view gate) {
+// the kernels' gate mode; hardsigmoid rounds as torch's kernel for the tensors' device (coord_gate_kernels.cu)
+int gate_mode(c10::string_view gate, const Tensor& x) {
   const std::string g(gate);
   if (g == "none") return 0;
   if (g == "sigmoid") return 1;
-  if (g == "hardsigmoid") return 2;
+  if (g == "hardsigmoid") return x.is_cuda() ? 3 : 2;
   TORCH_CHECK(false, "fused_attn (cuda): coord_gate gate must be none, sigmoid or hardsigmoid, got ", g);
   return 0;
 }
@@ -43,7 +44,7 @@ Gates gates_in(const Tensor& x, const Tensor& a_h, const Tensor& a_w, bool cl) {
 
 Tensor coord_gate_combine(const Tensor& x_in, const Tensor& a_h, const Tensor& a_w, c10::string_view gate, bool skip) {
   check_4d(x_in, "x");
-  const int mode = gate_mode(gate);
+  const int mode = gate_mode(gate, x_in);
   const c10::DeviceGuard guard(x_in.device());
   const auto fmt = format_of(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
@@ -64,7 +65,7 @@ std::tuple<Tensor, Tensor, Tensor> coord_gate_grads(const Tensor& grad_out, cons
   check_same_device(x_in, grad_out, "grad_out");
   TORCH_CHECK(grad_out.sizes() == x_in.sizes(), "fused_attn (cuda): grad_out must have x's shape ", x_in.sizes(),
               ", got ", grad_out.sizes());
-  const int mode = gate_mode(gate);
+  const int mode = gate_mode(gate, x_in);
   const c10::DeviceGuard guard(x_in.device());
   const auto fmt = format_of(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;

@@ -1,6 +1,8 @@
 // CUDA kernels of coord_gate (launchers.h has the contracts; fused_attn/backends/reference/coord_gate.py is the
-// oracle). mode 0 ("none"): out = (x * a_w) * a_h; mode 1 / 2 ("sigmoid" / "hardsigmoid"): out = x * gate(a_h +
-// a_w); + x when skip.
+// oracle). mode 0 ("none"): out = (x * a_w) * a_h; mode 1 / 2 / 3 ("sigmoid" / "hardsigmoid"): out = x * gate(a_h +
+// a_w); + x when skip. Hardsigmoid rounds as torch does on the tensors' device: mode 2 min(max(z + 3, 0), 6) / 6
+// (torch's CPU kernel: CPU tensors, the emulator), mode 3 the same times the float32 1/6 (torch's CUDA kernel,
+// which multiplies by its float32 one_sixth in every dtype: 3e-8 relative in float64).
 //
 //   fa_coord_gate_combine  elementwise, one read and one write of x (64-bit grid-stride loop)
 //   fa_coord_gate_grads    one pass over (g, x): grad_x, and deterministic partial sums of the gate gradients
@@ -24,6 +26,7 @@ constexpr int kRowsPerThread = 4;
 template <int M, typename A>
 __device__ __forceinline__ A gate_value(A z) {
   if (M == 1) return sigmoid(z);
+  if (M == 3) return fmin(fmax(z + A(3), A(0)), A(6)) * A(1.0f / 6.0f);
   return fmin(fmax(z + A(3), A(0)), A(6)) / A(6);
 }
 
@@ -196,6 +199,8 @@ cudaError_t with_mode(int mode, int skip, F&& f) {
       return go(std::integral_constant<int, 1>{});
     case 2:
       return go(std::integral_constant<int, 2>{});
+    case 3:
+      return go(std::integral_constant<int, 3>{});
     default:
       return cudaErrorInvalidValue;
   }

@@ -137,7 +137,8 @@ cudaError_t fa_simam_gate(int dtype, int channels_last, const void* x, void* out
 cudaError_t fa_simam_grad_input(int dtype, int channels_last, const void* grad, const void* x, const void* mean,
                                 const void* k, void* grad_x, int64_t B, int64_t C, int64_t N, cudaStream_t stream);
 // --------------------------------------------------------------------------- coord_gate (coord_gate_kernels.cu)
-// mode 0: out = (x * a_w) * a_h; 1 / 2: out = x * sigmoid / hardsigmoid(a_h + a_w); skip != 0 adds x. ah / aw acc:
+// mode 0: out = (x * a_w) * a_h; 1 / 2 / 3: out = x * sigmoid / hardsigmoid(a_h + a_w) (2: / 6 as torch on CPU, 3:
+// * float32 1/6 as torch on CUDA); skip != 0 adds x. ah / aw acc:
 // NCHW [B, C, H] / [B, C, W]; channels_last transposed, [B, H, C] / [B, W, C].
 cudaError_t fa_coord_gate_combine(int dtype, int channels_last, int mode, int skip, const void* x, const void* ah,
                                   const void* aw, void* out, int64_t B, int64_t C, int64_t H, int64_t W,

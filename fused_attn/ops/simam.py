@@ -6,8 +6,10 @@
 Passes (fused_attn.backends.<backend>.simam): simam_gate(x, e_lambda) forward,
 simam_grad_input(grad_out, x, mean, k) backward. Only x and the two [B, C] statistics are saved.
 
-Autocast: not cast (fused_attn/ops/_autocast.py): the op runs on the dtype it receives, as the official code's
-mean / pow / sum / sigmoid / mul run under autocast (autocast leaves them alone).
+Autocast (fused_attn/ops/_autocast.py): CPU, not cast: the op runs on the dtype it receives, as the official
+code's mean / pow / sum / sigmoid / mul run under CPU autocast. CUDA: a float16 / bfloat16 x is computed in
+float32 and the output is float32, as CUDA autocast runs the official code's pow and sum in float32 (and the
+final x * sigmoid(...) promotes).
 """
 from __future__ import annotations
 
@@ -65,4 +67,5 @@ simam.register_autograd(_simam_backward, setup_context=_simam_setup)
 
 
 _double_backward.register(simam_backward, simam)
-_autocast.pass_through("fused_attn::simam", "fused_attn::simam_backward")
+_autocast.pass_through("fused_attn::simam", upcast_on=("cuda",))
+_autocast.pass_through("fused_attn::simam_backward")

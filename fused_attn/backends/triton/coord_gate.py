@@ -19,12 +19,22 @@ from . import _common as cm
 OPS = {"coord_gate"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 _MODES = {"none": 0, "sigmoid": 1, "hardsigmoid": 2}
+# hardsigmoid rounds as torch's kernel for the tensor's device: its CPU kernel divides by 6 (MODE 2: CPU tensors,
+# the interpreter), its CUDA kernel multiplies by the float32 1/6 in every dtype (MODE 3; 3e-8 relative in float64)
+_CUDA_HARDSIGMOID = 3
+
+
+def _mode(gate: str, x) -> int:
+    mode = _MODES[gate]
+    return _CUDA_HARDSIGMOID if mode == 2 and x.is_cuda else mode
 
 
 @cm.device_fn
 def _gate_value(z, MODE: tl.constexpr):
     if MODE == 1:
         return cm.sigmoid(z)
+    if MODE == 3:
+        return tl.minimum(tl.maximum(z + 3, 0), 6) * 0.1666666716337204
     return tl.minimum(tl.maximum(z + 3, 0), 6) / 6
 
 
@@ -141,7 +151,7 @@ def coord_gate_combine(x: torch.Tensor, a_h: torch.Tensor, a_w: torch.Tensor, ga
     n_cblk, n_hblk = cm.cdiv(c, bc), cm.cdiv(h, bh)
     _coord_gate_combine_kernel[cm.grid1(b * n_cblk * n_hblk)](
         x, ah, aw, out, c, h, w, n_cblk, n_hblk, *x.stride(), *out.stride(),
-        MODE=_MODES[gate], SKIP=bool(skip), ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
+        MODE=_mode(gate, x), SKIP=bool(skip), ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
     return out
 
 
@@ -163,6 +173,6 @@ def coord_gate_grads(grad_out: torch.Tensor, x: torch.Tensor, a_h: torch.Tensor,
     _coord_gate_grads_kernel[cm.grid1(b * n_cblk * n_chunk)](
         grad_out, x, ah, aw, grad_x, gh, gw, c, h, w, blocks_per_chunk * bh, n_chunk, n_cblk,
         *grad_out.stride(), *x.stride(), *grad_x.stride(),
-        MODE=_MODES[gate], SKIP=bool(skip), ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
+        MODE=_mode(gate, x), SKIP=bool(skip), ACC=cm.acc_tl(x.dtype), BLOCK_C=bc, BLOCK_H=bh, BLOCK_W=bw)
     grad_w = gw[:, 0] if n_chunk == 1 else gw.sum(dim=1)
     return grad_x, gh.to(a_h.dtype).contiguous(), grad_w.to(a_w.dtype).contiguous()
