@@ -58,18 +58,26 @@ def test_channel_pool_ties_nan_and_large_mean(layout):
     bc.check_channel_pool_specials(native, layout, DEV)
 
 
+# Each C++ error path is its own test (and bench/gpu.sh runs them alone, under cuda-gdb when one crashes): on the
+# first H200 run (2026-12-04) the ema_core one killed its process with a segfault instead of raising.
+ERROR_CASES = {
+    "ema_core_groups": ("divisible by groups", lambda x: native("ema_core").ema_core_combine(
+        x, torch.randn(2, 8, 6, device=DEV), x, torch.rand(3, device=DEV), torch.rand(3, device=DEV), 3, 1e-5)),
+    "gate_on_cpu": ("CUDA tensor", lambda x: native("apply_gates").apply_gates_combine(x, torch.rand(2, 8), None,
+                                                                                        None)),
+    "unknown_stat": ("unknown channel_pool stat", lambda x: torch.ops.fused_attn_C.channel_pool_reduce(x,
+                                                                                                      "max,median")),
+    "int_dtype": ("dtype", lambda x: torch.ops.fused_attn_C.channel_squeeze_reduce(x.to(torch.int32))),
+}
+
+
 @needs_cuda_backend
-def test_errors_name_the_problem():
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_errors_name_the_problem(case):
+    match, call = ERROR_CASES[case]
     x = torch.randn(2, 8, 3, 3, device=DEV)
-    with pytest.raises(RuntimeError, match="divisible by groups"):
-        native("ema_core").ema_core_combine(x, torch.randn(2, 8, 6, device=DEV), x, torch.rand(3, device=DEV),
-                                            torch.rand(3, device=DEV), 3, 1e-5)
-    with pytest.raises(RuntimeError, match="CUDA tensor"):
-        native("apply_gates").apply_gates_combine(x, torch.rand(2, 8), None, None)
-    with pytest.raises(RuntimeError, match="unknown channel_pool stat"):
-        torch.ops.fused_attn_C.channel_pool_reduce(x, "max,median")
-    with pytest.raises(RuntimeError, match="dtype"):
-        torch.ops.fused_attn_C.channel_squeeze_reduce(x.to(torch.int32))
+    with pytest.raises(RuntimeError, match=match):
+        call(x)
 
 
 # ------------------------------------------------------------------------------ public functions and custom ops
