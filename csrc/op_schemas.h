@@ -30,6 +30,10 @@ inline void define_kernel_ops(torch::Library& m) {
   m.def("squeeze_excite_grad_gate(Tensor grad_y, Tensor x) -> Tensor");  // sum_hw grad_y * x, [B, C] acc
   // the last pass of the SE backward (after the MLP backward): grad_y * s + grad_pooled / HW, like x
   m.def("squeeze_excite_grad_input(Tensor grad_y, Tensor x, Tensor s, Tensor grad_pooled) -> Tensor");
+  // the whole ECA forward: p = mean_hw x, z = the k-tap correlation of weight [k] (odd k) across the channels
+  // (zero or circular padding), y = x * gate(z) -> (y like x, pooled [B, C], z [B, C] acc); gate: sigmoid |
+  // hardsigmoid. Its backward is squeeze_excite_grad_gate, the tiny conv backward, squeeze_excite_grad_input.
+  m.def("eca_combine(Tensor x, Tensor weight, bool circular, str gate) -> (Tensor, Tensor, Tensor)");
 
   // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
   m.def("apply_gates_combine(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");

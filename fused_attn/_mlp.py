@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 ACTIVATIONS = ("relu", "hardswish", "silu")
 GATES = ("sigmoid", "hardsigmoid")
+_HARDSIGMOID_SLOPE = float(torch.tensor(1 / 6, dtype=torch.float32))  # torch's 1.0f / 6.0f
 
 
 def activation(name: str, z: torch.Tensor) -> torch.Tensor:
@@ -53,8 +54,9 @@ def gate_grad(name: str, z: torch.Tensor) -> torch.Tensor:
     if name == "sigmoid":
         s = torch.sigmoid(z)
         return s * (1 - s)
-    if name == "hardsigmoid":  # relu6(x + 3) / 6: slope 1/6 strictly inside (-3, 3), as torch
-        return torch.where((z > -3) & (z < 3), torch.full_like(z, 1 / 6), torch.zeros_like(z))
+    if name == "hardsigmoid":  # relu6(x + 3) / 6: slope 1/6 strictly inside (-3, 3), as torch, whose backward
+        # kernels (CPU and CUDA) take the slope as the float 1.0f / 6.0f in every dtype (float64 too)
+        return torch.where((z > -3) & (z < 3), torch.full_like(z, _HARDSIGMOID_SLOPE), torch.zeros_like(z))
     raise ValueError(f"unknown gate {name!r}; expected one of {GATES}")
 
 

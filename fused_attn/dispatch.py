@@ -50,6 +50,7 @@ OP_FAMILY = {
     "channel_pool": "channel_pool",
     "channel_squeeze": "squeeze_excite",
     "squeeze_excite": "squeeze_excite",
+    "eca": "squeeze_excite",
     "apply_gates": "apply_gates",
     "dual_attention": "dual_attention",
     "ema_strip_pool": "ema_strip_pool",
@@ -63,6 +64,7 @@ OP_PASSES = {
     "channel_squeeze": ("channel_squeeze_reduce", "channel_squeeze_grad_input"),
     "squeeze_excite": ("squeeze_excite_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input",
                        "channel_squeeze_grad_input"),  # the last: the backward of a broadcast-scalar gradient
+    "eca": ("eca_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input", "channel_squeeze_grad_input"),
     "apply_gates": ("apply_gates_combine", "apply_gates_grads"),
     "dual_attention": ("dual_attention_reduce", "apply_gates_combine", "apply_gates_grad_gates",
                        "dual_attention_grad_input"),

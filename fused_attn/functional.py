@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _mlp, dispatch, ops
+from . import _eca, _mlp, dispatch, ops
 from ._layout import acc_dtype, memory_format
 from .backends.reference import apply_gates as _ref_gates
 from .backends.reference import channel_pool as _ref_pool
@@ -29,7 +29,7 @@ from .backends.reference import squeeze_excite as _ref_se
 from .ops import _eager
 from .ops.channel_pool import STATS
 
-__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
+__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "apply_gates", "dual_attention",
            "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
            "global_context_pool"]
 
@@ -177,6 +177,33 @@ def squeeze_excite(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: 
         s = _mlp.forward(_ref_se.channel_squeeze_reduce(x), w1, b1, w2, b2, act, gate)[2]
         return _ref_se.channel_scale(x, s)
     return _eager.call(ops.squeeze_excite.squeeze_excite, x, w1, b1, w2, b2, act, gate, request)[0]
+
+
+def eca(x: Tensor, weight: Tensor, circular: bool = False, gate: str = "sigmoid", *,
+        backend: Optional[str] = None) -> Tensor:
+    """Efficient channel attention: y = x * gate(z)[:, :, None, None], z[b, c] = sum_j w[j] p[b, c + j - pad].
+
+    p = mean_hw(x) [B, C]; w: the k taps of the conv across the channels, a Conv1d(1, 1, k, bias=False) weight
+    [1, 1, k] or [k], k odd, pad = (k - 1) // 2; a tap outside [0, C) reads 0, or wraps around modulo C when
+    `circular` (timm's CecaModule). gate: sigmoid | hardsigmoid. The conv runs in the accumulation dtype.
+    """
+    _check_x(x)
+    _check_tensor("weight", weight)
+    if weight.dim() not in (1, 3) or weight.dim() == 3 and weight.shape[:2] != (1, 1):
+        raise ValueError(f"weight must be a Conv1d(1, 1, k) weight [1, 1, k] or the taps [k], got shape "
+                         f"{tuple(weight.shape)}")
+    if weight.numel() % 2 != 1:
+        raise ValueError(f"weight must have an odd number of taps (the conv keeps C channels), got {weight.numel()}")
+    if not isinstance(circular, bool):
+        raise TypeError(f"circular must be a bool, got {type(circular).__name__}")
+    if gate not in _mlp.GATES:
+        raise ValueError(f"gate must be one of {_mlp.GATES}, got {gate!r}")
+    _check_devices(x=x, weight=weight)
+    taps = weight.reshape(-1)
+    request = dispatch.requested(backend)
+    if _traces_math(request):
+        return _ref_se.channel_scale(x, _eca.gate_of(_ref_se.channel_squeeze_reduce(x), taps, circular, gate))
+    return _eager.call(ops.squeeze_excite.eca, x, taps, circular, gate, request)[0]
 
 
 # ---------------------------------------------------------------------------------------------- apply_gates

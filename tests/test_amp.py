@@ -64,6 +64,8 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     if op == "squeeze_excite":
         return ([x, r(2, c), r(2), r(c, 2), r(c)], lambda be, *a: FA.squeeze_excite(*a, act="silu", backend=be),
                 lambda *a: seed_style.squeeze_excite(*a, act="silu"))
+    if op == "eca":              # the official eca_layer's forward (BangguWu/ECANet), k = 5
+        return [x, r(1, 1, 5) * 0.5], lambda be, *a: FA.eca(*a, backend=be), _official_eca
     if op == "apply_gates":      # a residual in fp32 while the branch is in x's dtype: eager promotes
         return ([x, r(b, c, positive=True), r(b, h, w, positive=True), r(b, c, h, w)],
                 lambda be, *a: FA.apply_gates(*a, backend=be), seed_style.apply_gates)
@@ -91,6 +93,12 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
     raise ValueError(op)
 
 
+def _official_eca(x, w):
+    y = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+    y = torch.nn.functional.conv1d(y.squeeze(-1).transpose(-1, -2), w, padding=2).transpose(-1, -2).unsqueeze(-1)
+    return x * torch.sigmoid(y).expand_as(x)
+
+
 def _official_simam(x):
     n = x.shape[2] * x.shape[3] - 1
     d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
@@ -103,7 +111,7 @@ def _eager_global_context_pool(x, w, b):
     return (x.reshape(bsz, c, h * wd).unsqueeze(1) @ attn).reshape(bsz, c)
 
 
-PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "apply_gates", "dual_attention",
+PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "apply_gates", "dual_attention",
           "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
           "global_context_pool"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
@@ -140,6 +148,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "channel_squeeze": lambda x, be: (x, be),
     "squeeze_excite": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
                                      "relu", "sigmoid", be),
+    "eca": lambda x, be: (x, torch.randn(5), True, "sigmoid", be),
     "apply_gates": lambda x, be: (x, torch.rand(2, 8), torch.rand(2, 5, 6), torch.randn_like(x), be),
     "dual_attention": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
                                      torch.randn(8), torch.randn(1), "relu", "sigmoid", be),

@@ -104,25 +104,29 @@ def test_bitwise_identical_across_thread_counts(layout):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(5, 24, 9, 11), (6, 75, 3, 5)])
-def test_squeeze_excite_waves_change_no_bit(monkeypatch, layout, dtype, shape):
-    """squeeze_excite_combine's cache-sized waves only schedule: one sample per wave (FUSED_ATTN_CPU_WAVE_BYTES=1),
-    a few, or the whole batch in one give the same bits as each other and as channel_squeeze_reduce's pooling,
-    and match the reference. The waves change which samples share the MLP's register tiles (4 samples x 2 rows,
-    edges by smaller tiles); (6, 75, 3, 5) has row and sample edges and dot products with a tail (75, 18)."""
+@pytest.mark.parametrize("combine,variant", [("squeeze_excite_combine", "silu,sigmoid"),
+                                             ("eca_combine", "k5,zero,sigmoid"),
+                                             ("eca_combine", "k7,circular,sigmoid")])
+def test_wave_forwards_change_no_bit(monkeypatch, layout, dtype, shape, combine, variant):
+    """squeeze_excite_combine's and eca_combine's cache-sized waves only schedule: one sample per wave
+    (FUSED_ATTN_CPU_WAVE_BYTES=1), a few, or the whole batch in one give the same bits as each other and as
+    channel_squeeze_reduce's pooling, and match the reference. The waves change which samples share the MLP's
+    register tiles (4 samples x 2 rows, edges by smaller tiles); (6, 75, 3, 5) has row and sample edges and dot
+    products with a tail (75, 18)."""
     sample_bytes = shape[1] * shape[2] * shape[3] * torch.empty((), dtype=dtype).element_size()
-    case = Case(shape, dtype, layout, "silu,sigmoid")
-    args = registry.pass_args("squeeze_excite_combine", case)
+    case = Case(shape, dtype, layout, variant)
+    args = registry.pass_args(combine, case)
     runs = []
     for wave in ("1", str(2 * sample_bytes), str(1 << 40)):
         monkeypatch.setenv("FUSED_ATTN_CPU_WAVE_BYTES", wave)
-        runs.append(native("squeeze_excite").squeeze_excite_combine(*args))
+        runs.append(getattr(native("squeeze_excite"), combine)(*args))
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
     assert torch.equal(runs[0][1], native("squeeze_excite").channel_squeeze_reduce(args[0]))
-    ref = bc.reference_module("squeeze_excite").squeeze_excite_combine(*args)
+    ref = getattr(bc.reference_module("squeeze_excite"), combine)(*args)
     for got, want in zip(runs[0], ref):
-        bc.check(got, want, dtype, "squeeze_excite_combine")
+        bc.check(got, want, dtype, combine)
 
 
 # ----------------------------------------------------------------------------------------- instruction sets

@@ -91,3 +91,78 @@ def test_timm_seresnet18_se_module(backend, layout):
     se = blocks[-1]
     assert isinstance(se.bn, nn.Identity) and not se.add_maxpool
     _check_against(se, se.fc1, se.fc2, _act_name(se.act), "sigmoid", backend, layout)
+
+
+def _official_eca_layer(channel: int, k_size: int) -> nn.Module:
+    """The official ECA layer as users paste it (BangguWu/ECANet, models/eca_module.py)."""
+    class eca_layer(nn.Module):   # noqa: N801  (the official class name)
+        def __init__(self, channel, k_size=3):
+            super().__init__()
+            self.avg_pool = nn.AdaptiveAvgPool2d(1)
+            self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+            self.sigmoid = nn.Sigmoid()
+
+        def forward(self, x):
+            y = self.avg_pool(x)
+            y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+            y = self.sigmoid(y)
+            return x * y.expand_as(x)
+    return eca_layer(channel, k_size)
+
+
+def _eca_sources() -> dict:
+    from timm.layers.eca import CecaModule, EcaModule
+    return {"timm EcaModule(C=72, k=5)": lambda: EcaModule(72),
+            "timm EcaModule hard_sigmoid": lambda: EcaModule(40, gate_layer="hard_sigmoid"),
+            "timm CecaModule(C=256, k=5)": lambda: CecaModule(256),
+            "timm CecaModule(C=3, k=7)": lambda: CecaModule(kernel_size=7),
+            "official eca_layer(C=48, k=3)": lambda: _official_eca_layer(48, 3)}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("backend", serving_backends("eca"))
+@pytest.mark.parametrize("source", list(_eca_sources()))
+def test_eca_twins_are_one_eca_op_and_match_the_sources(source, backend, layout, monkeypatch):
+    """timm's EcaModule / CecaModule (zero and circular padding, Sigmoid and timm's HardSigmoid) and the official
+    eca_layer: the converted twin runs one fused `eca` op (no separate pooling pass) and equals the source in
+    float64, output, grad_x and the conv's grad, on every backend; a `.sum()` gradient (stride 0) too."""
+    import fused_attn
+    torch.manual_seed(0)
+    src = _eca_sources()[source]().double()
+    channels = next(v for k, v in {"C=72": 72, "hard_sigmoid": 40, "C=256": 256, "C=3": 3, "C=48": 48}.items()
+                    if k in source)
+    twin, report = fused_attn.convert(src)
+    assert len(report) == 1 and not report.skipped, str(report)
+    calls = []
+    real_eca, real_squeeze = FA.eca, FA.channel_squeeze
+    monkeypatch.setattr(FA, "eca", lambda *a, **k: calls.append("eca") or real_eca(*a, **k))
+    monkeypatch.setattr(FA, "channel_squeeze", lambda *a, **k: calls.append("squeeze") or real_squeeze(*a, **k))
+    twin.backend = backend
+    x = torch.randn(3, channels, 9, 7, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    for grad_of in ("random", "sum"):
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        want, got = src(xs[0]), twin(xs[1])
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(want) if grad_of == "random" else None
+        want_grads = torch.autograd.grad(want if g is not None else want.sum(), [xs[0], src.conv.weight], g)
+        got_grads = torch.autograd.grad(got if g is not None else got.sum(), [xs[1], twin.conv.weight], g)
+        for name, a, b in zip(("x", "conv.weight"), got_grads, want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, n=name, g=grad_of: f"{g} grad {n}: {m}")
+    assert calls == ["eca"] * 2
+
+
+def test_eca_with_an_mlp_keeps_the_pooled_route():
+    """timm's EcaModule(use_mlp=True) (conv, act, conv2) is not one k-tap conv: the twin pools, runs the source's
+    layers and scales (and still equals the source)."""
+    from timm.layers.eca import EcaModule
+
+    import fused_attn
+    torch.manual_seed(0)
+    src = EcaModule(32, use_mlp=True).double()
+    twin, report = fused_attn.convert(src)
+    assert len(report) == 1 and twin.fused_eca() is None
+    x = torch.randn(2, 32, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(twin(x), src(x), rtol=1e-12, atol=1e-12)

@@ -21,6 +21,13 @@ X = torch.randn(2, 4, 3, 5)
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4, 3, 3), None, torch.randn(4, 2), None), ValueError, "1x1 conv weight"),
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, act="tanh"), ValueError, "act must be"),
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, gate="softmax"), ValueError, "gate must be"),
+    (lambda: FA.eca(X, torch.randn(1, 1, 4)), ValueError, "odd number of taps"),
+    (lambda: FA.eca(X, torch.randn(2, 1, 3)), ValueError, r"Conv1d\(1, 1, k\) weight"),
+    (lambda: FA.eca(X, torch.randn(3, 3)), ValueError, r"weight must be a Conv1d"),
+    (lambda: FA.eca(X, torch.randn(3).int()), TypeError, "weight must be a floating"),
+    (lambda: FA.eca(X, torch.randn(3), circular=1), TypeError, "circular must be a bool"),
+    (lambda: FA.eca(X, torch.randn(3), gate="tanh"), ValueError, "gate must be one of"),
+    (lambda: FA.eca(torch.randn(4, 3, 5), torch.randn(3)), ValueError, "x must be 4-D"),
     (lambda: FA.dual_attention(X, torch.randn(2, 4), None, torch.randn(4, 2), None, torch.randn(1, 5, 1, 1), None), ValueError, "ws must be"),
     (lambda: FA.dual_attention(X, torch.randn(2, 4), None, torch.randn(4, 2), None, torch.randn(2, 4, 1, 1), None), ValueError, "ws must be"),
     (lambda: FA.dual_attention(X, torch.randn(2, 4), None, torch.randn(4, 2), None, torch.randn(4), torch.randn(2)), ValueError, "bs must be"),
@@ -79,6 +86,7 @@ def test_inputs_are_not_mutated():
     FA.apply_gates(x, c, s, r)
     FA.channel_pool(x)
     FA.squeeze_excite(x, torch.randn(2, 4), None, torch.randn(4, 2), None)
+    FA.eca(x, torch.randn(1, 1, 3), circular=True)
     for before, after in zip(copies, (x, c, s, r)):
         assert torch.equal(before, after)
 
@@ -111,6 +119,7 @@ def test_empty_inputs_give_empty_results_and_gradients(shape):
         "channel_pool": (lambda x, be: FA.channel_pool(x, backend=be), (shape[0], 3, *shape[2:])),
         "squeeze_excite": (lambda x, be: FA.squeeze_excite(x, torch.randn(2, c), None, torch.randn(c, 2), None,
                                                            backend=be), shape),
+        "eca": (lambda x, be: FA.eca(x, torch.randn(1, 1, 3), backend=be), shape),
         "dual_attention": (lambda x, be: FA.dual_attention(x, torch.randn(2, c), None, torch.randn(c, 2), None,
                                                            torch.randn(c), torch.randn(1), backend=be), shape),
         "apply_gates": (lambda x, be: FA.apply_gates(x, torch.rand(shape[0], c), torch.rand(shape[0], *shape[2:]),

@@ -1,6 +1,6 @@
 """The op rows' eager baselines: each op written out in plain torch ops, as the attention modules that use it
-write it (MultiScaleAttention and CBAM's channel pools, torchvision's SqueezeExcitation forward, the SCA-CNN dual
-attention, the official EMA's strip pools and cross-spatial core).
+write it (MultiScaleAttention and CBAM's channel pools, torchvision's SqueezeExcitation and timm's EcaModule
+forwards, the SCA-CNN dual attention, the official EMA's strip pools and cross-spatial core).
 
 Every function takes the op's public inputs as the sample registry draws them (fused_attn/testing/registry.py
 OPS[op].inputs: None for an absent optional input) and the row's variant, like OPS[op].call without the backend.
@@ -50,6 +50,21 @@ def squeeze_excite(ins, variant):
     return x * _channel_gate(x, w1, b1, w2, b2, variant)
 
 
+def eca(ins, variant):
+    """timm's EcaModule / CecaModule forward: mean -> k-tap Conv1d across the channels (zero padding, or circular
+    by F.pad) -> gate -> x * gate."""
+    x, w = ins
+    b, k = x.shape[0], w.shape[-1]
+    pad = (k - 1) // 2
+    padding, gate = variant.split(",")[1:]
+    y = x.mean((2, 3)).view(b, 1, -1)
+    if padding == "circular":
+        y = F.conv1d(F.pad(y, (pad, pad), mode="circular"), w)
+    else:
+        y = F.conv1d(y, w, padding=pad)
+    return x * _GATE[gate](y).view(b, -1, 1, 1).expand_as(x)
+
+
 def dual_attention(ins, variant):
     """The seed's DualAttention: x * channel_att(x) * gate(conv1x1 C -> 1 (x))."""
     x, w1, b1, w2, b2, ws, bs = ins
@@ -92,6 +107,6 @@ def ema_core(ins, variant, eps=1e-5):
     return (group_x * weights.sigmoid()).reshape(b, c, h, w)
 
 
-OPS = {"channel_pool": channel_pool, "channel_squeeze": channel_squeeze, "squeeze_excite": squeeze_excite,
+OPS = {"channel_pool": channel_pool, "channel_squeeze": channel_squeeze, "squeeze_excite": squeeze_excite, "eca": eca,
        "dual_attention": dual_attention, "apply_gates": apply_gates, "ema_strip_pool": ema_strip_pool,
        "ema_core": ema_core}

@@ -9,12 +9,15 @@
 //   squeeze_excite_grad_gate(grad_y, x)  grad_s[b, c] = sum_hw grad_y * x         [B, C] acc dtype
 //   squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
 //                                        grad_x = grad_y * s + grad_pooled / HW   like x
+//   eca_combine(x, weight, circular, gate) the whole ECA forward: p = mean_hw x, z = the k-tap correlation of
+//                                        weight across the channels, y = x * gate(z)           (y, p, z)
 //
 // squeeze_excite_combine reads x from memory once: it runs the batch in waves of whole samples sized to stay in
 // the last-level cache (fa::cpu::wave_bytes), each wave pooled, put through the MLP (in C++, here) and scaled
 // while its samples are still cached, so memory sees 1 read + 1 write of x instead of the 2 reads + 1 write of
 // pool-then-scale. Every element's arithmetic is fixed by the shapes (the waves only schedule), so the results
 // are the same bits for any wave size and thread count, and equal channel_squeeze_reduce's pooling.
+// eca_combine runs the same waves with ECA's k-tap conv across the channels in the MLP's place.
 //
 // In the backward the MLP runs in PyTorch between the passes, so the fused backward is squeeze_excite_grad_gate (reads
 // grad_y, x), the MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write
@@ -397,6 +400,75 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   return {y, pooled, z1, z2};
 }
 
+// ------------------------------------------------------------------------------------------------ eca_combine
+// z[b, c] = sum_j w[j] p[b, c + j - pad] over samples [b0, b1) (taps outside [0, C) read 0, or wrap modulo C
+// when circular), s = gate(z). Tap by tap over all channels (the interior run vectorises), so each z[c] still
+// adds its k terms in tap order: the same bits as a per-channel loop.
+template <typename A>
+void eca_conv_gate(const A* __restrict__ pooled, const A* __restrict__ w, int64_t k, bool circular, Gate gate,
+                   A* __restrict__ z, A* __restrict__ s, int64_t b0, int64_t b1, int64_t C) {
+  const int64_t pad = (k - 1) / 2;
+  parallel_units(b1 - b0, [&](int64_t i) {
+    const int64_t b = b0 + i;
+    const A* __restrict__ p = pooled + b * C;
+    A* __restrict__ zb = z + b * C;
+    for (int64_t c = 0; c < C; ++c) zb[c] = A(0);
+    for (int64_t j = 0; j < k; ++j) {
+      const A wj = w[j];
+      const int64_t shift = j - pad;  // z[c] += wj p[c + shift]
+      const int64_t lo = std::clamp<int64_t>(-shift, 0, C), hi = std::clamp<int64_t>(C - shift, lo, C);
+      for (int64_t c = lo; c < hi; ++c) zb[c] += wj * p[c + shift];
+      if (circular) {
+        const auto wrapped = [&](int64_t c) {
+          const int64_t src = ((c + shift) % C + C) % C;
+          zb[c] += wj * p[src];
+        };
+        for (int64_t c = 0; c < lo; ++c) wrapped(c);
+        for (int64_t c = hi; c < C; ++c) wrapped(c);
+      }
+    }
+    gate_row<A>(gate, zb, s + b * C, C);
+  });
+}
+
+// The ECA forward in waves, as squeeze_excite_combine: pool a wave of samples, run the k-tap conv and the gate,
+// scale the wave while it is cached (1 read + 1 write of x).
+std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& weight, bool circular,
+                                               c10::string_view gate) {
+  check_4d(x, "x");
+  const Gate g = gate_of(gate);
+  const int64_t k = weight.numel();
+  TORCH_CHECK(k % 2 == 1, "fused_attn (cpu): the ECA weight must have an odd number of taps, got ", k);
+  const auto fmt = format_of(x);
+  const auto dt = x.scalar_type();
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  const Tensor xd = dense(x, fmt, dt);
+  const Tensor wa = small_acc(weight, dt);
+  const auto acc = x.options().dtype(acc_scalar_type(dt));
+  Tensor y = empty_4d(x.sizes(), x, fmt, dt);
+  Tensor pooled = at::empty({B, C}, acc), z = at::empty({B, C}, acc);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
+  const int64_t per_wave =
+      std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
+  FA_DISPATCH(dt, "fa_eca_combine", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* xp = xd.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    A* pp = pooled.mutable_data_ptr<A>();
+    std::vector<A> s(static_cast<size_t>(B * C)), zero(static_cast<size_t>(B * C), A(0));
+    for (int64_t b0 = 0; b0 < B; b0 += per_wave) {
+      const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
+      hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
+      for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
+      eca_conv_gate<A>(pp, wa.const_data_ptr<A>(), k, circular, g, z.mutable_data_ptr<A>(), s.data(), b0, b0 + nb, C);
+      detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
+                                                            yp + off, nb, C, N, cl);
+    }
+  });
+  return {y, pooled, z};
+}
+
 // grad_s = sum_hw grad_y * x (grad_y read in x's layout)
 Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
   TORCH_CHECK(grad_y.sizes() == x.sizes(), "fused_attn (cpu): grad_y must have x's shape");
@@ -420,6 +492,6 @@ FA_ISA_END
 #define SQUEEZE_EXCITE_OPS(X)   \
   X(channel_squeeze_reduce)     \
   X(channel_squeeze_grad_input) \
-  X(channel_scale) X(squeeze_excite_combine) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input)
+  X(channel_scale) X(squeeze_excite_combine) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input) X(eca_combine)
 FA_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif

@@ -132,6 +132,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z1, z2};
 }
 
+// the whole ECA forward: p = mean_hw x, z[b, c] = sum_j w[j] p[b, c + j - pad] (zero padding, or wrapping
+// modulo C when circular), y = x * gate(z). The k-tap conv across the channels runs in ATen on the [B, C] means,
+// as fused_attn/_eca.py writes it; two kernel passes over x around it.
+std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& weight, bool circular,
+                                               c10::string_view gate) {
+  check_4d(x, "x");
+  check_same_device(x, weight, "weight");
+  const int64_t k = weight.numel(), C = x.size(1), pad = (k - 1) / 2;
+  TORCH_CHECK(k % 2 == 1, "fused_attn (cuda): the ECA weight must have an odd number of taps, got ", k);
+  const Tensor pooled = hw_sum(x, Tensor(), hw_of(x));
+  Tensor padded;
+  if (circular) {
+    const Tensor idx = at::remainder(at::arange(-pad, C + pad, pooled.options().dtype(at::kLong)), C);
+    padded = pooled.index_select(1, idx);
+  } else {
+    padded = at::constant_pad_nd(pooled, {pad, pad}, 0);
+  }
+  const Tensor z = at::conv1d(padded.unsqueeze(1), weight.to(pooled.scalar_type()).reshape({1, 1, k})).squeeze(1);
+  Tensor s;
+  if (gate == "sigmoid") s = at::sigmoid(z);
+  else if (gate == "hardsigmoid") s = at::hardsigmoid(z);
+  else TORCH_CHECK(false, "fused_attn (cuda): unknown gate '", std::string(gate), "'; expected sigmoid, hardsigmoid");
+  return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z};
+}
+
 // grad_s = sum_hw grad_y * x
 Tensor squeeze_excite_grad_gate(const Tensor& grad_y, const Tensor& x) {
   check_4d(x, "x");
@@ -157,4 +182,5 @@ TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("squeeze_excite_combine", &fa::cuda::squeeze_excite_combine);
   m.impl("squeeze_excite_grad_gate", &fa::cuda::squeeze_excite_grad_gate);
   m.impl("squeeze_excite_grad_input", &fa::cuda::squeeze_excite_grad_input);
+  m.impl("eca_combine", &fa::cuda::eca_combine);
 }

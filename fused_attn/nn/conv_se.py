@@ -28,17 +28,18 @@ from torch import Tensor, nn
 from .. import functional as FA
 from .base import AttentionModule, twin_around
 
-__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "gate_name"]
+__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "gate_name", "GATE_NAMES"]
 
 _ACTS = {"ReLU": "relu", "SiLU": "silu", "Swish": "silu", "Hardswish": "hardswish", "HardSwish": "hardswish"}
-_GATES = {"Sigmoid": "sigmoid", "Hardsigmoid": "hardsigmoid", "HardSigmoid": "hardsigmoid"}
+# fused_attn's gate name per gate layer class name (torch's and timm's classes)
+GATE_NAMES = {"Sigmoid": "sigmoid", "Hardsigmoid": "hardsigmoid", "HardSigmoid": "hardsigmoid"}
 
 
 def gate_name(module: nn.Module) -> str:
     """fused_attn's gate name of a gate layer (torch's or timm's Sigmoid / Hardsigmoid class), else TypeError."""
-    name = _GATES.get(type(module).__name__)
+    name = GATE_NAMES.get(type(module).__name__)
     if name is None:
-        raise TypeError(f"unsupported gate {type(module).__name__}; supported: {sorted(_GATES)}")
+        raise TypeError(f"unsupported gate {type(module).__name__}; supported: {sorted(GATE_NAMES)}")
     return name
 
 
@@ -66,7 +67,7 @@ class _ConvSqueezeExcite(AttentionModule):
             return None
         if not (_plain_1x1(fc1) and _plain_1x1(fc2)):
             return None
-        act_name, gate = _ACTS.get(type(act).__name__), _GATES.get(type(gate).__name__)
+        act_name, gate = _ACTS.get(type(act).__name__), GATE_NAMES.get(type(gate).__name__)
         if act_name is None or gate is None:
             return None
         return fc1.weight, fc1.bias, fc2.weight, fc2.bias, act_name, gate

@@ -3,8 +3,10 @@
     s = gate_layers(mean_hw(x))  [B, C]        y = x * s[:, :, None, None]
 
 mean_hw(x) is one `functional.channel_squeeze` pass, the gate layers are the source's own (a few B x C values, in
-PyTorch), and the scaling is one `functional.apply_gates` pass; gradients flow through both fused passes. Each
-twin keeps its source's child names (state_dicts load strictly both ways):
+PyTorch), and the scaling is one `functional.apply_gates` pass; gradients flow through both fused passes. The ECA
+twins whose gate is one plain k-tap conv (odd k, no bias) and a Sigmoid / Hardsigmoid are one `functional.eca` op
+instead (on the CPU pool, conv, gate and scale in cache-sized waves: x read from memory once). Each twin keeps its
+source's child names (state_dicts load strictly both ways):
 
   EffectiveSEModule   timm.layers.EffectiveSEModule (ESE: ese_vovnet, hgnet), add_maxpool=False: fc, gate
                       s = gate(fc(mean))               fc: 1x1 conv C -> C
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import functional as FA
 from .base import AttentionModule, twin_around
+from .conv_se import GATE_NAMES
 
 __all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention", "EseModule", "EcaLayer"]
 
@@ -37,7 +40,15 @@ class _PooledGate(AttentionModule):
         """[B, C] gate from the [B, C] channel means, with the source's layers."""
         raise NotImplementedError
 
+    def fused_eca(self) -> Optional[tuple]:
+        """(taps, circular, gate) when one `functional.eca` op computes this block, else None."""
+        return None
+
     def forward(self, x: Tensor) -> Tensor:
+        if not self.record_attention:
+            eca = self.fused_eca()
+            if eca is not None:
+                return FA.eca(x, *eca, backend=self.backend)
         pooled = FA.channel_squeeze(x, backend=self.backend).to(x.dtype)
         s = self.gate_of(pooled)
         if self.record_attention:
@@ -55,6 +66,26 @@ class _PooledGate(AttentionModule):
     def from_source(cls, source: nn.Module, backend: Optional[str] = None) -> "_PooledGate":
         """The twin of `source` around source's own child layers (same objects: parameters shared)."""
         return twin_around(cls, source, backend)
+
+
+def _eca_taps(conv: nn.Module, padding: int) -> Optional[Tensor]:
+    """conv's weight when it is a plain Conv1d(1, 1, k) over the channels (odd k, no bias, stride and dilation 1,
+    the given padding), else None."""
+    if not (type(conv) is nn.Conv1d and conv.in_channels == 1 and conv.out_channels == 1 and conv.bias is None):
+        return None
+    k = conv.kernel_size[0]
+    plain = conv.stride == (1,) and conv.dilation == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+    if k % 2 == 0 or not plain or conv.padding != (padding,):
+        return None
+    return conv.weight
+
+
+def _eca_args(conv: nn.Module, gate: nn.Module, circular: bool, padding: int) -> Optional[tuple]:
+    taps = _eca_taps(conv, padding)
+    name = GATE_NAMES.get(type(gate).__name__)
+    if taps is None or name is None:
+        return None
+    return taps, circular, name
 
 
 class EffectiveSEModule(_PooledGate):
@@ -83,6 +114,11 @@ class EcaModule(_PooledGate):
         self.conv2 = None
         self.gate = gate_layer()
 
+    def fused_eca(self) -> Optional[tuple]:
+        if self.conv2 is not None:
+            return None
+        return _eca_args(self.conv, self.gate, False, (self.conv.kernel_size[0] - 1) // 2)
+
     def gate_of(self, pooled: Tensor) -> Tensor:
         y = self.conv(pooled[:, None, :])
         if self.conv2 is not None:
@@ -99,6 +135,11 @@ class CecaModule(_PooledGate):
         self.padding = (kernel_size - 1) // 2
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=0, bias=False)
         self.gate = gate_layer()
+
+    def fused_eca(self) -> Optional[tuple]:
+        if self.padding != (self.conv.kernel_size[0] - 1) // 2:
+            return None
+        return _eca_args(self.conv, self.gate, True, 0)
 
     def gate_of(self, pooled: Tensor) -> Tensor:
         y = F.pad(pooled[:, None, :], (self.padding, self.padding), mode="circular")
@@ -140,6 +181,9 @@ class EcaLayer(_PooledGate):
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
         self.sigmoid = nn.Sigmoid()
+
+    def fused_eca(self) -> Optional[tuple]:
+        return _eca_args(self.conv, self.sigmoid, False, (self.conv.kernel_size[0] - 1) // 2)
 
     def gate_of(self, pooled: Tensor) -> Tensor:
         return self.sigmoid(self.conv(pooled[:, None, :])).flatten(1)

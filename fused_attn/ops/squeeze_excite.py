@@ -1,13 +1,16 @@
-"""fused_attn::channel_squeeze and fused_attn::squeeze_excite (math: fused_attn/backends/reference/squeeze_excite.py).
+"""fused_attn::channel_squeeze, fused_attn::squeeze_excite and fused_attn::eca (math:
+fused_attn/backends/reference/squeeze_excite.py).
 
   channel_squeeze(x) = mean_hw x                                      [B, C]
   squeeze_excite(x, w1, b1, w2, b2) = x * gate(w2 act(w1 mean_hw(x) + b1) + b2)
+  eca(x, weight) = x * gate(z),  z[b, c] = sum_j weight[j] p[b, c + j - pad],  p = mean_hw x
+                   (k = len(weight) odd, pad = (k - 1) // 2, zero or circular padding across the channels)
 
 The forward is one pass, squeeze_excite_combine: on the CPU it pools, runs the MLP (in C++) and scales in waves
 of samples that stay in cache (1 read + 1 write of x); elsewhere pool, MLP (fused_attn._mlp), scale. The MLP
 of the backward runs in PyTorch (fused_attn._mlp) between the kernel passes, the fused 3-read, 1-write scheme:
 grad_s = sum_hw(g x) (reads g, x), MLP backward, grad_x = g s + grad_pooled / HW
-(reads g, writes grad_x).
+(reads g, writes grad_x). eca is the same with the k-tap conv (fused_attn._eca) in the MLP's place.
 
 Passes (fused_attn.backends.<backend>.squeeze_excite):
   channel_squeeze_reduce(x) -> [B, C] (accumulation dtype)
@@ -16,6 +19,7 @@ Passes (fused_attn.backends.<backend>.squeeze_excite):
   squeeze_excite_combine(x, w1, b1, w2, b2, act, gate) -> (y, pooled, z1, z2)
   squeeze_excite_grad_gate(grad_y, x) -> sum_hw grad_y * x  [B, C] (accumulation dtype)
   squeeze_excite_grad_input(grad_y, x, s, grad_pooled) -> grad_y * s + grad_pooled / HW like x
+  eca_combine(x, weight, circular, gate) -> (y, pooled, z)
 
 Autocast: not cast. Each op runs on the dtypes it receives with autocast off inside, as eager runs the
 pooling / mul / add ops it replaces (autocast leaves those alone); see fused_attn/ops/_autocast.py.
@@ -27,7 +31,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _mlp, dispatch
+from .. import _eca, _mlp, dispatch
 from .._layout import acc_dtype, broadcast_scalar, empty_4d
 from . import _autocast, _double_backward, _eager
 
@@ -133,7 +137,63 @@ def _se_backward(ctx, grad_y, _gp, _gz1, _gz2):
 
 
 squeeze_excite.register_autograd(_se_backward, setup_context=_se_setup)
+
+
+# ------------------------------------------------------------------------------------------------------ eca
+@_eager.custom_op("fused_attn::eca")
+def eca(x: Tensor, weight: Tensor, circular: bool, gate: str, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (y = x * gate(z) like x, pooled [B, C], z [B, C]); the last two in the accumulation dtype."""
+    return _impl("eca", x, backend).eca_combine(x, weight, circular, gate)
+
+
+@eca.register_fake
+def _(x, weight, circular, gate, backend):
+    acc = acc_dtype(x.dtype)
+    return empty_4d(x, x.shape), x.new_empty(x.shape[:2], dtype=acc), x.new_empty(x.shape[:2], dtype=acc)
+
+
+@torch.library.custom_op("fused_attn::eca_backward", mutates_args=())
+def eca_backward(grad_y: Tensor, x: Tensor, weight: Tensor, pooled: Tensor, z: Tensor, circular: bool, gate: str,
+                 backend: str) -> tuple[Tensor, Tensor]:
+    """-> (grad_x, grad_weight). grad_s = sum_hw g x, grad_z = grad_s gate'(z), (grad_pooled, grad_weight) by
+    the conv's backward (fused_attn._eca), grad_x = g s + grad_pooled / HW; a broadcast-scalar gradient is not
+    read (as squeeze_excite_backward)."""
+    impl = _impl("eca", x, backend)
+    g = broadcast_scalar(grad_y)
+    hw = x.shape[2] * x.shape[3]
+    s = _mlp.gate(gate, z)
+    grad_s = impl.squeeze_excite_grad_gate(grad_y, x) if g is None else g.to(pooled.dtype) * hw * pooled
+    grad_pooled, grad_weight = _eca.backward(grad_s * _mlp.gate_grad(gate, z), pooled, weight, circular)
+    if g is None:
+        grad_x = impl.squeeze_excite_grad_input(grad_y, x, s, grad_pooled)
+    else:
+        grad_x = impl.channel_squeeze_grad_input(g.to(s.dtype) * hw * s + grad_pooled, x)
+    return grad_x, grad_weight
+
+
+@eca_backward.register_fake
+def _(grad_y, x, weight, pooled, z, circular, gate, backend):
+    return empty_4d(x, x.shape), torch.empty_like(weight, memory_format=torch.contiguous_format)
+
+
+def _eca_setup(ctx, inputs, output):
+    x, weight, circular, gate, backend = inputs
+    _, pooled, z = output
+    ctx.mark_non_differentiable(pooled, z)
+    ctx.save_for_backward(x, weight, pooled, z)
+    ctx.circular, ctx.gate, ctx.backend = circular, gate, backend
+
+
+def _eca_backward(ctx, grad_y, _gp, _gz):
+    x, weight, pooled, z = ctx.saved_tensors
+    gx, gw = eca_backward(grad_y, x, weight, pooled, z, ctx.circular, ctx.gate, ctx.backend)
+    return gx, gw, None, None, None
+
+
+eca.register_autograd(_eca_backward, setup_context=_eca_setup)
 _double_backward.register(channel_squeeze_backward, channel_squeeze)
 _double_backward.register(squeeze_excite_backward, squeeze_excite)
+_double_backward.register(eca_backward, eca)
 _autocast.pass_through("fused_attn::channel_squeeze", "fused_attn::channel_squeeze_backward",
-                       "fused_attn::squeeze_excite", "fused_attn::squeeze_excite_backward")
+                       "fused_attn::squeeze_excite", "fused_attn::squeeze_excite_backward",
+                       "fused_attn::eca", "fused_attn::eca_backward")

@@ -137,6 +137,18 @@ def _mlp_inputs(m: Maker, variant: str) -> list:
             m.t(c) if bias else None]
 
 
+def _eca_mode(variant: str) -> tuple:
+    """(taps k, circular, gate) of an ECA variant."""
+    k, padding, gate = variant.split(",")
+    return int(k[1:]), padding == "circular", gate
+
+
+def _eca_taps(m: Maker, v: str, *lead: int) -> torch.Tensor:
+    """The conv's k taps (shape lead + (k,)), scaled by fan-in."""
+    k = _eca_mode(v)[0]
+    return m.t(*lead, k, scale=k ** -0.5)
+
+
 def _act_gate(variant: str) -> tuple:
     act, gate = variant.split(",")[:2]
     return act, gate
@@ -210,6 +222,8 @@ GRIDS: dict[str, GridSpec] = {
 PARTS = ("csr", "c", "s", "r", "cs", "sr", "cr", "")
 STAT_VARIANTS = ("max,mean,std", "mean,max", "std,mean", "max", "mean")   # every channel_pool kernel variant
 ACT_VARIANTS = ("silu,sigmoid", "relu,sigmoid,nobias", "hardswish,hardsigmoid")
+# ECA: "k<taps>,<zero | circular>,<gate>"; k7 on 1 or 3 channels wraps (circular) or pads past both ends
+ECA_VARIANTS = ("k5,zero,sigmoid", "k3,circular,sigmoid", "k1,zero,hardsigmoid", "k7,circular,hardsigmoid")
 # (shape, groups): cg = 1, 4, 5, 8 (several tiles per image); (1, 8, 40, 40) in one group does not fit the CUDA
 # tile cache in fp32 / fp64 (the L2 re-read path); cg = 300 > 256 takes the channels_last fallback reduction
 EMA_CUDA_CASES = tuple((s, f"groups={g}") for s, g in (
@@ -337,6 +351,8 @@ _PASSES = (
     PassInfo("squeeze_excite_grad_input", "squeeze_excite",
              lambda m, v: _grad_and_x(m) + (m.t(m.b, m.c, dtype="acc", kind="positive"), m.t(m.b, m.c, dtype="acc")),
              (Out("grad_x", like=1),)),
+    PassInfo("eca_combine", "squeeze_excite", lambda m, v: (m.x4(), _eca_taps(m, v), *_eca_mode(v)[1:]),
+             (Out("y", like=0), Out("pooled", "acc"), Out("z", "acc")), ECA_VARIANTS),
     PassInfo("apply_gates_combine", "apply_gates", lambda m, v: _gates_args(m, v, grads=False), (Out("out", like=0),),
              PARTS, _GATE_GRIDS),
     PassInfo("apply_gates_grads", "apply_gates", lambda m, v: _gates_args(m, v, grads=True),
@@ -431,6 +447,12 @@ def _se_backward(ins, v, be):
                                             *_act_gate(v), be)
 
 
+def _eca_backward(ins, v, be):
+    x, w = ins[0], ins[1].reshape(-1)
+    y, pooled, z = OPS_NS.eca(x, w, *_eca_mode(v)[1:], be)
+    return OPS_NS.eca_backward, (_grad_like(y), x.detach(), w.detach(), pooled, z, *_eca_mode(v)[1:], be)
+
+
 def _dual_op_args(ins, v, be) -> tuple:
     x, w1, b1, w2, b2, ws, bs = ins
     return x, w1, b1, w2, b2, ws.reshape(-1), bs, *_act_gate(v), be
@@ -484,6 +506,9 @@ _OPS = (
     OpInfo("squeeze_excite", ACT_VARIANTS, _se_inputs,
            lambda ins, v, be: FA.squeeze_excite(*ins, *_act_gate(v), backend=be),
            lambda ins, v, be: (OPS_NS.squeeze_excite, (*ins, *_act_gate(v), be)), _se_backward),
+    OpInfo("eca", ECA_VARIANTS, lambda m, v: [m.x4(), _eca_taps(m, v, 1, 1)],
+           lambda ins, v, be: FA.eca(*ins, *_eca_mode(v)[1:], backend=be),
+           lambda ins, v, be: (OPS_NS.eca, (ins[0], ins[1].reshape(-1), *_eca_mode(v)[1:], be)), _eca_backward),
     OpInfo("apply_gates", PARTS,
            lambda m, v: list(_gates_args(m, v, grads=False)),
            lambda ins, v, be: FA.apply_gates(*ins, backend=be),

@@ -5,7 +5,7 @@ import torch
 
 from ._library import DTYPES, kernels  # noqa: F401  (DTYPES is part of the backend interface)
 
-OPS = {"channel_squeeze", "squeeze_excite"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca"}
 
 
 def channel_squeeze_reduce(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +25,12 @@ def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tens
     """The whole forward, MLP included -> (y like x, pooled [B, C], z1 [B, Cr], z2 [B, C]) (acc dtype); on the
     CPU in cache-sized waves of samples, reading x from memory once."""
     return kernels().squeeze_excite_combine(x, w1, b1, w2, b2, act, gate)
+
+
+def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
+    """The whole ECA forward -> (y like x, pooled [B, C], z [B, C]) (acc dtype); on the CPU in cache-sized waves
+    of samples, reading x from memory once."""
+    return kernels().eca_combine(x, weight, circular, gate)
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

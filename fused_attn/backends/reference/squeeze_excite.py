@@ -5,6 +5,9 @@
   channel_scale:               y[b, c, h, w] = x[b, c, h, w] * s[b, c]
   squeeze_excite_combine:      the whole forward: p = channel_squeeze_reduce(x), (z1, z2, s) = the MLP
                                (fused_attn._mlp.forward), y = channel_scale(x, s)  -> (y, p, z1, z2)
+  eca_combine:                 the ECA forward: p = channel_squeeze_reduce(x), z = the k-tap correlation of
+                               weight across the channels (fused_attn._eca.forward), y = channel_scale(x,
+                               gate(z))  -> (y, p, z); its backward is the SE one with _eca.backward between
   squeeze_excite backward, given g = grad_y and grad_pooled from the MLP backward:
     squeeze_excite_grad_gate:   grad_s[b, c] = sum_hw g * x                     (one pass over g, x)
     squeeze_excite_grad_input:  grad_x = g * s[b, c] + grad_pooled[b, c] / HW   (one pass over g)
@@ -13,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ... import _mlp
+from ... import _eca, _mlp
 from ..._layout import acc_dtype, as_layout_of
 
-OPS = {"channel_squeeze", "squeeze_excite"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
@@ -43,6 +46,13 @@ def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tens
     pooled = channel_squeeze_reduce(x)
     z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
     return channel_scale(x, s), pooled, z1, z2
+
+
+def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
+    """-> (y like x, pooled [B, C], z [B, C]); the last two in the accumulation dtype."""
+    pooled = channel_squeeze_reduce(x)
+    z = _eca.forward(pooled, weight, circular)
+    return channel_scale(x, _mlp.gate(gate, z)), pooled, z
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

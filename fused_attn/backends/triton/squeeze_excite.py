@@ -4,6 +4,7 @@
   channel_squeeze_grad_input  grad_x = grad_p[b, c] / HW              pointwise write
   channel_scale               y = x * s[b, c]                         pointwise
   squeeze_excite_combine      channel_squeeze_reduce, the MLP in PyTorch, channel_scale (two passes over x)
+  eca_combine                 channel_squeeze_reduce, the k-tap conv and gate in PyTorch, channel_scale
   squeeze_excite_grad_gate    grad_s[b, c] = sum_hw g * x             reduction over HW, one pass over (g, x)
   squeeze_excite_grad_input   grad_x = g * s[b, c] + grad_p[b, c] / HW   pointwise, one pass over g
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ... import _mlp
+from ... import _eca, _mlp
 from ..._layout import acc_dtype, empty_4d
 from . import _common as cm
 
-OPS = {"channel_squeeze", "squeeze_excite"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
@@ -92,6 +93,13 @@ def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tens
     pooled = channel_squeeze_reduce(x)
     z1, z2, s = _mlp.forward(pooled, w1, b1, w2, b2, act, gate)
     return channel_scale(x, s), pooled, z1, z2
+
+
+def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
+    """-> (y like x, pooled [B, C], z [B, C]) (acc dtype): pool, the k-tap conv and gate, scale."""
+    pooled = channel_squeeze_reduce(x)
+    z = _eca.forward(pooled, weight, circular)
+    return channel_scale(x, _mlp.gate(gate, z)), pooled, z
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
