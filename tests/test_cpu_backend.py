@@ -102,24 +102,27 @@ def test_bitwise_identical_across_thread_counts(layout):
 
 @needs_cpu
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(5, 24, 9, 11), (6, 75, 3, 5)])
 @pytest.mark.parametrize("combine,variant", [("squeeze_excite_combine", "silu,sigmoid"),
                                              ("eca_combine", "k5,zero,sigmoid"),
                                              ("eca_combine", "k7,circular,sigmoid")])
 def test_wave_forwards_change_no_bit(monkeypatch, layout, dtype, shape, combine, variant):
     """squeeze_excite_combine's and eca_combine's cache-sized waves only schedule: one sample per wave
-    (FUSED_ATTN_CPU_WAVE_BYTES=1), a few, or the whole batch in one give the same bits as each other and as
+    (FUSED_ATTN_CPU_WAVE_BYTES=1), a few, or the whole batch in one, with the output written by streaming stores
+    (FUSED_ATTN_CPU_STREAM_BYTES=1) or through the cache, give the same values as each other and as
     channel_squeeze_reduce's pooling, and match the reference. The waves change which samples share the MLP's
     register tiles (4 samples x 2 rows, edges by smaller tiles); (6, 75, 3, 5) has row and sample edges and dot
-    products with a tail (75, 18)."""
+    products with a tail (75, 18), and channels_last rows of 75 channels start at every 16-byte misalignment."""
     sample_bytes = shape[1] * shape[2] * shape[3] * torch.empty((), dtype=dtype).element_size()
     case = Case(shape, dtype, layout, variant)
     args = registry.pass_args(combine, case)
     runs = []
     for wave in ("1", str(2 * sample_bytes), str(1 << 40)):
-        monkeypatch.setenv("FUSED_ATTN_CPU_WAVE_BYTES", wave)
-        runs.append(getattr(native("squeeze_excite"), combine)(*args))
+        for stream in ("1", str(1 << 60)):
+            monkeypatch.setenv("FUSED_ATTN_CPU_WAVE_BYTES", wave)
+            monkeypatch.setenv("FUSED_ATTN_CPU_STREAM_BYTES", stream)
+            runs.append(getattr(native("squeeze_excite"), combine)(*args))
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)

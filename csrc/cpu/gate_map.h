@@ -51,6 +51,59 @@ void gate_map_kernel(const T* __restrict__ in, const acc_t<T>* __restrict__ scal
   });
 }
 
+// out = in * scale[b, c] (the SE-type forwards' scaling) with non-temporal stores where T is float or double on
+// x86-64: each output line goes to memory without being read first or kept in cache (see stream_bytes). Per row
+// (NCHW: the pixels of one (b, c); channels_last: the channels of one pixel) scalar stores up to a 16-byte
+// boundary of out, then 16-byte streaming stores, then a scalar tail; units as gate_map_kernel's, so in a wave
+// each thread scales the rows it just pooled. One rounding per element, as eager's x * s (gate_map_kernel adds a
+// zero shift, which only turns -0 into +0). Other dtypes and targets take gate_map_kernel.
+template <typename T>
+void scale_streaming(const T* __restrict__ in, const acc_t<T>* __restrict__ scale, const acc_t<T>* __restrict__ zero,
+                     T* __restrict__ out, int64_t B, int64_t C, int64_t N, bool channels_last) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    constexpr int64_t VL = 16 / static_cast<int64_t>(sizeof(T));
+    const auto row = [](const T* __restrict__ src, const T* __restrict__ sc, bool per_element, T* __restrict__ dst,
+                        int64_t n) {
+      const int64_t misalign = static_cast<int64_t>(reinterpret_cast<uintptr_t>(dst) % 16) / sizeof(T);
+      const int64_t head = std::min<int64_t>(n, misalign ? VL - misalign : 0);
+      const auto s_at = [&](int64_t i) { return per_element ? sc[i] : sc[0]; };
+      int64_t i = 0;
+      for (; i < head; ++i) dst[i] = src[i] * s_at(i);
+      for (; i + VL <= n; i += VL) {
+        if constexpr (std::is_same_v<T, float>) {
+          const __m128 s = per_element ? _mm_loadu_ps(sc + i) : _mm_set1_ps(sc[0]);
+          _mm_stream_ps(dst + i, _mm_mul_ps(_mm_loadu_ps(src + i), s));
+        } else {
+          const __m128d s = per_element ? _mm_loadu_pd(sc + i) : _mm_set1_pd(sc[0]);
+          _mm_stream_pd(dst + i, _mm_mul_pd(_mm_loadu_pd(src + i), s));
+        }
+      }
+      for (; i < n; ++i) dst[i] = src[i] * s_at(i);
+    };
+    // parallel_units' split, each thread fencing its streaming stores (weakly ordered) before the join
+    const auto units = [&](int64_t n, auto&& unit) {
+      at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t u = begin; u < end; ++u) unit(u);
+        _mm_sfence();
+      });
+    };
+    if (!channels_last) {
+      units(B * C, [&](int64_t bc) { row(in + bc * N, scale + bc, false, out + bc * N, N); });
+    } else {
+      constexpr int64_t kPixels = 64;
+      const int64_t blocks = (N + kPixels - 1) / kPixels;
+      units(B * blocks, [&](int64_t u) {
+        const int64_t b = u / blocks, p0 = (u % blocks) * kPixels, p1 = std::min(N, p0 + kPixels);
+        for (int64_t p = p0; p < p1; ++p) row(in + (b * N + p) * C, scale + b * C, true, out + (b * N + p) * C, C);
+      });
+    }
+    return;
+  }
+#endif
+  gate_map_kernel<T, true, false, false>(in, scale, nullptr, nullptr, zero, out, B, C, N, channels_last);
+}
+
 template <typename T, bool IN, bool SP>
 void gate_map_dispatch_add(bool add, const T* in, const acc_t<T>* sc, const acc_t<T>* sp, const T* ad,
                            const acc_t<T>* sh, T* out, int64_t B, int64_t C, int64_t N, bool cl) {

@@ -191,6 +191,15 @@ Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return gate_map(x, x, s, Tensor(), Tensor(), Tensor());
 }
 
+// The scaling of one wave, y = x * s: streaming stores when the whole output is too large to stay cached
+// (stream_bytes), else gate_map_kernel.
+template <typename T>
+void scale_wave(bool stream, const T* x, const acc_t<T>* s, const acc_t<T>* zero, T* y, int64_t nb, int64_t C,
+                int64_t N, bool cl) {
+  if (stream) detail::scale_streaming<T>(x, s, zero, y, nb, C, N, cl);
+  else detail::gate_map_kernel<T, true, false, false>(x, s, nullptr, nullptr, zero, y, nb, C, N, cl);
+}
+
 // ------------------------------------------------------------------------------------ squeeze_excite_combine
 enum class Act { relu, hardswish, silu };
 enum class Gate { sigmoid, hardsigmoid };
@@ -380,6 +389,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
   const int64_t per_wave =
       std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
+  const bool stream = B * sample_bytes >= stream_bytes();
   FA_DISPATCH(dt, "fa_squeeze_excite_combine", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* xp = xd.const_data_ptr<scalar_t>();
@@ -393,8 +403,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
       se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2a.const_data_ptr<A>(),
                 b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(), z2.mutable_data_ptr<A>(),
                 s.data(), b0, b0 + nb, C, Cr, a, g);
-      detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
-                                                            yp + off, nb, C, N, cl);
+      scale_wave<scalar_t>(stream, xp + off, s.data() + b0 * C, zero.data(), yp + off, nb, C, N, cl);
     }
   });
   return {y, pooled, z1, z2};
@@ -451,6 +460,7 @@ std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& we
   const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
   const int64_t per_wave =
       std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
+  const bool stream = B * sample_bytes >= stream_bytes();
   FA_DISPATCH(dt, "fa_eca_combine", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* xp = xd.const_data_ptr<scalar_t>();
@@ -462,8 +472,7 @@ std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& we
       hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
       for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
       eca_conv_gate<A>(pp, wa.const_data_ptr<A>(), k, circular, g, z.mutable_data_ptr<A>(), s.data(), b0, b0 + nb, C);
-      detail::gate_map_kernel<scalar_t, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
-                                                            yp + off, nb, C, N, cl);
+      scale_wave<scalar_t>(stream, xp + off, s.data() + b0 * C, zero.data(), yp + off, nb, C, N, cl);
     }
   });
   return {y, pooled, z};
