@@ -234,19 +234,7 @@ def test_settings_the_op_cannot_express_take_the_pooled_route():
 
 def test_official_blocks_are_swapped_by_name_and_structure():
     """The official ECA layer (ECANet) and CBAM (Jongchan/attention-module), written as users paste them."""
-    class eca_layer(nn.Module):   # noqa: N801  (the official class name)
-        def __init__(self, channel, k_size=3):
-            super().__init__()
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            y = self.avg_pool(x)
-            y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
-            return x * self.sigmoid(y).expand_as(x)
-
-    model = nn.Sequential(eca_layer(32, 5), official.CBAM(32, 4), official.CBAM(32, 8, no_spatial=True),
+    model = nn.Sequential(official.eca_layer(32, 5), official.CBAM(32, 4), official.CBAM(32, 8, no_spatial=True),
                           official.CBAM(32, 4, pool_types=["max"]))
     _perturb_norms(model)
     converted, report = fused_attn.convert(model)

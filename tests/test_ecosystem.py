@@ -93,30 +93,15 @@ def test_timm_seresnet18_se_module(backend, layout):
     _check_against(se, se.fc1, se.fc2, _act_name(se.act), "sigmoid", backend, layout)
 
 
-def _official_eca_layer(channel: int, k_size: int) -> nn.Module:
-    """The official ECA layer as users paste it (BangguWu/ECANet, models/eca_module.py)."""
-    class eca_layer(nn.Module):   # noqa: N801  (the official class name)
-        def __init__(self, channel, k_size=3):
-            super().__init__()
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            y = self.avg_pool(x)
-            y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
-            y = self.sigmoid(y)
-            return x * y.expand_as(x)
-    return eca_layer(channel, k_size)
-
-
 def _eca_sources() -> dict:
     from timm.layers.eca import CecaModule, EcaModule
+
+    from bench.baselines import official
     return {"timm EcaModule(C=72, k=5)": lambda: EcaModule(72),
             "timm EcaModule hard_sigmoid": lambda: EcaModule(40, gate_layer="hard_sigmoid"),
             "timm CecaModule(C=256, k=5)": lambda: CecaModule(256),
             "timm CecaModule(C=3, k=7)": lambda: CecaModule(kernel_size=7),
-            "official eca_layer(C=48, k=3)": lambda: _official_eca_layer(48, 3)}
+            "official eca_layer(C=48, k=3)": lambda: official.eca_layer(48, 3)}
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

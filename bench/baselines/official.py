@@ -13,6 +13,9 @@ verbatim but for formatting; CBAM is written after the official code's structure
         github.com/ZjjConan/SimAM, networks/attentions/simam_module.py (`simam_module(channels=None,
         e_lambda=1e-4)`), written after its structure, names, repr and forward; `SimAM` is
         External-Attention-pytorch's copy of it under another name
+  ECA   Wang et al., "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks", CVPR 2020;
+        official code: github.com/BangguWu/ECANet, models/eca_module.py (`eca_layer(channel, k_size=3)`), its
+        forward verbatim
   CoordAtt Hou et al., "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021; official code:
         github.com/houqb/CoordAttention, coordatt.py (`CoordAtt(inp, oup, reduction=32)` with its h_sigmoid /
         h_swish), written after its structure, names and forward
@@ -168,6 +171,23 @@ class simam_module(nn.Module):  # noqa: N801  (the official class name)
 
 class SimAM(simam_module):
     """External-Attention-pytorch's SimAM: the official code under another class name (no other difference)."""
+
+
+# ------------------------------------------------------------------------------------------------------ ECA
+class eca_layer(nn.Module):  # noqa: N801  (the official class name)
+    """ECA: s = sigmoid(conv1d_k(mean_hw x)) across the channels (zero padding (k - 1) // 2, no bias), x * s."""
+
+    def __init__(self, channel, k_size=3):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        y = self.avg_pool(x)
+        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        y = self.sigmoid(y)
+        return x * y.expand_as(x)
 
 
 # ------------------------------------------------------------------------------------- coordinate attention

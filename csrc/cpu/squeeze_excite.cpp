@@ -191,13 +191,33 @@ Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return gate_map(x, x, s, Tensor(), Tensor(), Tensor());
 }
 
-// The scaling of one wave, y = x * s: streaming stores when the whole output is too large to stay cached
-// (stream_bytes), else gate_map_kernel.
-template <typename T>
-void scale_wave(bool stream, const T* x, const acc_t<T>* s, const acc_t<T>* zero, T* y, int64_t nb, int64_t C,
-                int64_t N, bool cl) {
-  if (stream) detail::scale_streaming<T>(x, s, zero, y, nb, C, N, cl);
-  else detail::gate_map_kernel<T, true, false, false>(x, s, nullptr, nullptr, zero, y, nb, C, N, cl);
+// The SE-type forward in waves of whole samples (see the top of the file): per wave pool x into pooled (the
+// mean, acc dtype), gate(b0, b1, s) writes the gate s [B, C] of samples [b0, b1) from pooled, then y = x * s
+// while the wave is cached; y by streaming stores when the whole output is too large to stay cached
+// (stream_bytes), else through gate_map_kernel.
+template <typename T, typename G>
+void gate_in_waves(const Tensor& xd, Tensor& y, Tensor& pooled, bool cl, G&& gate) {
+  using A = acc_t<T>;
+  const int64_t B = xd.size(0), C = xd.size(1), N = xd.size(2) * xd.size(3);
+  const int64_t sample_bytes = C * N * static_cast<int64_t>(xd.element_size());
+  // samples per wave: as many as fit the cache budget, at least one
+  const int64_t per_wave =
+      std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
+  const bool stream = B * sample_bytes >= stream_bytes();
+  const T* xp = xd.const_data_ptr<T>();
+  T* yp = y.mutable_data_ptr<T>();
+  A* pp = pooled.mutable_data_ptr<A>();
+  std::vector<A> s(static_cast<size_t>(B * C)), zero(static_cast<size_t>(B * C), A(0));
+  for (int64_t b0 = 0; b0 < B; b0 += per_wave) {
+    const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
+    hw_sum_kernel<T, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
+    for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
+    gate(b0, b0 + nb, s.data());
+    if (stream) detail::scale_streaming<T>(xp + off, s.data() + b0 * C, zero.data(), yp + off, nb, C, N, cl);
+    else
+      detail::gate_map_kernel<T, true, false, false>(xp + off, s.data() + b0 * C, nullptr, nullptr, zero.data(),
+                                                     yp + off, nb, C, N, cl);
+  }
 }
 
 // ------------------------------------------------------------------------------------ squeeze_excite_combine
@@ -374,7 +394,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   const Gate g = gate_of(gate);
   const auto fmt = format_of(x);
   const auto dt = x.scalar_type();
-  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3), Cr = w1.size(0);
+  const int64_t B = x.size(0), C = x.size(1), Cr = w1.size(0);
   const Tensor xd = dense(x, fmt, dt);
   const Tensor w1a = mlp_weight(w1, Cr, C, dt, "w1"), w2a = mlp_weight(w2, C, Cr, dt, "w2");
   const Tensor b1a = b1.has_value() && b1->defined() ? small_acc(*b1, dt) : Tensor();
@@ -385,26 +405,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
   Tensor y = empty_4d(x.sizes(), x, fmt, dt);
   Tensor pooled = at::empty({B, C}, acc), z1 = at::empty({B, Cr}, acc), z2 = at::empty({B, C}, acc);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  // samples per wave: as many as fit the cache budget, at least one
-  const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
-  const int64_t per_wave =
-      std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
-  const bool stream = B * sample_bytes >= stream_bytes();
   FA_DISPATCH(dt, "fa_squeeze_excite_combine", [&] {
     using A = acc_t<scalar_t>;
-    const scalar_t* xp = xd.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    A* pp = pooled.mutable_data_ptr<A>();
-    std::vector<A> s(static_cast<size_t>(B * C)), zero(static_cast<size_t>(B * C), A(0));
-    for (int64_t b0 = 0; b0 < B; b0 += per_wave) {
-      const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
-      hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
-      for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
-      se_mlp<A>(pp, w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr, w2a.const_data_ptr<A>(),
-                b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(), z2.mutable_data_ptr<A>(),
-                s.data(), b0, b0 + nb, C, Cr, a, g);
-      scale_wave<scalar_t>(stream, xp + off, s.data() + b0 * C, zero.data(), yp + off, nb, C, N, cl);
-    }
+    gate_in_waves<scalar_t>(xd, y, pooled, cl, [&](int64_t b0, int64_t b1, A* s) {
+      se_mlp<A>(pooled.const_data_ptr<A>(), w1a.const_data_ptr<A>(), b1a.defined() ? b1a.const_data_ptr<A>() : nullptr,
+                w2a.const_data_ptr<A>(), b2a.defined() ? b2a.const_data_ptr<A>() : nullptr, z1.mutable_data_ptr<A>(),
+                z2.mutable_data_ptr<A>(), s, b0, b1, C, Cr, a, g);
+    });
   });
   return {y, pooled, z1, z2};
 }
@@ -450,30 +457,19 @@ std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& we
   TORCH_CHECK(k % 2 == 1, "fused_attn (cpu): the ECA weight must have an odd number of taps, got ", k);
   const auto fmt = format_of(x);
   const auto dt = x.scalar_type();
-  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  const int64_t B = x.size(0), C = x.size(1);
   const Tensor xd = dense(x, fmt, dt);
   const Tensor wa = small_acc(weight, dt);
   const auto acc = x.options().dtype(acc_scalar_type(dt));
   Tensor y = empty_4d(x.sizes(), x, fmt, dt);
   Tensor pooled = at::empty({B, C}, acc), z = at::empty({B, C}, acc);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  const int64_t sample_bytes = C * N * static_cast<int64_t>(x.element_size());
-  const int64_t per_wave =
-      std::max<int64_t>(1, std::min<int64_t>(B, wave_bytes() / std::max<int64_t>(1, sample_bytes)));
-  const bool stream = B * sample_bytes >= stream_bytes();
   FA_DISPATCH(dt, "fa_eca_combine", [&] {
     using A = acc_t<scalar_t>;
-    const scalar_t* xp = xd.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    A* pp = pooled.mutable_data_ptr<A>();
-    std::vector<A> s(static_cast<size_t>(B * C)), zero(static_cast<size_t>(B * C), A(0));
-    for (int64_t b0 = 0; b0 < B; b0 += per_wave) {
-      const int64_t nb = std::min(per_wave, B - b0), off = b0 * C * N;
-      hw_sum_kernel<scalar_t, false>(xp + off, nullptr, pp + b0 * C, nb, C, N, cl);
-      for (int64_t i = b0 * C; i < (b0 + nb) * C; ++i) pp[i] /= A(N);
-      eca_conv_gate<A>(pp, wa.const_data_ptr<A>(), k, circular, g, z.mutable_data_ptr<A>(), s.data(), b0, b0 + nb, C);
-      scale_wave<scalar_t>(stream, xp + off, s.data() + b0 * C, zero.data(), yp + off, nb, C, N, cl);
-    }
+    gate_in_waves<scalar_t>(xd, y, pooled, cl, [&](int64_t b0, int64_t b1, A* s) {
+      eca_conv_gate<A>(pooled.const_data_ptr<A>(), wa.const_data_ptr<A>(), k, circular, g, z.mutable_data_ptr<A>(), s,
+                       b0, b1, C);
+    });
   });
   return {y, pooled, z};
 }
