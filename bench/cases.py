@@ -167,6 +167,8 @@ OP_CASES = (
            Bytes("read grad_y, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),
     OpCase("eca", "eca", "k5,zero,sigmoid", "x * sigmoid(conv1d_k(avgpool x)) (timm EcaModule)",
            Bytes("read x, write y", n=2), Bytes("read grad_y, x; write grad_x", n=3)),
+    OpCase("ese", "ese", "hardsigmoid", "x * hardsigmoid(conv1x1 C->C (avgpool x)) (timm EffectiveSEModule)",
+           Bytes("read x, write y", n=2), Bytes("read grad_y, x; write grad_x", n=3)),
     OpCase("dual_attention", "dual_attention", SE_VARIANT, "x * se_gate(x) * sigmoid(conv1x1 C->1 (x))",
            Bytes("read x, w1, w2, write out", n=2, w=2),
            Bytes("read grad_out, x, w1, w2; write grad_x and the weights' gradients", n=3, w=4)),

@@ -34,6 +34,9 @@ inline void define_kernel_ops(torch::Library& m) {
   // (zero or circular padding), y = x * gate(z) -> (y like x, pooled [B, C], z [B, C] acc); gate: sigmoid |
   // hardsigmoid. Its backward is squeeze_excite_grad_gate, the tiny conv backward, squeeze_excite_grad_input.
   m.def("eca_combine(Tensor x, Tensor weight, bool circular, str gate) -> (Tensor, Tensor, Tensor)");
+  // the whole ESE forward (effective squeeze-excite, one C -> C layer): p = mean_hw x, z = weight p + bias,
+  // y = x * gate(z) -> (y like x, pooled [B, C], z [B, C] acc); weight [C, C] (or a 1x1 conv's [C, C, 1, 1])
+  m.def("ese_combine(Tensor x, Tensor weight, Tensor? bias, str gate) -> (Tensor, Tensor, Tensor)");
 
   // apply_gates (csrc/cpu/apply_gates.cpp): residual + y * channel[b, c] * spatial[b, h, w].
   m.def("apply_gates_combine(Tensor y, Tensor? channel, Tensor? spatial, Tensor? residual) -> Tensor");

@@ -51,6 +51,7 @@ def backward(grad_z: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor, c
     return grad_pooled, grad_weight.to(weight.dtype).reshape(weight.shape)
 
 
-def gate_of(pooled: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str) -> torch.Tensor:
-    """s = gate(z) [B, C] in pooled's dtype."""
-    return _mlp.gate(gate, forward(pooled, weight, circular))
+def forward_gate(pooled: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
+    """(z, s = gate(z)), [B, C] in pooled's dtype."""
+    z = forward(pooled, weight, circular)
+    return z, _mlp.gate(gate, z)

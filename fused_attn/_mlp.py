@@ -4,6 +4,8 @@
   z2 = act(z1) @ w2^T + b2     [B, C]    (w2: [C, Cr])
   s  = gate(z2)                [B, C]
 
+  (ESE, single_forward / single_backward: one layer, s = gate(pooled @ w^T + b), w: [C, C])
+
 It is tiny (B x C x Cr), so every backend runs it in PyTorch; only the passes over x are kernels.
 Computed in the accumulation dtype; weight gradients are returned in the weights' dtype.
 """
@@ -41,11 +43,35 @@ def activation_grad(name: str, z: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
+class _Hardsigmoid(torch.autograd.Function):
+    """F.hardsigmoid (its values, as torch rounds them per device) with a backward that is itself differentiable:
+    torch has no derivative of hardsigmoid_backward, so a double backward (gradient penalties) through a
+    hardsigmoid gate raised torch's internal error. The first backward is torch's: grad * the float 1/6 strictly
+    inside (-3, 3) (gate_grad); its own derivative is 0 in z."""
+
+    generate_vmap_rule = True   # composes with torch.func (the double-backward path runs under torch.func.vjp)
+
+    @staticmethod
+    def forward(z):
+        return F.hardsigmoid(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * gate_grad("hardsigmoid", z)
+
+
 def gate(name: str, z: torch.Tensor) -> torch.Tensor:
     if name == "sigmoid":
         return torch.sigmoid(z)
     if name == "hardsigmoid":
-        return F.hardsigmoid(z)
+        # traced by torch.compile (the inline policy): torch's own op, as the block it replaces (Dynamo fails on
+        # this autograd.Function's backward under dynamic shapes, torch 2.14); so no double backward there
+        return F.hardsigmoid(z) if torch.compiler.is_compiling() else _Hardsigmoid.apply(z)
     raise ValueError(f"unknown gate {name!r}; expected one of {GATES}")
 
 
@@ -56,7 +82,7 @@ def gate_grad(name: str, z: torch.Tensor) -> torch.Tensor:
         return s * (1 - s)
     if name == "hardsigmoid":  # relu6(x + 3) / 6: slope 1/6 strictly inside (-3, 3), as torch, whose backward
         # kernels (CPU and CUDA) take the slope as the float 1.0f / 6.0f in every dtype (float64 too)
-        return torch.where((z > -3) & (z < 3), torch.full_like(z, _HARDSIGMOID_SLOPE), torch.zeros_like(z))
+        return ((z > -3) & (z < 3)).to(z.dtype) * _HARDSIGMOID_SLOPE
     raise ValueError(f"unknown gate {name!r}; expected one of {GATES}")
 
 
@@ -87,3 +113,24 @@ def backward(grad_s: torch.Tensor, pooled: torch.Tensor, z1: torch.Tensor, z2: t
     grad_b1 = dz1.sum(0).to(b1.dtype) if b1 is not None else None
     grad_pooled = dz1 @ w1.to(dt)
     return grad_pooled, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def single_forward(pooled: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], gate_name: str):
+    """The one-layer gate of effective squeeze-excite (ESE): z = pooled @ w^T + b, s = gate(z) -> (z, s) in
+    pooled's dtype; w [C, C]."""
+    dt = pooled.dtype
+    z = pooled @ w.to(dt).t()
+    if b is not None:
+        z = z + b.to(dt)
+    return z, gate(gate_name, z)
+
+
+def single_backward(grad_s: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor, w: torch.Tensor,
+                    b: Optional[torch.Tensor], gate_name: str):
+    """-> (grad_pooled, grad_w, grad_b); grad_b is None for an absent bias."""
+    dt = pooled.dtype
+    dz = grad_s.to(dt) * gate_grad(gate_name, z)
+    grad_w = (dz.t() @ pooled).to(w.dtype)
+    grad_b = dz.sum(0).to(b.dtype) if b is not None else None
+    return dz @ w.to(dt), grad_w, grad_b
+

@@ -51,6 +51,7 @@ OP_FAMILY = {
     "channel_squeeze": "squeeze_excite",
     "squeeze_excite": "squeeze_excite",
     "eca": "squeeze_excite",
+    "ese": "squeeze_excite",
     "apply_gates": "apply_gates",
     "dual_attention": "dual_attention",
     "ema_strip_pool": "ema_strip_pool",
@@ -65,6 +66,7 @@ OP_PASSES = {
     "squeeze_excite": ("squeeze_excite_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input",
                        "channel_squeeze_grad_input"),  # the last: the backward of a broadcast-scalar gradient
     "eca": ("eca_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input", "channel_squeeze_grad_input"),
+    "ese": ("ese_combine", "squeeze_excite_grad_gate", "squeeze_excite_grad_input", "channel_squeeze_grad_input"),
     "apply_gates": ("apply_gates_combine", "apply_gates_grads"),
     "dual_attention": ("dual_attention_reduce", "apply_gates_combine", "apply_gates_grad_gates",
                        "dual_attention_grad_input"),

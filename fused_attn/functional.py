@@ -29,7 +29,8 @@ from .backends.reference import squeeze_excite as _ref_se
 from .ops import _eager
 from .ops.channel_pool import STATS
 
-__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "apply_gates", "dual_attention",
+__all__ = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "ese", "apply_gates",
+           "dual_attention",
            "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
            "global_context_pool"]
 
@@ -202,8 +203,36 @@ def eca(x: Tensor, weight: Tensor, circular: bool = False, gate: str = "sigmoid"
     taps = weight.reshape(-1)
     request = dispatch.requested(backend)
     if _traces_math(request):
-        return _ref_se.channel_scale(x, _eca.gate_of(_ref_se.channel_squeeze_reduce(x), taps, circular, gate))
+        return _ref_se.channel_scale(x, _eca.forward_gate(_ref_se.channel_squeeze_reduce(x), taps, circular, gate)[1])
     return _eager.call(ops.squeeze_excite.eca, x, taps, circular, gate, request)[0]
+
+
+def ese(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gate: str = "hardsigmoid", *,
+        backend: Optional[str] = None) -> Tensor:
+    """Effective squeeze-excite (ESE: timm EffectiveSEModule, hgnet EseModule, ultralytics ChannelAttention):
+    y = x * gate(weight mean_hw(x) + bias)[:, :, None, None], one C -> C layer.
+
+    weight: a 1x1 conv weight [C, C, 1, 1] or a Linear weight [C, C]; bias [C] or None; gate: sigmoid |
+    hardsigmoid (timm's default for ESE). The layer runs in the accumulation dtype.
+    """
+    _check_x(x)
+    _check_tensor("weight", weight)
+    c = x.shape[1]
+    if weight.dim() == 4 and weight.shape[2:] != (1, 1) or weight.dim() not in (2, 4):
+        raise ValueError(f"weight must be a 1x1 conv weight [C, C, 1, 1] or a Linear weight [C, C], got shape "
+                         f"{tuple(weight.shape)}")
+    weight = weight.flatten(1)
+    _check_shape("weight", weight, (c, c))
+    if bias is not None:
+        _check_tensor("bias", bias, 1)
+        _check_shape("bias", bias, (c,))
+    if gate not in _mlp.GATES:
+        raise ValueError(f"gate must be one of {_mlp.GATES}, got {gate!r}")
+    _check_devices(x=x, weight=weight, bias=bias)
+    request = dispatch.requested(backend)
+    if _traces_math(request):
+        return _ref_se.channel_scale(x, _mlp.single_forward(_ref_se.channel_squeeze_reduce(x), weight, bias, gate)[1])
+    return _eager.call(ops.squeeze_excite.ese, x, weight, bias, gate, request)[0]
 
 
 # ---------------------------------------------------------------------------------------------- apply_gates

@@ -66,6 +66,10 @@ def _op_case(op: str, device: str, x_dtype: torch.dtype):
                 lambda *a: seed_style.squeeze_excite(*a, act="silu"))
     if op == "eca":              # the official eca_layer's forward (BangguWu/ECANet), k = 5
         return [x, r(1, 1, 5) * 0.5], lambda be, *a: FA.eca(*a, backend=be), _official_eca
+    if op == "ese":              # timm's EffectiveSEModule forward (Hardsigmoid gate)
+        return ([x, r(c, c, 1, 1) * c ** -0.5, r(c)], lambda be, *a: FA.ese(*a, backend=be),
+                lambda x, w, b: x * torch.nn.functional.hardsigmoid(torch.nn.functional.conv2d(
+                    x.mean((2, 3), keepdim=True), w, b)))
     if op == "apply_gates":      # a residual in fp32 while the branch is in x's dtype: eager promotes
         return ([x, r(b, c, positive=True), r(b, h, w, positive=True), r(b, c, h, w)],
                 lambda be, *a: FA.apply_gates(*a, backend=be), seed_style.apply_gates)
@@ -111,7 +115,8 @@ def _eager_global_context_pool(x, w, b):
     return (x.reshape(bsz, c, h * wd).unsqueeze(1) @ attn).reshape(bsz, c)
 
 
-PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "apply_gates", "dual_attention",
+PUBLIC = ["channel_pool", "channel_squeeze", "channel_gate", "squeeze_excite", "eca", "ese", "apply_gates",
+          "dual_attention",
           "ema_strip_pool", "ema_core", "ema", "simam", "coord_gate",
           "global_context_pool"]
 OP_OF = {"channel_gate": "channel_squeeze", "ema": "ema_core"}
@@ -149,6 +154,7 @@ RAW_OPS = {   # forward custom op -> args builder (x fp32 in; an autocast region
     "squeeze_excite": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
                                      "relu", "sigmoid", be),
     "eca": lambda x, be: (x, torch.randn(5), True, "sigmoid", be),
+    "ese": lambda x, be: (x, torch.randn(8, 8), torch.randn(8), "hardsigmoid", be),
     "apply_gates": lambda x, be: (x, torch.rand(2, 8), torch.rand(2, 5, 6), torch.randn_like(x), be),
     "dual_attention": lambda x, be: (x, torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8),
                                      torch.randn(8), torch.randn(1), "relu", "sigmoid", be),

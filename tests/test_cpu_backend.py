@@ -106,9 +106,10 @@ def test_bitwise_identical_across_thread_counts(layout):
 @pytest.mark.parametrize("shape", [(5, 24, 9, 11), (6, 75, 3, 5)])
 @pytest.mark.parametrize("combine,variant", [("squeeze_excite_combine", "silu,sigmoid"),
                                              ("eca_combine", "k5,zero,sigmoid"),
-                                             ("eca_combine", "k7,circular,sigmoid")])
+                                             ("eca_combine", "k7,circular,sigmoid"),
+                                             ("ese_combine", "hardsigmoid,nobias")])
 def test_wave_forwards_change_no_bit(monkeypatch, layout, dtype, shape, combine, variant):
-    """squeeze_excite_combine's and eca_combine's cache-sized waves only schedule: one sample per wave
+    """squeeze_excite_combine's, eca_combine's and ese_combine's cache-sized waves only schedule: one sample per wave
     (FUSED_ATTN_CPU_WAVE_BYTES=1), a few, or the whole batch in one, with the output written by streaming stores
     (FUSED_ATTN_CPU_STREAM_BYTES=1) or through the cache, give the same values as each other and as
     channel_squeeze_reduce's pooling, and match the reference. The waves change which samples share the MLP's

@@ -86,3 +86,44 @@ def test_third_order_derivative_matches_the_source_module(backend):
         (g3,) = torch.autograd.grad((g2 * v).sum(), x)
         return g3
     torch.testing.assert_close(third(twin), third(source), rtol=1e-9, atol=1e-10)
+
+
+class _Relu6Hardsigmoid(torch.nn.Module):
+    """hardsigmoid written as relu6(x + 3) / 6: the same function, which torch can differentiate twice (torch has
+    no derivative of hardsigmoid_backward, so the real modules' Hardsigmoid cannot give the oracle)."""
+
+    def forward(self, x):
+        return torch.nn.functional.relu6(x + 3) / 6
+
+
+def _hardsigmoid_blocks() -> dict:
+    from timm.layers import EffectiveSEModule
+    return {"tv_SqueezeExcitation_hardsigmoid": lambda: SqueezeExcitation(C, 4, torch.nn.Hardswish,
+                                                                          torch.nn.Hardsigmoid),
+            "timm_EcaModule_hardsigmoid": lambda: EcaModule(C, gate_layer="hard_sigmoid"),
+            "timm_EffectiveSEModule": lambda: EffectiveSEModule(C)}
+
+
+@pytest.mark.parametrize("backend", serving_backends("squeeze_excite"))
+@pytest.mark.parametrize("name", list(_hardsigmoid_blocks()))
+def test_gradient_penalty_through_a_hardsigmoid_gate(name, backend):
+    """torch's Hardsigmoid has no double backward; the twins' hardsigmoid gates (SE, ECA, ESE ops) do: their
+    gradient penalty equals the source's with the gate written as relu6(x + 3) / 6, to 1e-6 relative: the twins
+    keep torch's first-order slope, the float 1/6 (3e-8 from the exact 1/6 relu6's gradient uses)."""
+    torch.manual_seed(0)
+    source = _hardsigmoid_blocks()[name]().double()
+    for p in source.parameters():
+        with torch.no_grad():
+            p.add_(0.1 * torch.randn_like(p))
+    twin, report = fused_attn.convert(source, backend=backend)
+    assert report.replaced, str(report)
+    oracle = source
+    for parent in list(oracle.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, torch.nn.Hardsigmoid):
+                setattr(parent, child_name, _Relu6Hardsigmoid())
+    x = torch.randn(2, C, 7, 9, dtype=torch.float64) * 3   # gate inputs on both sides of the kinks at -3 and 3
+    want = _penalty_grads(oracle, x)
+    got = _penalty_grads(twin, x)
+    for i, (g, w) in enumerate(zip(got, want)):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8, msg=lambda m, i=i: f"{name} gradient {i}: {m}")

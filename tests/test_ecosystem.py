@@ -93,6 +93,34 @@ def test_timm_seresnet18_se_module(backend, layout):
     _check_against(se, se.fc1, se.fc2, _act_name(se.act), "sigmoid", backend, layout)
 
 
+def _check_one_op_twin(src: nn.Module, twin: nn.Module, op: str, channels: int, layout: str, backend: str,
+                       params: list, monkeypatch) -> None:
+    """twin (convert's copy of src) on `backend` calls FA.<op> once per forward and no pooling op, and equals src
+    in float64: output, grad_x and the gradients of `params` (names of parameters both share), for a dense and a
+    `.sum()` (stride-0) gradient."""
+    calls = []
+    real_op, real_squeeze = getattr(FA, op), FA.channel_squeeze
+    monkeypatch.setattr(FA, op, lambda *a, **k: calls.append(op) or real_op(*a, **k))
+    monkeypatch.setattr(FA, "channel_squeeze", lambda *a, **k: calls.append("squeeze") or real_squeeze(*a, **k))
+    twin.backend = backend
+    x = torch.randn(3, channels, 9, 7, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    for grad_of in ("random", "sum"):
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        want, got = src(xs[0]), twin(xs[1])
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(want) if grad_of == "random" else None
+        want_grads = torch.autograd.grad(want if g is not None else want.sum(),
+                                         [xs[0]] + [src.get_parameter(n) for n in params], g)
+        got_grads = torch.autograd.grad(got if g is not None else got.sum(),
+                                        [xs[1]] + [twin.get_parameter(n) for n in params], g)
+        for name, a, b in zip(["x"] + params, got_grads, want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, n=name, g=grad_of: f"{g} grad {n}: {m}")
+    assert calls == [op] * 2
+
+
 def _eca_sources() -> dict:
     from timm.layers.eca import CecaModule, EcaModule
 
@@ -118,25 +146,7 @@ def test_eca_twins_are_one_eca_op_and_match_the_sources(source, backend, layout,
                     if k in source)
     twin, report = fused_attn.convert(src)
     assert len(report) == 1 and not report.skipped, str(report)
-    calls = []
-    real_eca, real_squeeze = FA.eca, FA.channel_squeeze
-    monkeypatch.setattr(FA, "eca", lambda *a, **k: calls.append("eca") or real_eca(*a, **k))
-    monkeypatch.setattr(FA, "channel_squeeze", lambda *a, **k: calls.append("squeeze") or real_squeeze(*a, **k))
-    twin.backend = backend
-    x = torch.randn(3, channels, 9, 7, dtype=torch.float64)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    for grad_of in ("random", "sum"):
-        xs = [x.clone().requires_grad_() for _ in range(2)]
-        want, got = src(xs[0]), twin(xs[1])
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-        g = torch.randn_like(want) if grad_of == "random" else None
-        want_grads = torch.autograd.grad(want if g is not None else want.sum(), [xs[0], src.conv.weight], g)
-        got_grads = torch.autograd.grad(got if g is not None else got.sum(), [xs[1], twin.conv.weight], g)
-        for name, a, b in zip(("x", "conv.weight"), got_grads, want_grads):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12,
-                                       msg=lambda m, n=name, g=grad_of: f"{g} grad {n}: {m}")
-    assert calls == ["eca"] * 2
+    _check_one_op_twin(src, twin, "eca", channels, layout, backend, ["conv.weight"], monkeypatch)
 
 
 def test_eca_with_an_mlp_keeps_the_pooled_route():
@@ -151,3 +161,31 @@ def test_eca_with_an_mlp_keeps_the_pooled_route():
     assert len(report) == 1 and twin.fused_eca() is None
     x = torch.randn(2, 32, 5, 6, dtype=torch.float64)
     torch.testing.assert_close(twin(x), src(x), rtol=1e-12, atol=1e-12)
+
+
+def _ese_sources() -> dict:
+    from timm.layers import EffectiveSEModule
+    from timm.models.hgnet import EseModule
+    from ultralytics.nn.modules import ChannelAttention
+    return {"timm EffectiveSEModule(C=48) hard_sigmoid": lambda: EffectiveSEModule(48),
+            "timm EffectiveSEModule(C=16) sigmoid": lambda: EffectiveSEModule(16, gate_layer="sigmoid"),
+            "hgnet EseModule(C=40)": lambda: EseModule(40),
+            "ultralytics ChannelAttention(C=24)": lambda: ChannelAttention(24)}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("backend", serving_backends("ese"))
+@pytest.mark.parametrize("source", list(_ese_sources()))
+def test_ese_twins_are_one_ese_op_and_match_the_sources(source, backend, layout, monkeypatch):
+    """timm's EffectiveSEModule (Hardsigmoid and Sigmoid), timm hgnet's EseModule and ultralytics'
+    ChannelAttention (one C -> C 1x1 conv with bias, then the gate): the converted twin runs one fused `ese` op
+    and equals the source in float64, output, grad_x and the conv's weight and bias gradients, on every backend,
+    with dense and `.sum()` gradients."""
+    import fused_attn
+    torch.manual_seed(0)
+    src = _ese_sources()[source]().double()
+    twin, report = fused_attn.convert(src)
+    assert len(report) == 1 and not report.skipped, str(report)
+    conv = next(n for n, m in src.named_modules() if isinstance(m, nn.Conv2d))
+    channels = src.get_submodule(conv).in_channels
+    _check_one_op_twin(src, twin, "ese", channels, layout, backend, [f"{conv}.weight", f"{conv}.bias"], monkeypatch)

@@ -21,6 +21,11 @@ X = torch.randn(2, 4, 3, 5)
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4, 3, 3), None, torch.randn(4, 2), None), ValueError, "1x1 conv weight"),
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, act="tanh"), ValueError, "act must be"),
     (lambda: FA.squeeze_excite(X, torch.randn(2, 4), None, torch.randn(4, 2), None, gate="softmax"), ValueError, "gate must be"),
+    (lambda: FA.ese(X, torch.randn(4, 3, 1, 1)), ValueError, r"weight must have shape \(4, 4\)"),
+    (lambda: FA.ese(X, torch.randn(4, 4, 3, 3)), ValueError, "1x1 conv weight"),
+    (lambda: FA.ese(X, torch.randn(4, 4), torch.randn(3)), ValueError, r"bias must have shape \(4,\)"),
+    (lambda: FA.ese(X, torch.randn(4, 4), gate="relu"), ValueError, "gate must be one of"),
+    (lambda: FA.ese(X, torch.randn(4, 4).int()), TypeError, "weight must be a floating"),
     (lambda: FA.eca(X, torch.randn(1, 1, 4)), ValueError, "odd number of taps"),
     (lambda: FA.eca(X, torch.randn(2, 1, 3)), ValueError, r"Conv1d\(1, 1, k\) weight"),
     (lambda: FA.eca(X, torch.randn(3, 3)), ValueError, r"weight must be a Conv1d"),
@@ -87,6 +92,7 @@ def test_inputs_are_not_mutated():
     FA.channel_pool(x)
     FA.squeeze_excite(x, torch.randn(2, 4), None, torch.randn(4, 2), None)
     FA.eca(x, torch.randn(1, 1, 3), circular=True)
+    FA.ese(x, torch.randn(4, 4, 1, 1), torch.randn(4))
     for before, after in zip(copies, (x, c, s, r)):
         assert torch.equal(before, after)
 
@@ -120,6 +126,7 @@ def test_empty_inputs_give_empty_results_and_gradients(shape):
         "squeeze_excite": (lambda x, be: FA.squeeze_excite(x, torch.randn(2, c), None, torch.randn(c, 2), None,
                                                            backend=be), shape),
         "eca": (lambda x, be: FA.eca(x, torch.randn(1, 1, 3), backend=be), shape),
+        "ese": (lambda x, be: FA.ese(x, torch.randn(c, c, 1, 1), torch.randn(c), backend=be), shape),
         "dual_attention": (lambda x, be: FA.dual_attention(x, torch.randn(2, c), None, torch.randn(c, 2), None,
                                                            torch.randn(c), torch.randn(1), backend=be), shape),
         "apply_gates": (lambda x, be: FA.apply_gates(x, torch.rand(shape[0], c), torch.rand(shape[0], *shape[2:]),

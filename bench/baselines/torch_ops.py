@@ -65,6 +65,12 @@ def eca(ins, variant):
     return x * _GATE[gate](y).view(b, -1, 1, 1).expand_as(x)
 
 
+def ese(ins, variant):
+    """timm's EffectiveSEModule forward: x * gate(fc(mean)), fc a C -> C 1x1 conv."""
+    x, w, b = ins
+    return x * _GATE[variant.split(",")[0]](F.conv2d(x.mean((2, 3), keepdim=True), w, b))
+
+
 def dual_attention(ins, variant):
     """The seed's DualAttention: x * channel_att(x) * gate(conv1x1 C -> 1 (x))."""
     x, w1, b1, w2, b2, ws, bs = ins
@@ -108,5 +114,5 @@ def ema_core(ins, variant, eps=1e-5):
 
 
 OPS = {"channel_pool": channel_pool, "channel_squeeze": channel_squeeze, "squeeze_excite": squeeze_excite, "eca": eca,
-       "dual_attention": dual_attention, "apply_gates": apply_gates, "ema_strip_pool": ema_strip_pool,
+       "ese": ese, "dual_attention": dual_attention, "apply_gates": apply_gates, "ema_strip_pool": ema_strip_pool,
        "ema_core": ema_core}

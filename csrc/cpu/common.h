@@ -99,10 +99,10 @@ inline int64_t wave_bytes() {
 }
 
 // Outputs of at least this many bytes are written with non-temporal (streaming) stores by the SE-type wave
-// forwards (squeeze_excite_combine, eca_combine): an output larger than the last-level cache cannot stay cached
-// for the next layer anyway, and a streaming store skips the read-for-ownership of each output line (a 25.7 MB
-// x * s pass: 1.65 -> 1.07 ms on the project's Xeon VM, docs/cpu.md). The last-level cache size sysconf
-// reports (else 32 MB); FUSED_ATTN_CPU_STREAM_BYTES overrides it (1: always stream; a huge value: never).
+// forwards (squeeze_excite_combine, eca_combine, ese_combine): an output larger than the last-level cache cannot
+// stay cached for the next layer anyway, and a streaming store skips the read-for-ownership of each output line
+// (a 25.7 MB x * s pass: 1.65 -> 1.07 ms on the project's Xeon VM, docs/cpu.md). The last-level cache size
+// sysconf reports (else 32 MB); FUSED_ATTN_CPU_STREAM_BYTES overrides it (1: always stream; a huge value: never).
 inline int64_t stream_bytes() {
   if (const char* env = std::getenv("FUSED_ATTN_CPU_STREAM_BYTES")) {
     const long long v = std::atoll(env);

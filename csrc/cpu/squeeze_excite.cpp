@@ -11,13 +11,16 @@
 //                                        grad_x = grad_y * s + grad_pooled / HW   like x
 //   eca_combine(x, weight, circular, gate) the whole ECA forward: p = mean_hw x, z = the k-tap correlation of
 //                                        weight across the channels, y = x * gate(z)           (y, p, z)
+//   ese_combine(x, weight, bias, gate)   the whole ESE forward: p = mean_hw x, z = weight p + bias (one C x C
+//                                        layer), y = x * gate(z)                                (y, p, z)
 //
 // squeeze_excite_combine reads x from memory once: it runs the batch in waves of whole samples sized to stay in
 // the last-level cache (fa::cpu::wave_bytes), each wave pooled, put through the MLP (in C++, here) and scaled
 // while its samples are still cached, so memory sees 1 read + 1 write of x instead of the 2 reads + 1 write of
 // pool-then-scale. Every element's arithmetic is fixed by the shapes (the waves only schedule), so the results
 // are the same bits for any wave size and thread count, and equal channel_squeeze_reduce's pooling.
-// eca_combine runs the same waves with ECA's k-tap conv across the channels in the MLP's place.
+// eca_combine and ese_combine run the same waves (gate_in_waves) with ECA's k-tap conv across the channels, or
+// ESE's single C x C layer, in the MLP's place.
 //
 // In the backward the MLP runs in PyTorch between the passes, so the fused backward is squeeze_excite_grad_gate (reads
 // grad_y, x), the MLP backward, then squeeze_excite_grad_input (reads grad_y, writes grad_x): 3 reads + 1 write
@@ -449,29 +452,56 @@ void eca_conv_gate(const A* __restrict__ pooled, const A* __restrict__ w, int64_
 
 // The ECA forward in waves, as squeeze_excite_combine: pool a wave of samples, run the k-tap conv and the gate,
 // scale the wave while it is cached (1 read + 1 write of x).
+// (y, pooled, z) of an SE-type forward whose gate is one layer over the [B, C] means: gate_in_waves over x's
+// dtype, layer(b0, b1, pooled, z, s) writing z and s = gate(z) of samples [b0, b1) (acc-typed pointers).
+template <typename Layer>
+std::tuple<Tensor, Tensor, Tensor> one_layer_in_waves(const Tensor& x, Layer&& layer) {
+  const auto fmt = format_of(x);
+  const auto dt = x.scalar_type();
+  const auto acc = x.options().dtype(acc_scalar_type(dt));
+  const Tensor xd = dense(x, fmt, dt);
+  Tensor y = empty_4d(x.sizes(), x, fmt, dt);
+  Tensor pooled = at::empty({x.size(0), x.size(1)}, acc), z = at::empty({x.size(0), x.size(1)}, acc);
+  FA_DISPATCH(dt, "fa_one_layer_in_waves", [&] {
+    using A = acc_t<scalar_t>;
+    gate_in_waves<scalar_t>(xd, y, pooled, fmt == at::MemoryFormat::ChannelsLast, [&](int64_t b0, int64_t b1, A* s) {
+      layer(b0, b1, pooled.const_data_ptr<A>(), z.mutable_data_ptr<A>(), s);
+    });
+  });
+  return {y, pooled, z};
+}
+
 std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& weight, bool circular,
                                                c10::string_view gate) {
   check_4d(x, "x");
   const Gate g = gate_of(gate);
-  const int64_t k = weight.numel();
+  const int64_t k = weight.numel(), C = x.size(1);
   TORCH_CHECK(k % 2 == 1, "fused_attn (cpu): the ECA weight must have an odd number of taps, got ", k);
-  const auto fmt = format_of(x);
-  const auto dt = x.scalar_type();
-  const int64_t B = x.size(0), C = x.size(1);
-  const Tensor xd = dense(x, fmt, dt);
-  const Tensor wa = small_acc(weight, dt);
-  const auto acc = x.options().dtype(acc_scalar_type(dt));
-  Tensor y = empty_4d(x.sizes(), x, fmt, dt);
-  Tensor pooled = at::empty({B, C}, acc), z = at::empty({B, C}, acc);
-  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  FA_DISPATCH(dt, "fa_eca_combine", [&] {
-    using A = acc_t<scalar_t>;
-    gate_in_waves<scalar_t>(xd, y, pooled, cl, [&](int64_t b0, int64_t b1, A* s) {
-      eca_conv_gate<A>(pooled.const_data_ptr<A>(), wa.const_data_ptr<A>(), k, circular, g, z.mutable_data_ptr<A>(), s,
-                       b0, b1, C);
-    });
+  const Tensor wa = small_acc(weight, x.scalar_type());
+  return one_layer_in_waves(x, [&](int64_t b0, int64_t b1, const auto* pooled, auto* z, auto* s) {
+    using A = std::remove_pointer_t<decltype(s)>;
+    eca_conv_gate<A>(pooled, wa.const_data_ptr<A>(), k, circular, g, z, s, b0, b1, C);
   });
-  return {y, pooled, z};
+}
+
+// ------------------------------------------------------------------------------------------------ ese_combine
+// The ESE forward in waves: per wave z = weight p + bias (one mlp_layer, register-tiled), s = gate(z).
+std::tuple<Tensor, Tensor, Tensor> ese_combine(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                                               c10::string_view gate) {
+  check_4d(x, "x");
+  const Gate g = gate_of(gate);
+  const int64_t C = x.size(1);
+  const Tensor wa = mlp_weight(weight, C, C, x.scalar_type(), "weight");
+  const Tensor ba = bias.has_value() && bias->defined() ? small_acc(*bias, x.scalar_type()) : Tensor();
+  TORCH_CHECK(!ba.defined() || ba.numel() == C, "fused_attn (cpu): bias must have ", C, " elements");
+  return one_layer_in_waves(x, [&](int64_t b0, int64_t b1, const auto* pooled, auto* z, auto* s) {
+    using A = std::remove_pointer_t<decltype(s)>;
+    A* const zw = z + b0 * C;
+    A* const sw = s + b0 * C;
+    mlp_layer<A>(pooled + b0 * C, wa.const_data_ptr<A>(), ba.defined() ? ba.const_data_ptr<A>() : nullptr, b1 - b0, C,
+                 C, zw,
+                 [&](int64_t i, int64_t c0, int64_t c1) { gate_row<A>(g, zw + i * C + c0, sw + i * C + c0, c1 - c0); });
+  });
 }
 
 // grad_s = sum_hw grad_y * x (grad_y read in x's layout)
@@ -497,6 +527,7 @@ FA_ISA_END
 #define SQUEEZE_EXCITE_OPS(X)   \
   X(channel_squeeze_reduce)     \
   X(channel_squeeze_grad_input) \
-  X(channel_scale) X(squeeze_excite_combine) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input) X(eca_combine)
+  X(channel_scale)              \
+  X(squeeze_excite_combine) X(squeeze_excite_grad_gate) X(squeeze_excite_grad_input) X(eca_combine) X(ese_combine)
 FA_REGISTER(SQUEEZE_EXCITE_OPS)
 #endif

@@ -93,6 +93,13 @@ Tensor channel_scale(const Tensor& x, const Tensor& s) {
   return scale_shift(x, x, s, Tensor(), 1.0, true);
 }
 
+// s = gate(z) in ATen: sigmoid | hardsigmoid.
+Tensor gate_values(const Tensor& z, c10::string_view gate) {
+  if (gate == "sigmoid") return at::sigmoid(z);
+  if (gate == "hardsigmoid") return at::hardsigmoid(z);
+  TORCH_CHECK(false, "fused_attn (cuda): unknown gate '", std::string(gate), "'; expected sigmoid, hardsigmoid");
+}
+
 // The SE MLP on the pooled descriptors, in ATen (cuBLAS): [B, Cr] and [B, C] rows are too few for a kernel.
 Tensor mlp_layer(const Tensor& in, const Tensor& w, const std::optional<Tensor>& bias, int64_t rows, int64_t cols,
                  const char* name) {
@@ -125,10 +132,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> squeeze_excite_combine(const Tensor& 
     TORCH_CHECK(false, "fused_attn (cuda): unknown activation '", std::string(act),
                 "'; expected relu, hardswish, silu");
   const Tensor z2 = mlp_layer(hidden, w2, b2, C, Cr, "w2");
-  Tensor s;
-  if (gate == "sigmoid") s = at::sigmoid(z2);
-  else if (gate == "hardsigmoid") s = at::hardsigmoid(z2);
-  else TORCH_CHECK(false, "fused_attn (cuda): unknown gate '", std::string(gate), "'; expected sigmoid, hardsigmoid");
+  const Tensor s = gate_values(z2, gate);
   return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z1, z2};
 }
 
@@ -150,10 +154,18 @@ std::tuple<Tensor, Tensor, Tensor> eca_combine(const Tensor& x, const Tensor& we
     padded = at::constant_pad_nd(pooled, {pad, pad}, 0);
   }
   const Tensor z = at::conv1d(padded.unsqueeze(1), weight.to(pooled.scalar_type()).reshape({1, 1, k})).squeeze(1);
-  Tensor s;
-  if (gate == "sigmoid") s = at::sigmoid(z);
-  else if (gate == "hardsigmoid") s = at::hardsigmoid(z);
-  else TORCH_CHECK(false, "fused_attn (cuda): unknown gate '", std::string(gate), "'; expected sigmoid, hardsigmoid");
+  const Tensor s = gate_values(z, gate);
+  return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z};
+}
+
+// the whole ESE forward: p = mean_hw x, z = weight p + bias (one C x C layer in ATen), y = x * gate(z)
+std::tuple<Tensor, Tensor, Tensor> ese_combine(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                                               c10::string_view gate) {
+  check_4d(x, "x");
+  const int64_t C = x.size(1);
+  const Tensor pooled = hw_sum(x, Tensor(), hw_of(x));
+  const Tensor z = mlp_layer(pooled, weight, bias, C, C, "weight");
+  const Tensor s = gate_values(z, gate);
   return {scale_shift(x, x, s, Tensor(), 1.0, true), pooled, z};
 }
 
@@ -183,4 +195,5 @@ TORCH_LIBRARY_IMPL(FA_CUDA_LIBRARY, FA_CUDA_KEY, m) {
   m.impl("squeeze_excite_grad_gate", &fa::cuda::squeeze_excite_grad_gate);
   m.impl("squeeze_excite_grad_input", &fa::cuda::squeeze_excite_grad_input);
   m.impl("eca_combine", &fa::cuda::eca_combine);
+  m.impl("ese_combine", &fa::cuda::ese_combine);
 }

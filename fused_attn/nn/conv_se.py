@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .. import functional as FA
 from .base import AttentionModule, twin_around
 
-__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "gate_name", "GATE_NAMES"]
+__all__ = ["SqueezeExcitation", "SEModule", "SqueezeExcite", "gate_name", "GATE_NAMES", "plain_1x1"]
 
 _ACTS = {"ReLU": "relu", "SiLU": "silu", "Swish": "silu", "Hardswish": "hardswish", "HardSwish": "hardswish"}
 # fused_attn's gate name per gate layer class name (torch's and timm's classes)
@@ -47,7 +47,8 @@ def _conv1x1(cin: int, cout: int, bias: bool) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, bias=bias)
 
 
-def _plain_1x1(fc: nn.Module) -> bool:
+def plain_1x1(fc: nn.Module) -> bool:
+    """fc is an ungrouped 1x1 Conv2d with stride 1, no padding or dilation (a Linear on [B, C, 1, 1])."""
     return (isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1 and fc.stride == (1, 1)
             and fc.padding == (0, 0) and fc.dilation == (1, 1))
 
@@ -65,7 +66,7 @@ class _ConvSqueezeExcite(AttentionModule):
         norm = getattr(self, self.NORM) if self.NORM else None
         if self.add_maxpool or not (norm is None or isinstance(norm, nn.Identity)):
             return None
-        if not (_plain_1x1(fc1) and _plain_1x1(fc2)):
+        if not (plain_1x1(fc1) and plain_1x1(fc2)):
             return None
         act_name, gate = _ACTS.get(type(act).__name__), GATE_NAMES.get(type(gate).__name__)
         if act_name is None or gate is None:

@@ -3,10 +3,11 @@
     s = gate_layers(mean_hw(x))  [B, C]        y = x * s[:, :, None, None]
 
 mean_hw(x) is one `functional.channel_squeeze` pass, the gate layers are the source's own (a few B x C values, in
-PyTorch), and the scaling is one `functional.apply_gates` pass; gradients flow through both fused passes. The ECA
-twins whose gate is one plain k-tap conv (odd k, no bias) and a Sigmoid / Hardsigmoid are one `functional.eca` op
-instead (on the CPU pool, conv, gate and scale in cache-sized waves: x read from memory once). Each twin keeps its
-source's child names (state_dicts load strictly both ways):
+PyTorch), and the scaling is one `functional.apply_gates` pass; gradients flow through both fused passes. Where
+the gate is one plain k-tap conv (ECA: odd k, no bias) or one plain C -> C 1x1 conv (ESE) and a Sigmoid /
+Hardsigmoid, the twin is one `functional.eca` / `functional.ese` op instead (on the CPU pool, gate layer and
+scale in cache-sized waves: x read from memory once). Each twin keeps its source's child names (state_dicts load
+strictly both ways):
 
   EffectiveSEModule   timm.layers.EffectiveSEModule (ESE: ese_vovnet, hgnet), add_maxpool=False: fc, gate
                       s = gate(fc(mean))               fc: 1x1 conv C -> C
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from .. import functional as FA
 from .base import AttentionModule, twin_around
-from .conv_se import GATE_NAMES
+from .conv_se import GATE_NAMES, plain_1x1
 
 __all__ = ["EffectiveSEModule", "EcaModule", "CecaModule", "ChannelAttention", "EseModule", "EcaLayer"]
 
@@ -44,11 +45,18 @@ class _PooledGate(AttentionModule):
         """(taps, circular, gate) when one `functional.eca` op computes this block, else None."""
         return None
 
+    def fused_ese(self) -> Optional[tuple]:
+        """(weight, bias, gate) when one `functional.ese` op computes this block, else None."""
+        return None
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.record_attention:
             eca = self.fused_eca()
             if eca is not None:
                 return FA.eca(x, *eca, backend=self.backend)
+            ese = self.fused_ese()
+            if ese is not None:
+                return FA.ese(x, *ese, backend=self.backend)
         pooled = FA.channel_squeeze(x, backend=self.backend).to(x.dtype)
         s = self.gate_of(pooled)
         if self.record_attention:
@@ -88,6 +96,14 @@ def _eca_args(conv: nn.Module, gate: nn.Module, circular: bool, padding: int) ->
     return taps, circular, name
 
 
+def _ese_args(fc: nn.Module, gate: nn.Module) -> Optional[tuple]:
+    """(weight, bias, gate name) when fc is a plain C -> C 1x1 conv and gate a Sigmoid / Hardsigmoid, else None."""
+    name = GATE_NAMES.get(type(gate).__name__)
+    if name is None or not (plain_1x1(fc) and fc.in_channels == fc.out_channels):
+        return None
+    return fc.weight, fc.bias, name
+
+
 class EffectiveSEModule(_PooledGate):
     """timm's EffectiveSEModule(channels, gate_layer): s = gate(fc(mean_hw x)), fc a C -> C 1x1 conv."""
 
@@ -97,6 +113,9 @@ class EffectiveSEModule(_PooledGate):
         self.add_maxpool = False
         self.fc = nn.Conv2d(channels, channels, kernel_size=1)
         self.gate = gate_layer()
+
+    def fused_ese(self) -> Optional[tuple]:
+        return None if self.add_maxpool else _ese_args(self.fc, self.gate)
 
     def gate_of(self, pooled: Tensor) -> Tensor:
         return self.gate(self.fc(pooled[:, :, None, None])).flatten(1)
@@ -155,6 +174,9 @@ class ChannelAttention(_PooledGate):
         self.fc = nn.Conv2d(channels, channels, 1, 1, 0, bias=True)
         self.act = nn.Sigmoid()
 
+    def fused_ese(self) -> Optional[tuple]:
+        return _ese_args(self.fc, self.act)
+
     def gate_of(self, pooled: Tensor) -> Tensor:
         return self.act(self.fc(pooled[:, :, None, None])).flatten(1)
 
@@ -166,6 +188,9 @@ class EseModule(_PooledGate):
         super().__init__(backend, record_attention)
         self.conv = nn.Conv2d(chs, chs, kernel_size=1)
         self.sigmoid = nn.Sigmoid()
+
+    def fused_ese(self) -> Optional[tuple]:
+        return _ese_args(self.conv, self.sigmoid)
 
     def gate_of(self, pooled: Tensor) -> Tensor:
         return self.sigmoid(self.conv(pooled[:, :, None, None])).flatten(1)

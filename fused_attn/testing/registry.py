@@ -149,6 +149,14 @@ def _eca_taps(m: Maker, v: str, *lead: int) -> torch.Tensor:
     return m.t(*lead, k, scale=k ** -0.5)
 
 
+def _ese_inputs(m: Maker, v: str, conv: bool) -> list:
+    """x, the C -> C layer's weight ([C, C, 1, 1] as a 1x1 conv's when `conv`, else [C, C]) and bias (None:
+    "nobias"), scaled by fan-in."""
+    c = m.c
+    w = m.t(c, c, 1, 1, scale=c ** -0.5) if conv else m.t(c, c, scale=c ** -0.5)
+    return [m.x4(), w, None if v.endswith(",nobias") else m.t(c)]
+
+
 def _act_gate(variant: str) -> tuple:
     act, gate = variant.split(",")[:2]
     return act, gate
@@ -224,6 +232,8 @@ STAT_VARIANTS = ("max,mean,std", "mean,max", "std,mean", "max", "mean")   # ever
 ACT_VARIANTS = ("silu,sigmoid", "relu,sigmoid,nobias", "hardswish,hardsigmoid")
 # ECA: "k<taps>,<zero | circular>,<gate>"; k7 on 1 or 3 channels wraps (circular) or pads past both ends
 ECA_VARIANTS = ("k5,zero,sigmoid", "k3,circular,sigmoid", "k1,zero,hardsigmoid", "k7,circular,hardsigmoid")
+# ESE: "<gate>[,nobias]" (the main variant, which gradgradcheck runs, smooth: no kinks for finite differences)
+ESE_VARIANTS = ("sigmoid", "hardsigmoid,nobias")
 # (shape, groups): cg = 1, 4, 5, 8 (several tiles per image); (1, 8, 40, 40) in one group does not fit the CUDA
 # tile cache in fp32 / fp64 (the L2 re-read path); cg = 300 > 256 takes the channels_last fallback reduction
 EMA_CUDA_CASES = tuple((s, f"groups={g}") for s, g in (
@@ -353,6 +363,8 @@ _PASSES = (
              (Out("grad_x", like=1),)),
     PassInfo("eca_combine", "squeeze_excite", lambda m, v: (m.x4(), _eca_taps(m, v), *_eca_mode(v)[1:]),
              (Out("y", like=0), Out("pooled", "acc"), Out("z", "acc")), ECA_VARIANTS),
+    PassInfo("ese_combine", "squeeze_excite", lambda m, v: (*_ese_inputs(m, v, conv=False), v.split(",")[0]),
+             (Out("y", like=0), Out("pooled", "acc"), Out("z", "acc")), ESE_VARIANTS),
     PassInfo("apply_gates_combine", "apply_gates", lambda m, v: _gates_args(m, v, grads=False), (Out("out", like=0),),
              PARTS, _GATE_GRIDS),
     PassInfo("apply_gates_grads", "apply_gates", lambda m, v: _gates_args(m, v, grads=True),
@@ -453,6 +465,12 @@ def _eca_backward(ins, v, be):
     return OPS_NS.eca_backward, (_grad_like(y), x.detach(), w.detach(), pooled, z, *_eca_mode(v)[1:], be)
 
 
+def _ese_backward(ins, v, be):
+    x, w, b = ins[0], ins[1].reshape(ins[1].shape[:2]), ins[2]
+    y, pooled, z = OPS_NS.ese(x, w, b, v.split(",")[0], be)
+    return OPS_NS.ese_backward, (_grad_like(y), x.detach(), w.detach(), b, pooled, z, v.split(",")[0], be)
+
+
 def _dual_op_args(ins, v, be) -> tuple:
     x, w1, b1, w2, b2, ws, bs = ins
     return x, w1, b1, w2, b2, ws.reshape(-1), bs, *_act_gate(v), be
@@ -509,6 +527,10 @@ _OPS = (
     OpInfo("eca", ECA_VARIANTS, lambda m, v: [m.x4(), _eca_taps(m, v, 1, 1)],
            lambda ins, v, be: FA.eca(*ins, *_eca_mode(v)[1:], backend=be),
            lambda ins, v, be: (OPS_NS.eca, (ins[0], ins[1].reshape(-1), *_eca_mode(v)[1:], be)), _eca_backward),
+    OpInfo("ese", ESE_VARIANTS, lambda m, v: _ese_inputs(m, v, conv=True),
+           lambda ins, v, be: FA.ese(*ins, v.split(",")[0], backend=be),
+           lambda ins, v, be: (OPS_NS.ese, (ins[0], ins[1].reshape(ins[1].shape[:2]), ins[2], v.split(",")[0], be)),
+           _ese_backward),
     OpInfo("apply_gates", PARTS,
            lambda m, v: list(_gates_args(m, v, grads=False)),
            lambda ins, v, be: FA.apply_gates(*ins, backend=be),

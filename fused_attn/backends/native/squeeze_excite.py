@@ -5,7 +5,7 @@ import torch
 
 from ._library import DTYPES, kernels  # noqa: F401  (DTYPES is part of the backend interface)
 
-OPS = {"channel_squeeze", "squeeze_excite", "eca"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca", "ese"}
 
 
 def channel_squeeze_reduce(x: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,11 @@ def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str
     """The whole ECA forward -> (y like x, pooled [B, C], z [B, C]) (acc dtype); on the CPU in cache-sized waves
     of samples, reading x from memory once."""
     return kernels().eca_combine(x, weight, circular, gate)
+
+
+def ese_combine(x: torch.Tensor, weight: torch.Tensor, bias, gate: str):
+    """The whole ESE forward -> (y like x, pooled [B, C], z [B, C]) (acc dtype); on the CPU in cache-sized waves."""
+    return kernels().ese_combine(x, weight, bias, gate)
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@
   eca_combine:                 the ECA forward: p = channel_squeeze_reduce(x), z = the k-tap correlation of
                                weight across the channels (fused_attn._eca.forward), y = channel_scale(x,
                                gate(z))  -> (y, p, z); its backward is the SE one with _eca.backward between
+  ese_combine:                 the ESE forward: p = channel_squeeze_reduce(x), z = weight p + bias (one C x C
+                               layer, fused_attn._mlp.single_forward), y = channel_scale(x, gate(z)) -> (y, p, z)
   squeeze_excite backward, given g = grad_y and grad_pooled from the MLP backward:
     squeeze_excite_grad_gate:   grad_s[b, c] = sum_hw g * x                     (one pass over g, x)
     squeeze_excite_grad_input:  grad_x = g * s[b, c] + grad_pooled[b, c] / HW   (one pass over g)
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from ... import _eca, _mlp
+from ... import _mlp, _pooled_gates
 from ..._layout import acc_dtype, as_layout_of
 
-OPS = {"channel_squeeze", "squeeze_excite", "eca"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca", "ese"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
@@ -48,11 +50,8 @@ def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tens
     return channel_scale(x, s), pooled, z1, z2
 
 
-def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
-    """-> (y like x, pooled [B, C], z [B, C]); the last two in the accumulation dtype."""
-    pooled = channel_squeeze_reduce(x)
-    z = _eca.forward(pooled, weight, circular)
-    return channel_scale(x, _mlp.gate(gate, z)), pooled, z
+# the ECA and ESE forwards: these two passes around the layer in PyTorch (fused_attn/_pooled_gates.py)
+eca_combine, ese_combine = _pooled_gates.one_layer_forwards(channel_squeeze_reduce, channel_scale)
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@
   channel_scale               y = x * s[b, c]                         pointwise
   squeeze_excite_combine      channel_squeeze_reduce, the MLP in PyTorch, channel_scale (two passes over x)
   eca_combine                 channel_squeeze_reduce, the k-tap conv and gate in PyTorch, channel_scale
+  ese_combine                 channel_squeeze_reduce, the one C x C layer and gate in PyTorch, channel_scale
   squeeze_excite_grad_gate    grad_s[b, c] = sum_hw g * x             reduction over HW, one pass over (g, x)
   squeeze_excite_grad_input   grad_x = g * s[b, c] + grad_p[b, c] / HW   pointwise, one pass over g
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ... import _eca, _mlp
+from ... import _mlp, _pooled_gates
 from ..._layout import acc_dtype, empty_4d
 from . import _common as cm
 
-OPS = {"channel_squeeze", "squeeze_excite", "eca"}
+OPS = {"channel_squeeze", "squeeze_excite", "eca", "ese"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
@@ -95,11 +96,8 @@ def squeeze_excite_combine(x: torch.Tensor, w1: torch.Tensor, b1, w2: torch.Tens
     return channel_scale(x, s), pooled, z1, z2
 
 
-def eca_combine(x: torch.Tensor, weight: torch.Tensor, circular: bool, gate: str):
-    """-> (y like x, pooled [B, C], z [B, C]) (acc dtype): pool, the k-tap conv and gate, scale."""
-    pooled = channel_squeeze_reduce(x)
-    z = _eca.forward(pooled, weight, circular)
-    return channel_scale(x, _mlp.gate(gate, z)), pooled, z
+# the ECA and ESE forwards: these two passes around the layer in PyTorch (fused_attn/_pooled_gates.py)
+eca_combine, ese_combine = _pooled_gates.one_layer_forwards(channel_squeeze_reduce, channel_scale)
 
 
 def squeeze_excite_grad_gate(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
