@@ -6,7 +6,8 @@
 
   (ESE, single_forward / single_backward: one layer, s = gate(pooled @ w^T + b), w: [C, C])
 
-It is tiny (B x C x Cr), so every backend runs it in PyTorch; only the passes over x are kernels.
+It is tiny (B x C x Cr), so it runs in PyTorch between the kernel passes over x (the CPU forwards run their own
+C++ copy inside their cache-sized waves); the backward always runs here.
 Computed in the accumulation dtype; weight gradients are returned in the weights' dtype.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 
 ACTIVATIONS = ("relu", "hardswish", "silu")
 GATES = ("sigmoid", "hardsigmoid")
-_HARDSIGMOID_SLOPE = float(torch.tensor(1 / 6, dtype=torch.float32))  # torch's 1.0f / 6.0f
+# torch's hardsigmoid backward uses the float32 1/6 in every dtype (float64 included); so do all the backends
+_HARDSIGMOID_SLOPE = float(torch.tensor(1 / 6, dtype=torch.float32))
 
 
 def activation(name: str, z: torch.Tensor) -> torch.Tensor:
@@ -133,4 +135,3 @@ def single_backward(grad_s: torch.Tensor, pooled: torch.Tensor, z: torch.Tensor,
     grad_w = (dz.t() @ pooled).to(w.dtype)
     grad_b = dz.sum(0).to(b.dtype) if b is not None else None
     return dz @ w.to(dt), grad_w, grad_b
-

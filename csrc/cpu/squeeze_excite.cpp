@@ -450,8 +450,6 @@ void eca_conv_gate(const A* __restrict__ pooled, const A* __restrict__ w, int64_
   });
 }
 
-// The ECA forward in waves, as squeeze_excite_combine: pool a wave of samples, run the k-tap conv and the gate,
-// scale the wave while it is cached (1 read + 1 write of x).
 // (y, pooled, z) of an SE-type forward whose gate is one layer over the [B, C] means: gate_in_waves over x's
 // dtype, layer(b0, b1, pooled, z, s) writing z and s = gate(z) of samples [b0, b1) (acc-typed pointers).
 template <typename Layer>

@@ -21,20 +21,11 @@ import torch
 
 from ..._layout import acc_dtype, as_layout_of
 from ..._mlp import gate as _gate_fn
+from ..._mlp import gate_grad as _gate_grad
 
 OPS = {"coord_gate"}
 DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 GATES = ("none", "sigmoid", "hardsigmoid")
-# torch's hardsigmoid backward uses the float32 1/6 in every dtype (float64 included); so do all the backends
-HARD_SLOPE = 0.1666666716337204
-
-
-def _gate_grad(gate: str, z: torch.Tensor) -> torch.Tensor:
-    """d gate(z) / dz as torch's autograd computes it: sigmoid s (1 - s); hardsigmoid 1/6 strictly in (-3, 3)."""
-    if gate == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s)
-    return torch.where((z > -3) & (z < 3), torch.full_like(z, HARD_SLOPE), torch.zeros_like(z))
 
 
 def coord_gate_combine(x: torch.Tensor, a_h: torch.Tensor, a_w: torch.Tensor, gate: str, skip: bool) -> torch.Tensor:
